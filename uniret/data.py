@@ -1,0 +1,357 @@
+"""Typed BEIR data: documents, corpora, queries and qrels, loaded lazily and validated.
+
+A BEIR directory holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``,
+``text``) and ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score`` with a header line). Each
+file may also be gzip-compressed (``corpus.jsonl.gz``).
+
+The corpus is scanned once when it is opened (ids, duplicates, malformed lines) and then iterated
+lazily from disk, so a large corpus never has to fit in memory as Python objects.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from uniret.errors import DataFormatError
+
+logger = logging.getLogger(__name__)
+
+Run = dict[str, dict[str, float]]
+"""Search results: ``{query_id: {doc_id: score}}`` (the trec_eval / BEIR convention)."""
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    title: str = ""
+
+    def full_text(self, sep: str = " ") -> str:
+        """Title and text joined, as BEIR encoders and pyserini's "flat" indexes see a document."""
+        return f"{self.title}{sep}{self.text}" if self.title else self.text
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def find_file(root: Path, stem: str) -> Path | None:
+    """``root/stem`` or ``root/stem.gz``, whichever exists."""
+    for candidate in (root / stem, root / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)``; blank lines are skipped, bad JSON raises with file:line."""
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataFormatError(
+                    f"malformed JSON ({e.msg} at column {e.colno})", path=path, line=lineno,
+                    expected="one JSON object per line",
+                ) from None
+            if not isinstance(record, dict):
+                raise DataFormatError(
+                    f"got a JSON {type(record).__name__}", path=path, line=lineno, expected="a JSON object"
+                )
+            yield lineno, record
+
+
+def _require_id(record: dict[str, Any], path: Path, lineno: int) -> str:
+    if "_id" not in record:
+        raise DataFormatError("missing", path=path, line=lineno, field="_id", expected="a document or query id")
+    value = record["_id"]
+    if not isinstance(value, (str, int)) or str(value) == "":
+        raise DataFormatError(f"invalid value {value!r}", path=path, line=lineno, field="_id",
+                              expected="a non-empty string")
+    return str(value)
+
+
+def _text_field(record: dict[str, Any], name: str, path: Path, lineno: int) -> str:
+    value = record.get(name, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataFormatError(f"got {type(value).__name__}", path=path, line=lineno, field=name,
+                              expected="a string")
+    return value
+
+
+class Corpus:
+    """An iterable of :class:`Document` with known ids.
+
+    Build one with :meth:`from_jsonl` (lazy, validated), :meth:`from_documents` (in memory) or
+    :func:`uniret.hf.load_hf_corpus`.
+    """
+
+    def __init__(self, ids: list[str], iterate: Any, source: str, fingerprint: str) -> None:
+        self._ids = ids
+        self._iterate = iterate
+        self.source = source
+        self.fingerprint = fingerprint
+        self._id_set: frozenset[str] | None = None
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path) -> Corpus:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"corpus file not found: {path}")
+        ids: list[str] = []
+        first_line: dict[str, int] = {}
+        digest = hashlib.sha256()
+        for lineno, record in _iter_jsonl(path):
+            doc_id = _require_id(record, path, lineno)
+            _text_field(record, "title", path, lineno)
+            _text_field(record, "text", path, lineno)
+            if doc_id in first_line:
+                raise DataFormatError(
+                    f"duplicate id {doc_id!r} (first seen on line {first_line[doc_id]})",
+                    path=path, line=lineno, field="_id", expected="unique document ids",
+                )
+            first_line[doc_id] = lineno
+            ids.append(doc_id)
+            digest.update(doc_id.encode())
+            digest.update(b"\0")
+        if not ids:
+            raise DataFormatError("the corpus is empty", path=path, expected="at least one document")
+        stat = path.stat()
+        digest.update(f"{stat.st_size}".encode())
+
+        def iterate() -> Iterator[Document]:
+            for lineno, record in _iter_jsonl(path):
+                yield Document(
+                    id=_require_id(record, path, lineno),
+                    title=_text_field(record, "title", path, lineno),
+                    text=_text_field(record, "text", path, lineno),
+                )
+
+        return cls(ids, iterate, source=str(path), fingerprint=digest.hexdigest()[:16])
+
+    @classmethod
+    def from_documents(cls, documents: Iterable[Document], source: str = "<memory>") -> Corpus:
+        docs = list(documents)
+        if not docs:
+            raise DataFormatError("the corpus is empty", path=source, expected="at least one document")
+        seen: set[str] = set()
+        digest = hashlib.sha256()
+        for position, d in enumerate(docs):
+            if d.id in seen:
+                raise DataFormatError(f"duplicate id {d.id!r}", path=source, line=position + 1, field="_id",
+                                      expected="unique document ids")
+            seen.add(d.id)
+            digest.update(d.id.encode() + b"\0" + d.title.encode() + b"\0" + d.text.encode() + b"\0")
+        return cls([d.id for d in docs], lambda: iter(docs), source=source,
+                   fingerprint=digest.hexdigest()[:16])
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    @property
+    def id_set(self) -> frozenset[str]:
+        if self._id_set is None:
+            self._id_set = frozenset(self._ids)
+        return self._id_set
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[Document]:
+        return iter(self._iterate())
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.id_set
+
+    def batches(self, size: int) -> Iterator[list[Document]]:
+        batch: list[Document] = []
+        for doc in self:
+            batch.append(doc)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def subset(self, ids: Iterable[str]) -> Corpus:
+        """An in-memory corpus holding only ``ids`` (in corpus order)."""
+        wanted = set(ids)
+        return Corpus.from_documents((d for d in self if d.id in wanted), source=f"{self.source}[subset]")
+
+    def to_dict(self) -> dict[str, Document]:
+        return {d.id: d for d in self}
+
+
+class Queries(dict[str, str]):
+    """``{query_id: text}`` in file order."""
+
+    source: str = "<memory>"
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path) -> Queries:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"queries file not found: {path}")
+        queries = cls()
+        queries.source = str(path)
+        first_line: dict[str, int] = {}
+        for lineno, record in _iter_jsonl(path):
+            qid = _require_id(record, path, lineno)
+            if qid in first_line:
+                raise DataFormatError(f"duplicate id {qid!r} (first seen on line {first_line[qid]})",
+                                      path=path, line=lineno, field="_id", expected="unique query ids")
+            first_line[qid] = lineno
+            queries[qid] = _text_field(record, "text", path, lineno)
+        if not queries:
+            raise DataFormatError("no queries", path=path, expected="at least one query")
+        return queries
+
+
+@dataclass
+class Qrels:
+    """Relevance judgements ``{query_id: {doc_id: grade}}`` for one split, plus what was dropped."""
+
+    judgements: dict[str, dict[str, int]]
+    split: str
+    source: str = "<memory>"
+    unknown_queries: int = 0
+    unknown_documents: int = 0
+    dropped_lines: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_tsv(
+        cls,
+        path: str | Path,
+        split: str,
+        known_queries: Mapping[str, Any] | None = None,
+        known_docs: Corpus | frozenset[str] | set[str] | None = None,
+    ) -> Qrels:
+        """Read a BEIR qrels TSV. Lines naming unknown queries or documents are dropped, counted and
+        logged as a warning; other malformed lines raise :class:`DataFormatError`."""
+        path = Path(path)
+        judgements: dict[str, dict[str, int]] = {}
+        qrels = cls(judgements, split=split, source=str(path))
+        doc_ids = known_docs.id_set if isinstance(known_docs, Corpus) else known_docs
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.rstrip("\n\r")
+                if not line.strip():
+                    continue
+                parts = line.split("\t")
+                if lineno == 1 and parts[0].strip().lower() in {"query-id", "query_id", "qid"}:
+                    continue
+                if len(parts) == 4:  # TREC qrels: qid iteration docid grade
+                    parts = [parts[0], parts[2], parts[3]]
+                if len(parts) != 3:
+                    raise DataFormatError(f"{len(parts)} tab-separated columns", path=path, line=lineno,
+                                          expected="3 columns: query-id, corpus-id, score")
+                qid, did, grade_text = (p.strip() for p in parts)
+                try:
+                    grade = int(grade_text)
+                except ValueError:
+                    raise DataFormatError(f"non-integer grade {grade_text!r}", path=path, line=lineno,
+                                          field="score", expected="an integer relevance grade") from None
+                if known_queries is not None and qid not in known_queries:
+                    qrels.unknown_queries += 1
+                    qrels.dropped_lines.append(lineno)
+                    continue
+                if doc_ids is not None and did not in doc_ids:
+                    qrels.unknown_documents += 1
+                    qrels.dropped_lines.append(lineno)
+                    continue
+                judgements.setdefault(qid, {})[did] = grade
+        if qrels.unknown_queries or qrels.unknown_documents:
+            logger.warning(
+                "%s: dropped %d qrels lines naming unknown queries and %d naming unknown documents "
+                "(first dropped line: %d)", path, qrels.unknown_queries, qrels.unknown_documents,
+                qrels.dropped_lines[0],
+            )
+        if not judgements:
+            raise DataFormatError("no usable judgements", path=path, expected="at least one qrels line")
+        return qrels
+
+    def __len__(self) -> int:
+        return len(self.judgements)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.judgements)
+
+    def __getitem__(self, qid: str) -> dict[str, int]:
+        return self.judgements[qid]
+
+    def relevant(self, qid: str, min_grade: int = 1) -> list[str]:
+        return [d for d, g in self.judgements.get(qid, {}).items() if g >= min_grade]
+
+
+class BeirDataset:
+    """A BEIR-format data set: a lazily iterated corpus, its queries and per-split qrels."""
+
+    def __init__(self, root: str | Path, corpus: Corpus, queries: Queries, qrels_files: dict[str, Path],
+                 name: str | None = None) -> None:
+        self.root = Path(root)
+        self.name = name or self.root.name
+        self.corpus = corpus
+        self.queries = queries
+        self._qrels_files = qrels_files
+        self._qrels: dict[str, Qrels] = {}
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self._qrels_files)
+
+    def qrels(self, split: str = "test") -> Qrels:
+        if split not in self._qrels_files:
+            raise DataFormatError(
+                f"split {split!r} not found (available: {', '.join(self.splits) or 'none'})",
+                path=self.root / "qrels", expected=f"a file qrels/{split}.tsv",
+            )
+        if split not in self._qrels:
+            self._qrels[split] = Qrels.from_tsv(self._qrels_files[split], split, self.queries, self.corpus)
+        return self._qrels[split]
+
+    def split_queries(self, split: str = "test") -> Queries:
+        """The queries judged in ``split``, in file order."""
+        judged = self.qrels(split).judgements
+        out = Queries({qid: text for qid, text in self.queries.items() if qid in judged})
+        out.source = self.queries.source
+        return out
+
+
+def load_beir(path: str | Path) -> BeirDataset:
+    """Load a BEIR directory (or a packaged data set name such as ``scifact``)."""
+    from uniret.assets import resolve_dataset
+
+    root = resolve_dataset(path)
+    corpus_file = find_file(root, "corpus.jsonl")
+    queries_file = find_file(root, "queries.jsonl")
+    if corpus_file is None:
+        raise FileNotFoundError(f"{root}: no corpus.jsonl or corpus.jsonl.gz")
+    if queries_file is None:
+        raise FileNotFoundError(f"{root}: no queries.jsonl or queries.jsonl.gz")
+    qrels_dir = root / "qrels"
+    qrels_files: dict[str, Path] = {}
+    if qrels_dir.is_dir():
+        for p in sorted(qrels_dir.iterdir()):
+            for suffix in (".tsv", ".tsv.gz"):
+                if p.name.endswith(suffix):
+                    qrels_files[p.name[: -len(suffix)]] = p
+    corpus = Corpus.from_jsonl(corpus_file)
+    queries = Queries.from_jsonl(queries_file)
+    logger.info("loaded %s: %d documents, %d queries, splits %s", root, len(corpus), len(queries),
+                sorted(qrels_files))
+    return BeirDataset(root, corpus, queries, qrels_files)
