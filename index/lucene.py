@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from uniret.index.java import anserini_jar, ensure_jvm, java_executable
-from uniret.index.manifest import DOCSTORE, DocStore, atomic_directory, read_manifest, write_manifest
+from uniret.index.manifest import DocStore, atomic_directory, read_manifest, write_manifest
 from uniret.data import Corpus, Document, Run
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class LuceneBM25Index:
         self._docstore: DocStore | None = None
         self._corpus: Corpus | None = None
         self._searcher: Any = None
+        self._source_dir: Path | None = None
         self.num_docs = 0
         self.index_seconds: float | None = None
 
@@ -87,10 +88,7 @@ class LuceneBM25Index:
         path = Path(path)
         with atomic_directory(path) as tmp:
             shutil.copytree(self._index_dir, tmp / LUCENE_DIR)
-            if self._corpus is not None:
-                DocStore.write(tmp, self._corpus)
-            elif (self._index_dir.parent / DOCSTORE).is_file():  # a loaded index saved elsewhere
-                shutil.copy(self._index_dir.parent / DOCSTORE, tmp / DOCSTORE)
+            DocStore.persist(tmp, self._corpus, self._source_dir)
             write_manifest(tmp, self.kind, self.num_docs, similarity="bm25",
                            settings={"k1": self.k1, "b": self.b, "fields": "title+text"})
         logger.info("saved BM25 index to %s", path)
@@ -101,7 +99,8 @@ class LuceneBM25Index:
         manifest = read_manifest(path, expected_kind=cls.kind)
         settings = manifest.get("settings", {})
         self = cls(k1=settings.get("k1", 0.9), b=settings.get("b", 0.4), threads=threads)
-        self._index_dir = Path(path) / LUCENE_DIR
+        self._source_dir = Path(path)
+        self._index_dir = self._source_dir / LUCENE_DIR
         if not self._index_dir.is_dir():
             raise FileNotFoundError(f"{path}: the Lucene index folder '{LUCENE_DIR}' is missing")
         self.num_docs = manifest["num_docs"]
@@ -133,8 +132,11 @@ class LuceneBM25Index:
 
     def document(self, doc_id: str) -> Document | None:
         """The stored document (from the doc store of a saved index)."""
-        if self._docstore is None and self._index_dir is not None:
-            self._docstore = DocStore.read(self._index_dir.parent)
+        if self._docstore is None:
+            if self._corpus is not None:
+                self._docstore = DocStore({d.id: (d.title, d.text) for d in self._corpus})
+            elif self._source_dir is not None:
+                self._docstore = DocStore.read(self._source_dir)
         return self._docstore.get(doc_id) if self._docstore else None
 
     def describe(self) -> dict[str, Any]:

@@ -126,6 +126,14 @@ class DocStore:
                 ids.append(d.id)
         return ids
 
+    @staticmethod
+    def persist(directory: Path, corpus: Corpus | None, source_dir: Path | None) -> None:
+        """Write the doc store of a freshly built index, or copy the one of the index it was loaded from."""
+        if corpus is not None:
+            DocStore.write(directory, corpus)
+        elif source_dir is not None and (source_dir / DOCSTORE).is_file():
+            shutil.copy(source_dir / DOCSTORE, directory / DOCSTORE)
+
     @classmethod
     def read(cls, directory: str | Path) -> DocStore:
         path = Path(directory) / DOCSTORE

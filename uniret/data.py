@@ -302,20 +302,20 @@ class BeirDataset:
     """A BEIR-format data set: a lazily iterated corpus, its queries and per-split qrels."""
 
     def __init__(self, root: str | Path, corpus: Corpus, queries: Queries, qrels_files: dict[str, Path],
-                 name: str | None = None) -> None:
+                 name: str | None = None, qrels: dict[str, Qrels] | None = None) -> None:
         self.root = Path(root)
         self.name = name or self.root.name
         self.corpus = corpus
         self.queries = queries
         self._qrels_files = qrels_files
-        self._qrels: dict[str, Qrels] = {}
+        self._qrels: dict[str, Qrels] = dict(qrels or {})
 
     @property
     def splits(self) -> list[str]:
-        return sorted(self._qrels_files)
+        return sorted(set(self._qrels_files) | set(self._qrels))
 
     def qrels(self, split: str = "test") -> Qrels:
-        if split not in self._qrels_files:
+        if split not in self._qrels_files and split not in self._qrels:
             raise DataFormatError(
                 f"split {split!r} not found (available: {', '.join(self.splits) or 'none'})",
                 path=self.root / "qrels", expected=f"a file qrels/{split}.tsv",
@@ -323,6 +323,24 @@ class BeirDataset:
         if split not in self._qrels:
             self._qrels[split] = Qrels.from_tsv(self._qrels_files[split], split, self.queries, self.corpus)
         return self._qrels[split]
+
+    def sample(self, num_queries: int, num_docs: int, split: str = "test", seed: int = 0) -> BeirDataset:
+        """A small in-memory slice: the first ``num_queries`` judged queries of ``split``, every document
+        judged for them, and other documents drawn at random (seeded) up to ``num_docs`` in all."""
+        import random
+
+        qrels = self.qrels(split)
+        qids = [q for q in self.queries if q in qrels.judgements][:num_queries]
+        judged = {d for q in qids for d in qrels.judgements[q]}
+        others = sorted(set(self.corpus.ids) - judged)
+        random.Random(seed).shuffle(others)
+        keep = judged | set(others[: max(0, num_docs - len(judged))])
+        corpus = self.corpus.subset(keep)
+        queries = Queries({q: self.queries[q] for q in qids})
+        queries.source = self.queries.source
+        sub_qrels = Qrels({q: dict(qrels.judgements[q]) for q in qids}, split=split, source=qrels.source)
+        return BeirDataset(self.root, corpus, queries, {}, name=f"{self.name}-sample{len(qids)}q{len(corpus)}d",
+                           qrels={split: sub_qrels})
 
     def split_queries(self, split: str = "test") -> Queries:
         """The queries judged in ``split``, in file order."""

@@ -1,0 +1,89 @@
+"""Evaluation runner: data set + search backend -> run -> metrics -> report directory.
+
+The runner takes any object with the search protocol (``index(corpus)``, ``search(queries, k)``,
+``describe()``); it never builds models or indexes itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uniret.data import BeirDataset, Run
+from uniret.eval.metrics import DEFAULT_METRICS, STANDARD_METRICS, evaluate
+from uniret.eval.report import write_json, write_markdown_report, write_trec_run
+from uniret.protocols import SearchBackend
+from uniret.runtime import library_versions, machine_description
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    name: str
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    run: Run
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_backend(
+    backend: SearchBackend,
+    dataset: BeirDataset,
+    *,
+    split: str = "test",
+    name: str | None = None,
+    build_index: bool = True,
+    depth: int = 1000,
+    metrics: Sequence[str] = STANDARD_METRICS,
+    ignore_identical_ids: bool = True,
+    output_dir: str | Path | None = None,
+    config: dict[str, Any] | None = None,
+) -> EvalResult:
+    """Index the corpus (unless ``build_index`` is False), search the split's queries to ``depth``,
+    score the run, and write ``report.json``, ``report.md`` and ``run.trec`` to ``output_dir``."""
+    missing = [m for m in DEFAULT_METRICS if m not in metrics]
+    metrics = [*metrics, *missing]
+    queries = dataset.split_queries(split)
+    qrels = dataset.qrels(split)
+    name = name or getattr(backend, "kind", "run")
+    index_seconds = None
+    if build_index:
+        start = time.perf_counter()
+        backend.index(dataset.corpus)
+        index_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    run = backend.search(queries, k=depth)
+    search_seconds = time.perf_counter() - start
+    means, per_query = evaluate(qrels.judgements, run, metrics, ignore_identical_ids=ignore_identical_ids,
+                                per_query=True)
+    report = {
+        "name": name,
+        "dataset": {"name": dataset.name, "path": str(dataset.root), "split": split, "num_queries": len(queries),
+                    "num_docs": len(dataset.corpus), "corpus_fingerprint": dataset.corpus.fingerprint},
+        "metrics": means,
+        "timings": {"index_seconds": index_seconds, "search_seconds": search_seconds,
+                    "qps": len(queries) / search_seconds if search_seconds > 0 else None},
+        "retriever": backend.describe(),
+        "settings": {"depth": depth, "ignore_identical_ids": ignore_identical_ids,
+                     "tie_breaking": "score desc, then doc id desc (trec_eval)"},
+        "config": config or {},
+        "versions": library_versions(),
+        "machine": machine_description(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(report, out / "report.json")
+        write_markdown_report(report, out / "report.md")
+        write_trec_run(run, out / "run.trec", tag=name)
+        write_json(per_query, out / "per_query.json")
+        logger.info("wrote report to %s", out)
+    logger.info("%s on %s/%s: %s", name, dataset.name, split,
+                ", ".join(f"{k}={means[k]:.4f}" for k in DEFAULT_METRICS))
+    return EvalResult(name=name, metrics=means, per_query=per_query, run=run, report=report)

@@ -1,0 +1,5 @@
+"""``python -m uniret.index ...`` is ``uniret index ...``."""
+
+from uniret.cli import main
+
+raise SystemExit(main(command="index"))

@@ -1,0 +1,216 @@
+"""FAISS dense index: flat, HNSW or IVF-PQ by name, or any faiss factory string.
+
+Inner product is used for ``cosine`` and ``dot`` encoders (cosine encoders normalise their outputs),
+L2 for ``l2``. On a machine with a CUDA GPU and faiss-gpu, flat and IVF indexes are searched on the
+GPU; the saved file is always the CPU index, so it loads anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uniret.data import Corpus, Document, Run
+from uniret.errors import MissingExtraError
+from uniret.index.manifest import DocStore, atomic_directory, check_encoder, read_manifest, write_manifest
+from uniret.protocols import Encoder
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "docids.json"
+NAMED_TYPES = ("flat", "hnsw", "ivf-pq")
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as e:
+        raise MissingExtraError("faiss", "cpu") from e
+    return faiss
+
+
+def factory_string(index_type: str, num_docs: int, dim: int) -> str:
+    """Map a named index type to a faiss factory string; other strings pass through unchanged."""
+    if index_type == "flat":
+        return "Flat"
+    if index_type == "hnsw":
+        return "HNSW32,Flat"
+    if index_type == "ivf-pq":
+        nlist = max(1, min(int(4 * math.sqrt(num_docs)), num_docs // 39 or 1))
+        m = next(m for m in (dim // 4, dim // 8, 16, 8, 4, 2, 1) if m >= 1 and dim % m == 0)
+        nbits = 8 if num_docs >= 256 * 39 else max(4, min(8, int(math.log2(max(num_docs // 39, 16)))))
+        return f"IVF{nlist},PQ{m}x{nbits}"
+    return index_type
+
+
+class FaissIndex:
+    """The search protocol over a FAISS index of dense document embeddings."""
+
+    kind = "faiss"
+
+    def __init__(self, encoder: Encoder, index_type: str = "flat", *, use_gpu: bool | str = "auto",
+                 hnsw_ef_search: int = 128, nprobe: int = 32) -> None:
+        self.encoder = encoder
+        self.index_type = index_type
+        self.use_gpu = use_gpu
+        self.hnsw_ef_search = hnsw_ef_search
+        self.nprobe = nprobe
+        self.similarity = encoder.identity.get("similarity", "cosine")
+        self._index: Any = None
+        self._search_index: Any = None
+        self._ids: list[str] = []
+        self._corpus: Corpus | None = None
+        self._docstore: DocStore | None = None
+        self._source_dir: Path | None = None
+        self.factory: str | None = None
+        self.index_seconds: float | None = None
+
+    @property
+    def metric(self) -> int:
+        faiss = _faiss()
+        return faiss.METRIC_L2 if self.similarity == "l2" else faiss.METRIC_INNER_PRODUCT
+
+    # -- building -------------------------------------------------------------------------------
+    def index(self, corpus: Corpus) -> None:
+        start = time.perf_counter()
+        ids, texts = [], []
+        for d in corpus:
+            ids.append(d.id)
+            texts.append(d.full_text())
+        embeddings = self.encoder.encode_documents(texts)
+        self.add_embeddings(ids, embeddings)
+        self._corpus = corpus
+        self.index_seconds = time.perf_counter() - start
+        logger.info("FAISS %s index of %d documents built in %.1f s", self.factory, len(ids), self.index_seconds)
+
+    def add_embeddings(self, ids: list[str], embeddings: np.ndarray) -> None:
+        """Build the index from precomputed document embeddings (rows in the order of ``ids``)."""
+        faiss = _faiss()
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
+            raise ValueError(f"expected {len(ids)} embeddings, got an array of shape {embeddings.shape}")
+        dim = embeddings.shape[1]
+        self.factory = factory_string(self.index_type, len(ids), dim)
+        try:
+            index = faiss.index_factory(dim, self.factory, self.metric)
+        except RuntimeError as e:
+            raise ValueError(f"invalid index type {self.index_type!r} (named types: {', '.join(NAMED_TYPES)}, "
+                             f"or a faiss factory string): {e}") from None
+        if not index.is_trained:
+            logger.info("training %s on %d vectors", self.factory, len(ids))
+            index.train(embeddings)
+        index.add(embeddings)
+        self._index = index
+        self._search_index = None
+        self._ids = list(ids)
+
+    def _prepare_search(self) -> Any:
+        if self._search_index is not None:
+            return self._search_index
+        if self._index is None:
+            raise RuntimeError("the index is empty: call index(corpus) or load(path) first")
+        faiss = _faiss()
+        index = self._index
+        if hasattr(index, "hnsw"):
+            index.hnsw.efSearch = max(self.hnsw_ef_search, 1)
+        ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
+        if ivf is not None:
+            ivf.nprobe = min(self.nprobe, ivf.nlist)
+        want_gpu = self.use_gpu is True or (self.use_gpu == "auto" and hasattr(faiss, "StandardGpuResources")
+                                             and faiss.get_num_gpus() > 0)
+        if want_gpu and not hasattr(index, "hnsw"):
+            if not hasattr(faiss, "StandardGpuResources"):
+                raise MissingExtraError("faiss-gpu", "gpu")
+            self._gpu_resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+            logger.info("searching on the GPU")
+        self._search_index = index
+        return index
+
+    # -- searching ------------------------------------------------------------------------------
+    def search(self, queries: Mapping[str, str], k: int = 10) -> Run:
+        qids = list(queries)
+        if not qids:
+            return {}
+        q_emb = self.encoder.encode_queries([queries[q] for q in qids])
+        return self.search_embeddings(qids, q_emb, k)
+
+    def search_embeddings(self, qids: list[str], embeddings: np.ndarray, k: int) -> Run:
+        index = self._prepare_search()
+        scores, rows = index.search(np.ascontiguousarray(embeddings, dtype=np.float32), min(k, len(self._ids)))
+        run: Run = {}
+        for qid, srow, irow in zip(qids, scores, rows, strict=True):
+            hits = {self._ids[i]: float(-s if self.similarity == "l2" else s) for s, i in zip(srow, irow, strict=True)
+                    if i >= 0}
+            run[qid] = hits
+        return run
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        if self._index is None:
+            raise RuntimeError("nothing to save: call index(corpus) first")
+        faiss = _faiss()
+        path = Path(path)
+        with atomic_directory(path) as tmp:
+            faiss.write_index(self._index, str(tmp / INDEX_FILE))
+            (tmp / IDS_FILE).write_text(json.dumps(self._ids), encoding="utf-8")
+            DocStore.persist(tmp, self._corpus, self._source_dir)
+            identity = self.encoder.identity
+            write_manifest(tmp, self.kind, len(self._ids), encoder=identity, dimension=identity.get("dimension"),
+                           similarity=self.similarity,
+                           settings={"index_type": self.index_type, "factory": self.factory,
+                                     "hnsw_ef_search": self.hnsw_ef_search, "nprobe": self.nprobe})
+        logger.info("saved FAISS index to %s", path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Encoder | None = None, *, device: str | None = "auto",
+             use_gpu: bool | str = "auto") -> FaissIndex:
+        """Load a saved index. Without ``encoder`` the one recorded in the manifest is loaded; with one,
+        it must be the encoder the index was built with (same weights hash and dimension)."""
+        faiss = _faiss()
+        path = Path(path)
+        manifest = read_manifest(path, expected_kind=cls.kind)
+        built = manifest.get("encoder") or {}
+        if encoder is None:
+            from uniret.retriever.dense import DenseEncoder
+
+            source = built.get("path") if built.get("path") and Path(built["path"]).exists() else built.get("name")
+            encoder = DenseEncoder(source, device=device, max_length=built.get("max_length"),
+                                   query_prompt=built.get("query_prompt", ""),
+                                   document_prompt=built.get("document_prompt", ""))
+        check_encoder(manifest, encoder.identity, path)
+        settings = manifest.get("settings", {})
+        self = cls(encoder, settings.get("index_type", "flat"), use_gpu=use_gpu,
+                   hnsw_ef_search=settings.get("hnsw_ef_search", 128), nprobe=settings.get("nprobe", 32))
+        self._index = faiss.read_index(str(path / INDEX_FILE))
+        self._ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
+        self.factory = settings.get("factory")
+        self._source_dir = path
+        if self._index.ntotal != len(self._ids) or len(self._ids) != manifest["num_docs"]:
+            raise ValueError(f"{path}: the index holds {self._index.ntotal} vectors and {len(self._ids)} ids, "
+                             f"the manifest says {manifest['num_docs']} documents; the index is damaged")
+        if self._index.d != manifest.get("dimension"):
+            raise ValueError(f"{path}: index dimension {self._index.d} differs from the manifest's "
+                             f"{manifest.get('dimension')}")
+        return self
+
+    def document(self, doc_id: str) -> Document | None:
+        if self._docstore is None:
+            if self._corpus is not None:
+                self._docstore = DocStore({d.id: (d.title, d.text) for d in self._corpus})
+            elif self._source_dir is not None:
+                self._docstore = DocStore.read(self._source_dir)
+        return self._docstore.get(doc_id) if self._docstore else None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "index_type": self.index_type, "factory": self.factory,
+                "num_docs": len(self._ids), "similarity": self.similarity, "encoder": self.encoder.identity}

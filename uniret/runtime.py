@@ -1,0 +1,43 @@
+"""Small run-time helpers shared by every wing: device choice and library versions for reports."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+
+LIBRARIES = ("uniret", "torch", "transformers", "sentence-transformers", "faiss-cpu", "faiss-gpu", "pyserini",
+             "pytrec-eval-terrier", "numpy", "datasets")
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``auto`` (or None) picks ``cuda`` when a GPU is visible, else ``cpu``; anything else is kept."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def machine_description() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}"
