@@ -92,11 +92,11 @@ def plot_metrics(rows: Mapping[str, Mapping[str, float]], path: str | Path, titl
         bars = ax.bar(xs, values, width, label=name)
         ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=7, padding=1)
     ax.set_xticks(range(len(metrics)), metrics)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.18)
     ax.set_ylabel("score")
     if title:
         ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", ncols=max(1, len(systems)), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

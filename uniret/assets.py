@@ -73,8 +73,14 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     text = str(name_or_path)
     if Path(text).expanduser().exists():
         return str(Path(text).expanduser().resolve())
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
+        raise FileNotFoundError(f"model folder not found: {text}")
     alias = MODEL_ALIASES.get(text.lower())
     if alias is None:
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            logger.warning("%r is not a local folder or a packaged alias (%s) and HF_HUB_OFFLINE=1: loading "
+                           "works only if it is in the hub cache", text, ", ".join(sorted({a.name for a in
+                                                                                           MODEL_ALIASES.values()})))
         return text
     path = alias.locate()
     if path is None:

@@ -373,3 +373,22 @@ def load_beir(path: str | Path) -> BeirDataset:
     logger.info("loaded %s: %d documents, %d queries, splits %s", root, len(corpus), len(queries),
                 sorted(qrels_files))
     return BeirDataset(root, corpus, queries, qrels_files)
+
+
+def save_beir(dataset: BeirDataset, path: str | Path) -> Path:
+    """Write a data set (e.g. a :meth:`BeirDataset.sample`) as a BEIR directory."""
+    path = Path(path)
+    (path / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(path / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for d in dataset.corpus:
+            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}, ensure_ascii=False) + "\n")
+    with open(path / "queries.jsonl", "w", encoding="utf-8") as f:
+        for qid, text in dataset.queries.items():
+            f.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+    for split in dataset.splits:
+        with open(path / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
+            f.write("query-id\tcorpus-id\tscore\n")
+            for qid, docs in dataset.qrels(split).judgements.items():
+                for did, grade in docs.items():
+                    f.write(f"{qid}\t{did}\t{grade}\n")
+    return path

