@@ -21,9 +21,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from uniret.data import Corpus, Document, Run
 from uniret.index.java import anserini_jar, ensure_jvm, java_executable
 from uniret.index.manifest import DocStore, atomic_directory, read_manifest, write_manifest
-from uniret.data import Corpus, Document, Run
 
 logger = logging.getLogger(__name__)
 
@@ -111,23 +111,15 @@ class LuceneBM25Index:
         if self._searcher is None:
             if self._index_dir is None:
                 raise RuntimeError("the index is empty: call index(corpus) or load(path) first")
-            ensure_jvm()
-            from pyserini.search.lucene import LuceneSearcher
-
-            self._searcher = LuceneSearcher(str(self._index_dir))
-            self._searcher.set_bm25(self.k1, self.b)
+            self._searcher = _DirectSearcher(self._index_dir, self.k1, self.b)
         return self._searcher
 
-    def search(self, queries: Mapping[str, str], k: int = 10, batch_size: int = 1024) -> Run:
+    def search(self, queries: Mapping[str, str], k: int = 10) -> Run:
         searcher = self._get_searcher()
-        qids = list(queries)
         run: Run = {}
-        for i in tqdm(range(0, len(qids), batch_size), desc="bm25: searching", unit="batch",
-                      disable=not logger.isEnabledFor(logging.INFO) or len(qids) <= batch_size):
-            chunk = qids[i : i + batch_size]
-            hits = searcher.batch_search([queries[q] for q in chunk], chunk, k=k, threads=self.threads)
-            for qid in chunk:
-                run[qid] = {h.docid: float(h.score) for h in hits.get(qid, [])}
+        for qid, text in tqdm(queries.items(), total=len(queries), desc="bm25: searching", unit="query",
+                              disable=not logger.isEnabledFor(logging.INFO) or len(queries) < 1000):
+            run[qid] = searcher.search(text, k)
         return run
 
     def document(self, doc_id: str) -> Document | None:
@@ -142,3 +134,27 @@ class LuceneBM25Index:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "k1": self.k1, "b": self.b, "fields": "title+text", "num_docs": self.num_docs,
                 "index_dir": str(self._index_dir) if self._index_dir else None}
+
+
+class _DirectSearcher:
+    """Lucene ``IndexSearcher`` with BM25, Anserini's default English analyzer and query generator."""
+
+    def __init__(self, index_dir: Path, k1: float, b: float) -> None:
+        ensure_jvm()
+        from jnius import autoclass, cast
+
+        paths = autoclass("java.nio.file.Paths")
+        directory = autoclass("org.apache.lucene.store.FSDirectory").open(paths.get(str(index_dir)))
+        self._reader = autoclass("org.apache.lucene.index.DirectoryReader").open(directory)
+        self._searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
+            cast("org.apache.lucene.index.IndexReader", self._reader))
+        self._searcher.setSimilarity(autoclass("org.apache.lucene.search.similarities.BM25Similarity")(float(k1), float(b)))
+        self._analyzer = autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
+        self._generator = autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")()
+        stored = self._reader.storedFields()
+        self._ids = [stored.document(i).get("id") for i in range(self._reader.maxDoc())]
+
+    def search(self, text: str, k: int) -> dict[str, float]:
+        query = self._generator.buildQuery("contents", self._analyzer, text)
+        ids = self._ids
+        return {ids[sd.doc]: float(sd.score) for sd in self._searcher.search(query, k).scoreDocs}

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import HashEncoder
 
+from conftest import HashEncoder
 from uniret.data import Corpus, Document
 from uniret.errors import IndexMismatchError
 from uniret.index import load_index, read_manifest
