@@ -93,3 +93,77 @@ class HashEncoder:
 @pytest.fixture
 def hash_encoder():
     return HashEncoder()
+
+
+class TinyEmbedder:
+    """A small trainable embedder with the Embedder API the trainer uses (format_queries, tokenize,
+    forward, parameters, train, save): hashed word ids -> embedding bag -> linear -> dropout -> L2 norm."""
+
+    def __init__(self, dim: int = 8, vocab: int = 97, dropout: float = 0.1, seed: int = 0) -> None:
+        import torch
+
+        torch.manual_seed(seed)
+        self.vocab = vocab
+        self.net = torch.nn.ModuleDict({"emb": torch.nn.Embedding(vocab, 16), "proj": torch.nn.Linear(16, dim),
+                                        "drop": torch.nn.Dropout(dropout)})
+
+    def format_queries(self, queries, tasks=None, instructions=None):
+        return list(queries)
+
+    def tokenize(self, texts):
+        import hashlib
+
+        import torch
+
+        ids = [[int(hashlib.md5(w.encode()).hexdigest(), 16) % (self.vocab - 1) + 1 for w in t.split()] or [0]
+               for t in texts]
+        n = max(len(x) for x in ids)
+        return {"input_ids": torch.tensor([x + [0] * (n - len(x)) for x in ids]),
+                "attention_mask": torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x in ids])}
+
+    def forward(self, features):
+        import torch
+
+        e = self.net["emb"](features["input_ids"])
+        m = features["attention_mask"].unsqueeze(-1).float()
+        pooled = (e * m).sum(1) / m.sum(1).clamp_min(1)
+        return torch.nn.functional.normalize(self.net["drop"](self.net["proj"](pooled)), dim=-1)
+
+    def parameters(self):
+        return self.net.parameters()
+
+    def train(self, mode=True):
+        self.net.train(mode)
+
+    def state_dict(self):
+        return self.net.state_dict()
+
+    def load_state_dict(self, sd):
+        self.net.load_state_dict(sd)
+
+    def save(self, path):
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(Path(path) / "model.safetensors"))
+        return Path(path)
+
+
+def make_records(n: int = 8, negatives: int = 3, with_scores: bool = False, seed: int = 0):
+    import random
+
+    from uniret.train.records import TrainingRecord
+
+    rng = random.Random(seed)
+    words = "apple banana cherry delta echo fox golf hotel india juliet kilo lima mike nov oscar papa".split()
+    out = []
+    for i in range(n):
+        pos = " ".join(rng.sample(words, 4))
+        negs = [" ".join(rng.sample(words, 4)) for _ in range(negatives)]
+        out.append(TrainingRecord(query=f"query {i} " + pos.split()[0], positives=[pos], negatives=negs,
+                                  positive_ids=[f"p{i}"], negative_ids=[f"n{i}_{j}" for j in range(negatives)],
+                                  positive_scores=[1.0] if with_scores else None,
+                                  negative_scores=[rng.random() for _ in negs] if with_scores else None))
+    return out

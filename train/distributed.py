@@ -1,0 +1,85 @@
+"""Everything about torch.distributed in one place: rank, world size, gathering with gradients,
+gradient averaging. Without an initialised process group every function is the single-process identity.
+
+Cross-device negatives: each rank gathers every rank's document embeddings (with gradients through its
+own slice via the differentiable ``all_gather``) and scores its local queries against all of them. Each
+rank's loss is the mean over its local queries; after :func:`average_gradients` the update equals the
+single-process update on the concatenated batch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(backend: str | None = None) -> bool:
+    """Initialise the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return is_distributed()
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend=backend)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (same shape on every rank) from all ranks along dim 0, in rank order.
+    Gradients flow back to each rank's own slice."""
+    if not is_distributed():
+        return tensor
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def average_gradients(parameters: Any) -> None:
+    """All-reduce and average ``.grad`` of every parameter across ranks (a no-op on one process)."""
+    if not is_distributed():
+        return
+    n = world_size()
+    for p in parameters:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= n
+
+
+def all_reduce_mean(value: float) -> float:
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item()) / world_size()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()

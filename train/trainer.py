@@ -1,0 +1,257 @@
+"""One trainer for every retriever family.
+
+What varies is the *module* (how a batch of records becomes a loss and gradients: bi-encoder,
+cross-encoder, sparse...), the sampler options and the callbacks (re-mining, evaluation, FLOPS warm-up).
+The loop itself: deterministic batches, AdamW with linear warm-up and decay, gradient averaging across
+ranks, clipping, logging (``train_log.jsonl`` + ``logging``), tqdm progress, checkpoints every N steps
+(model weights, optimizer and RNG state in safetensors, the rest in JSON) and resume from the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from uniret.index.manifest import atomic_directory
+from uniret.train import distributed
+from uniret.train.records import TrainingRecord
+from uniret.train.sampler import BatchSampler
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 1
+    max_steps: int | None = None  # stop early at this many optimisation steps
+    batch_size: int = 32  # per device
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float | None = 1.0
+    grad_cache_chunk: int | None = None  # embed in chunks of this size (gradient caching)
+    same_task_batches: bool = False
+    seed: int = 42
+    log_every: int = 10
+    save_every: int | None = None  # steps between checkpoints; None: at the end of each epoch
+    keep_checkpoints: int = 2
+    resume: bool = True
+
+
+class TrainingModule(Protocol):
+    def parameters(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> None: ...
+
+    def step(self, records: Sequence[TrainingRecord], rng: random.Random, step: int) -> dict[str, float]:
+        """Forward and backward for one batch; returns logs including ``loss``."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> Any: ...
+
+    def save(self, path: Path) -> Any: ...
+
+
+class Callback:
+    """Hooks into the loop; override what you need. ``on_epoch_start`` may replace ``trainer.records``."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: int
+    seconds: float
+    examples_per_second: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Optimizer state as safetensors (tensors) + JSON (everything else): no pickle."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        entry: dict[str, Any] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+                entry[k] = {"tensor": f"{pid}.{k}"}
+            else:
+                entry[k] = v
+        meta["state"][str(pid)] = entry
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    (directory / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    tensors = load_file(str(directory / "optimizer.safetensors"))
+    meta = json.loads((directory / "optimizer.json").read_text(encoding="utf-8"))
+    state = {int(pid): {k: tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v
+                        for k, v in entry.items()} for pid, entry in meta["state"].items()}
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    root = Path(output_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := re.fullmatch(r"step-(\d+)", p.name))
+             and (p / "trainer_state.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+class Trainer:
+    def __init__(self, module: TrainingModule, records: Sequence[TrainingRecord], config: TrainerConfig,
+                 output_dir: str | Path, callbacks: Sequence[Callback] = (), run_config: dict[str, Any] | None = None
+                 ) -> None:
+        if not records:
+            raise ValueError("no training records")
+        self.module = module
+        self.records = list(records)
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.callbacks = list(callbacks)
+        self.run_config = run_config or {}
+        self.step = 0
+        self.epoch = 0
+
+    def _sampler(self) -> BatchSampler:
+        c = self.config
+        return BatchSampler(self.records, c.batch_size, seed=c.seed, same_task=c.same_task_batches,
+                            world_size=distributed.world_size(), rank=distributed.rank())
+
+    def _schedule(self, total: int) -> Any:
+        warmup = int(total * self.config.warmup_ratio)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        return factor
+
+    def train(self) -> TrainResult:
+        c = self.config
+        torch.manual_seed(c.seed)
+        params = list(self.module.parameters())
+        optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        steps_per_epoch = len(self._sampler())
+        if steps_per_epoch == 0:
+            raise ValueError(f"{len(self.records)} records make no full batch of {c.batch_size * distributed.world_size()}")
+        total = c.max_steps or c.epochs * steps_per_epoch
+        epochs = -(-total // steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule(total))
+        start_epoch, skip = 0, 0
+        if c.resume and (ckpts := checkpoint_dirs(self.output_dir)):
+            start_epoch, skip = self._resume(ckpts[-1], optimizer, scheduler)
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        history: list[dict[str, float]] = []
+        saved: list[Path] = []
+        start_time, examples = time.perf_counter(), 0
+        log_path = self.output_dir / "train_log.jsonl"
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=total, initial=self.step, desc="training", unit="step",
+                   disable=not (distributed.is_main() and logger.isEnabledFor(logging.INFO)))
+        self.module.train(True)
+        for epoch in range(start_epoch, epochs):
+            self.epoch = epoch
+            for cb in self.callbacks:
+                cb.on_epoch_start(self, epoch)
+            sampler = self._sampler()
+            for b_idx, idx in enumerate(sampler.batches(epoch)):
+                if epoch == start_epoch and b_idx < skip:
+                    continue
+                rng = random.Random(c.seed * 7_919 + epoch * 100_003 + b_idx)
+                optimizer.zero_grad(set_to_none=True)
+                logs = self.module.step([self.records[i] for i in idx], rng, self.step)
+                distributed.average_gradients(params)
+                if c.max_grad_norm:
+                    logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm))
+                optimizer.step()
+                scheduler.step()
+                self.step += 1
+                examples += len(idx)
+                logs = {"step": self.step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **logs}
+                history.append(logs)
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                if distributed.is_main():
+                    with open(log_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(logs) + "\n")
+                    if self.step % c.log_every == 0 or self.step == total:
+                        logger.info("step %d/%d epoch %d loss %.4f lr %.2e", self.step, total, epoch, logs["loss"],
+                                    logs["lr"])
+                for cb in self.callbacks:
+                    cb.on_step_end(self, self.step, logs)
+                if c.save_every and self.step % c.save_every == 0 and self.step < total:
+                    saved.append(self.save_checkpoint(optimizer, scheduler, epoch, b_idx + 1))
+                if self.step >= total:
+                    break
+            if self.step >= total:
+                break
+            if not c.save_every:
+                saved.append(self.save_checkpoint(optimizer, scheduler, epoch + 1, 0))
+        bar.close()
+        seconds = time.perf_counter() - start_time
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        self.module.train(False)
+        return TrainResult(steps=self.step, epochs=epochs, seconds=seconds,
+                           examples_per_second=examples / seconds if seconds > 0 else 0.0, history=history,
+                           checkpoints=saved)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int, batch_in_epoch: int
+                        ) -> Path:
+        path = self.output_dir / CHECKPOINTS / f"step-{self.step}"
+        if distributed.is_main():
+            with atomic_directory(path) as tmp:
+                state = {k: v.detach().cpu().clone().contiguous() for k, v in self.module.state_dict().items()}
+                save_file(state, str(tmp / "weights.safetensors"))
+                save_optimizer(optimizer, tmp)
+                save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+                (tmp / "trainer_state.json").write_text(json.dumps({
+                    "step": self.step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                    "scheduler": scheduler.state_dict(), "num_records": len(self.records),
+                    "config": self.run_config}, indent=2, default=str), encoding="utf-8")
+            for old in checkpoint_dirs(self.output_dir)[: -max(1, self.config.keep_checkpoints)]:
+                shutil.rmtree(old, ignore_errors=True)
+            logger.info("checkpoint saved: %s", path)
+        distributed.barrier()
+        return path
+
+    def _resume(self, path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, int]:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        self.module.load_state_dict(load_file(str(path / "weights.safetensors")))
+        load_optimizer(optimizer, path)
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(load_file(str(path / "rng.safetensors"))["cpu"])
+        self.step = state["step"]
+        logger.info("resumed from %s (step %d, epoch %d, batch %d)", path, self.step, state["epoch"],
+                    state["batch_in_epoch"])
+        return state["epoch"], state["batch_in_epoch"]
