@@ -50,7 +50,7 @@ def evaluate_backend(
     metrics = [*metrics, *missing]
     queries = dataset.split_queries(split)
     qrels = dataset.qrels(split)
-    name = name or getattr(backend, "kind", "run")
+    name = str(name or getattr(backend, "kind", "run"))
     index_seconds = None
     if build_index:
         start = time.perf_counter()

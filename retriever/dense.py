@@ -5,6 +5,11 @@
 each chunk of texts is tokenised once by the fast tokenizer, sorted longest first, and padded only to
 the longest sequence of its batch. The forward pass is the model's own module stack, so embeddings are
 those ``SentenceTransformer.encode`` returns, up to floating-point noise.
+
+A folder saved by :class:`uniret.retriever.embedder.Embedder` (it holds ``uniret_embedder.json``), or an
+``Embedder`` object itself, is encoded through that embedder instead, with its pooling, attention,
+query instructions and Matryoshka dimension restored. Both paths share one loop:
+:func:`token_ids` -> length-sorted batches -> :func:`pad_token_ids` -> forward.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,15 +27,64 @@ from tqdm.auto import tqdm
 from uniret.assets import cache_dir, content_hash, resolve_model
 from uniret.runtime import resolve_device
 
+if TYPE_CHECKING:
+    from uniret.retriever.embedder import Embedder
+
 logger = logging.getLogger(__name__)
 
 
+def token_ids(tokenizer: Any, texts: Sequence[str], max_length: int | None, *, append_eos: bool = False) -> list[list[int]]:
+    """Token ids of ``texts`` (the tokenizer's own special tokens included), truncated to ``max_length``.
+
+    With ``append_eos`` the tokenizer's EOS token ends every sequence (decoder embedders pool it): texts
+    are truncated one token shorter and EOS is added unless the tokenizer already put it last.
+    """
+    limit = max_length - 1 if append_eos and max_length is not None else max_length
+    enc = tokenizer(list(texts), truncation=limit is not None, max_length=limit, padding=False,
+                    return_attention_mask=False, return_token_type_ids=False)
+    ids = [list(x) for x in enc["input_ids"]]
+    if append_eos:
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError(f"{type(tokenizer).__name__} has no EOS token; set tokenizer.eos_token to append one")
+        for seq in ids:
+            if not seq or seq[-1] != eos:
+                seq.append(eos)
+    return ids
+
+
+def pad_token_ids(ids: Sequence[Sequence[int]], *, pad_id: int, padding_side: str = "right", device: str | torch.device = "cpu",
+                  token_type_ids: bool = False) -> dict[str, torch.Tensor]:
+    """Pad ``ids`` to the longest sequence on ``padding_side``; returns ``input_ids`` and ``attention_mask``
+    (and zero ``token_type_ids`` when asked) on ``device``."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    longest = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), longest), dtype=np.int64)
+    for row, seq in enumerate(ids):
+        cols = slice(0, len(seq)) if padding_side == "right" else slice(longest - len(seq), longest)
+        input_ids[row, cols] = seq
+        mask[row, cols] = 1
+    features: dict[str, torch.Tensor] = {
+        "input_ids": torch.from_numpy(input_ids).to(device),
+        "attention_mask": torch.from_numpy(mask).to(device),
+    }
+    if token_type_ids:
+        features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+    return features
+
+
 class DenseEncoder:
-    """The encoder protocol (``encode_queries`` / ``encode_documents``) for a dense embedder."""
+    """The encoder protocol (``encode_queries`` / ``encode_documents``) for a dense embedder.
+
+    ``model`` is a sentence-transformers model (folder, alias or hub name), a folder saved by
+    :class:`~uniret.retriever.embedder.Embedder`, or an ``Embedder`` object (encoded as it is, on its device).
+    """
 
     def __init__(
         self,
-        model: str | Path = "all-MiniLM-L6-v2",
+        model: str | Path | Embedder = "all-MiniLM-L6-v2",
         *,
         device: str | None = "auto",
         max_length: int | None = 256,
@@ -41,28 +95,43 @@ class DenseEncoder:
         chunk_size: int = 8192,
         cache_embeddings: bool = False,
     ) -> None:
-        from sentence_transformers import SentenceTransformer
+        from uniret.retriever.embedder import CONFIG_FILE, Embedder
 
-        self.name = str(model)
-        self.path = resolve_model(model)
-        self.device = resolve_device(device)
-        self.model = SentenceTransformer(self.path, device=self.device)
-        self.model.eval()
-        if max_length is not None:
-            self.model.max_seq_length = max_length
-        self.max_length = int(self.model.max_seq_length)
+        self.embedder: Embedder | None = None
+        if isinstance(model, Embedder):
+            self.embedder = model
+            self.name, self.path, self.device = model.name, model.path, model.device
+        else:
+            self.name = str(model)
+            self.path = resolve_model(model)
+            self.device = resolve_device(device)
+            if (Path(self.path) / CONFIG_FILE).is_file():
+                self.embedder = Embedder.load(self.path, device=self.device)
         self.batch_size = batch_size
         self.query_prompt = query_prompt
         self.document_prompt = document_prompt
-        has_normalize = any(type(m).__name__ == "Normalize" for m in self.model)
-        self.normalize = bool(normalize) and not has_normalize
-        self.similarity = "cosine" if (has_normalize or normalize) else "dot"
         self.chunk_size = chunk_size
         self.cache_embeddings = cache_embeddings
-        self.tokenizer = self.model.tokenizer
         self._hash: str | None = None
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        dim = get_dim()
+        if self.embedder is not None:
+            self.model: Any = self.embedder
+            self.max_length = int(max_length) if max_length is not None else self.embedder.max_length
+            has_normalize = self.embedder.normalize
+            dim: int | None = self.embedder.dimension
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(self.path, device=self.device)
+            self.model.eval()
+            if max_length is not None:
+                self.model.max_seq_length = max_length
+            self.max_length = int(self.model.max_seq_length or 0)
+            has_normalize = any(type(m).__name__ == "Normalize" for m in self.model)
+            get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+            dim = get_dim()
+        self.normalize = bool(normalize) and not has_normalize
+        self.similarity = "cosine" if (has_normalize or normalize) else "dot"
+        self.tokenizer = self.model.tokenizer
         if dim is None:
             raise ValueError(f"{self.path}: cannot tell the embedding dimension of this model")
         self.dimension = int(dim)
@@ -71,12 +140,17 @@ class DenseEncoder:
     @property
     def model_hash(self) -> str:
         if self._hash is None:
-            self._hash = content_hash(self.path) if Path(self.path).exists() else f"hub:{self.path}"
+            if self.embedder is not None:
+                self._hash = str(self.embedder.identity["hash"])
+            else:
+                self._hash = content_hash(self.path) if Path(self.path).exists() else f"hub:{self.path}"
         return self._hash
 
     @property
     def identity(self) -> dict[str, Any]:
+        extra = dict(self.embedder.identity) if self.embedder is not None else {}
         return {
+            **extra,
             "type": "dense",
             "name": self.name,
             "path": self.path,
@@ -90,8 +164,10 @@ class DenseEncoder:
 
     # -- encoding ---------------------------------------------------------------------------------
     def encode_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> np.ndarray:
-        return self.encode([self.query_prompt + t for t in texts], desc="encoding queries",
-                           show_progress=show_progress)
+        queries = [self.query_prompt + t for t in texts]
+        if self.embedder is not None:
+            queries = self.embedder.format_queries(queries)
+        return self.encode(queries, desc="encoding queries", show_progress=show_progress)
 
     def encode_documents(self, texts: Sequence[str], show_progress: bool | None = None) -> np.ndarray:
         texts = [self.document_prompt + t for t in texts]
@@ -111,30 +187,18 @@ class DenseEncoder:
         return emb
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False,
-                             return_attention_mask=False, return_token_type_ids=False)
-        return list(enc["input_ids"])
+        append_eos = self.embedder.append_eos if self.embedder is not None else False
+        return token_ids(self.tokenizer, texts, self.max_length, append_eos=append_eos)
 
     def _forward(self, ids: list[list[int]]) -> torch.Tensor:
-        longest = max(len(x) for x in ids)
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = np.full((len(ids), longest), pad, dtype=np.int64)
-        mask = np.zeros((len(ids), longest), dtype=np.int64)
-        right = getattr(self.tokenizer, "padding_side", "right") == "right"
-        for row, seq in enumerate(ids):
-            if right:
-                input_ids[row, : len(seq)] = seq
-                mask[row, : len(seq)] = 1
-            else:
-                input_ids[row, longest - len(seq):] = seq
-                mask[row, longest - len(seq):] = 1
-        features: dict[str, torch.Tensor] = {
-            "input_ids": torch.from_numpy(input_ids).to(self.device),
-            "attention_mask": torch.from_numpy(mask).to(self.device),
-        }
-        if "token_type_ids" in getattr(self.tokenizer, "model_input_names", []):
-            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
-        out = self.model(features)["sentence_embedding"]
+        if self.embedder is not None:
+            out = self.embedder(self.embedder.collate(ids))
+        else:
+            features = pad_token_ids(
+                ids, pad_id=self.tokenizer.pad_token_id or 0, device=self.device,
+                padding_side=getattr(self.tokenizer, "padding_side", "right"),
+                token_type_ids="token_type_ids" in getattr(self.tokenizer, "model_input_names", []))
+            out = self.model(features)["sentence_embedding"]
         if self.normalize:
             out = torch.nn.functional.normalize(out, p=2, dim=-1)
         return out
@@ -145,13 +209,18 @@ class DenseEncoder:
         if show_progress is None:
             show_progress = logger.isEnabledFor(logging.INFO) and len(texts) > self.batch_size
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress) as bar:
-            for start in range(0, len(texts), self.chunk_size):
-                chunk_ids = self._tokenize(texts[start : start + self.chunk_size])
-                order = np.argsort([-len(x) for x in chunk_ids], kind="stable")
-                for b in range(0, len(order), self.batch_size):
-                    rows = order[b : b + self.batch_size]
-                    emb = self._forward([chunk_ids[i] for i in rows])
-                    out[start + rows] = emb.float().cpu().numpy()
-                    bar.update(len(rows))
+        was_training = self.model.training  # an Embedder may be in the middle of training
+        self.model.eval()
+        try:
+            with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress) as bar:
+                for start in range(0, len(texts), self.chunk_size):
+                    chunk_ids = self._tokenize(texts[start : start + self.chunk_size])
+                    order = np.argsort([-len(x) for x in chunk_ids], kind="stable")
+                    for b in range(0, len(order), self.batch_size):
+                        rows = order[b : b + self.batch_size]
+                        emb = self._forward([chunk_ids[i] for i in rows])
+                        out[start + rows] = emb.float().cpu().numpy()
+                        bar.update(len(rows))
+        finally:
+            self.model.train(was_training)
         return out

@@ -17,7 +17,6 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyEmbedder, make_records  # noqa: E402
-
 from uniret.train import distributed  # noqa: E402
 from uniret.train.biencoder import BiEncoderModule, LossConfig  # noqa: E402
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 import torch
-from conftest import TinyEmbedder, make_records
 
+from conftest import TinyEmbedder, make_records
 from uniret.train.biencoder import BiEncoderModule, LossConfig
 
 

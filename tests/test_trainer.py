@@ -6,12 +6,19 @@ import json
 
 import pytest
 import torch
-from conftest import TinyEmbedder, make_records
 
+from conftest import TinyEmbedder, make_records
 from uniret.train.biencoder import BiEncoderModule, LossConfig
 from uniret.train.records import TrainingRecord
 from uniret.train.sampler import BatchSampler
-from uniret.train.trainer import Callback, Trainer, TrainerConfig, checkpoint_dirs, load_optimizer, save_optimizer
+from uniret.train.trainer import (
+    Callback,
+    Trainer,
+    TrainerConfig,
+    checkpoint_dirs,
+    load_optimizer,
+    save_optimizer,
+)
 
 
 def run(tmp, max_steps=6, callbacks=(), seed=0, **kw):

@@ -196,7 +196,7 @@ class Trainer:
                 scheduler.step()
                 self.step += 1
                 examples += len(idx)
-                logs = {"step": self.step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **logs}
+                logs = {"step": self.step, "epoch": epoch, "lr": float(scheduler.get_last_lr()[0]), **logs}
                 history.append(logs)
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")

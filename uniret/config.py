@@ -49,7 +49,7 @@ def _build(tp: Any, value: Any, where: str, source: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise DataFormatError(f"got {value!r}", path=source, field=where, expected="a mapping")
-        return from_dict(tp, value, source=source, prefix=where)
+        return from_dict(typing.cast(type, tp), value, source=source, prefix=where)
     if origin in (list, tuple):
         if not isinstance(value, list):
             raise DataFormatError(f"got {value!r}", path=source, field=where, expected="a list")
