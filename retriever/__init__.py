@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DenseEncoder"]
+__all__ = ["CrossEncoderReranker", "DenseEncoder", "Embedder"]
+
+_LAZY = {
+    "DenseEncoder": "uniret.retriever.dense",
+    "Embedder": "uniret.retriever.embedder",
+    "CrossEncoderReranker": "uniret.retriever.reranker",
+}
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing the package does not import torch
-    if name == "DenseEncoder":
-        from uniret.retriever.dense import DenseEncoder
+    if name in _LAZY:
+        import importlib
 
-        return DenseEncoder
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

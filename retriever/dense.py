@@ -139,11 +139,10 @@ class DenseEncoder:
     # -- identity ---------------------------------------------------------------------------------
     @property
     def model_hash(self) -> str:
+        if self.embedder is not None:
+            return str(self.embedder.identity["hash"])  # follows the embedder's training and saving
         if self._hash is None:
-            if self.embedder is not None:
-                self._hash = str(self.embedder.identity["hash"])
-            else:
-                self._hash = content_hash(self.path) if Path(self.path).exists() else f"hub:{self.path}"
+            self._hash = content_hash(self.path) if Path(self.path).exists() else f"hub:{self.path}"
         return self._hash
 
     @property
@@ -153,7 +152,7 @@ class DenseEncoder:
             **extra,
             "type": "dense",
             "name": self.name,
-            "path": self.path,
+            "path": extra.get("path", self.path),
             "hash": self.model_hash,
             "dimension": self.dimension,
             "similarity": self.similarity,

