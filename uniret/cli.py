@@ -78,6 +78,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(pairs: list[str]) -> dict[str, object]:
+    import yaml
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from uniret.config import load_config
+    from uniret.train.config import TrainConfig
+    from uniret.train.pipeline import run_training
+
+    cfg = load_config(args.config, TrainConfig, overrides=_overrides(args.set))
+    summary = run_training(cfg, args.output_dir)
+    print(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f} s "
+          f"({summary['examples_per_second']:.1f} examples/s); model: {args.output_dir}/model")
+    if "dev" in summary:
+        print("dev: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["dev"].items() if k in ("ndcg@10", "recall@100")))
+    return 0
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from uniret.config import load_config
+    from uniret.train.mining import MiningConfig, run_mining
+
+    overrides = _overrides(args.set)
+    for name in ("retriever", "model", "k", "filter", "num_negatives", "sampling", "split", "device"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    if args.teacher:
+        overrides["teachers"] = args.teacher
+    cfg = load_config(args.config, MiningConfig, overrides=overrides)
+    stats = run_mining(args.data, args.output, cfg)
+    print(f"mined {stats['negatives']} negatives for {stats['queries']} queries into {args.output}")
+    print("removed per filter: " + ", ".join(f"{k}={v}" for k, v in stats["removed"].items()))
+    print(f"statistics: {stats['output']}.stats.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uniret", description=__doc__)
     parser.add_argument("--version", action="version", version=f"uniret {__version__}")
@@ -106,6 +151,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=1000, help="hits retrieved per query")
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a retriever from a YAML recipe")
+    p.add_argument("--config", required=True, help="YAML file (see configs/)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set trainer.max_steps=10 (repeatable)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("mine", help="mine hard negatives (and teacher scores) into training JSONL")
+    p.add_argument("--data", required=True, help="BEIR directory or packaged data set name (scifact)")
+    p.add_argument("--output", required=True, help="training records to write (.jsonl)")
+    p.add_argument("--config", default=None, help="YAML file with MiningConfig fields")
+    p.add_argument("--retriever", choices=("bm25", "dense", "hybrid"), default=None)
+    p.add_argument("--model", default=None, help="dense / hybrid: the encoder")
+    p.add_argument("-k", type=int, default=None, help="candidates per query (default 100)")
+    p.add_argument("--filter", default=None,
+                   help="none | absolute | relative | rank | teacher, or a comma-separated chain")
+    p.add_argument("--num-negatives", type=int, default=None)
+    p.add_argument("--sampling", choices=("top", "random"), default=None)
+    p.add_argument("--split", default=None)
+    p.add_argument("--teacher", action="append", default=[],
+                   help="bm25 | dense[:model] | splade[:model] | cross-encoder:folder (repeatable: an ensemble)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other MiningConfig field, e.g. --set relative_margin=0.9")
+    p.set_defaults(func=cmd_mine)
 
     p = sub.add_parser("demo", help="the main job: BM25 vs a dense embedder on the shipped SciFact")
     p.add_argument("--data", default="scifact")

@@ -86,18 +86,23 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>", pref
         raise DataFormatError(str(e), path=source, field=prefix or None) from None
 
 
-def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None = None) -> T:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise DataFormatError(f"invalid YAML: {getattr(e, 'problem', e)}", path=path,
-                              line=mark.line + 1 if mark else None) from None
-    if not isinstance(data, dict):
-        raise DataFormatError("the top level is not a mapping", path=path, expected="key: value pairs")
+def load_config(path: str | Path | None, cls: type[T], overrides: dict[str, Any] | None = None) -> T:
+    """``cls`` from a YAML file (None: from the defaults) with dotted ``overrides`` applied on top."""
+    if path is None:
+        data: dict[str, Any] = {}
+        path = Path("<defaults>")
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise DataFormatError(f"invalid YAML: {getattr(e, 'problem', e)}", path=path,
+                                  line=mark.line + 1 if mark else None) from None
+        if not isinstance(data, dict):
+            raise DataFormatError("the top level is not a mapping", path=path, expected="key: value pairs")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")

@@ -1,0 +1,75 @@
+"""The training recipe as typed dataclasses; ``uniret train --config cfg.yaml`` maps the YAML onto
+:class:`TrainConfig` one-to-one (unknown keys are errors naming the key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from uniret.train.biencoder import LossConfig
+from uniret.train.crossencoder import RerankLossConfig
+from uniret.train.mining import MiningConfig
+from uniret.train.trainer import TrainerConfig
+
+
+@dataclass
+class ModelConfig:
+    kind: Literal["dense", "cross-encoder"] = "dense"
+    backbone: str = "all-MiniLM-L6-v2"  # alias, local folder or hub name
+    pooling: Literal["cls", "mean", "last-token", "weighted-mean"] = "mean"
+    normalize: bool = True
+    bidirectional: bool = False  # decoder backbones only
+    max_length: int = 256
+    instructions: dict[str, str] | None = None  # task -> instruction (queries only)
+    default_instruction: str | None = None
+    query_template: str = "Instruct: {instruction}\nQuery: {query}"
+    icl_examples: list[list[str]] | None = None  # [[query, positive], ...] placed before each query
+    matryoshka_dim: int | None = None
+    lora: dict[str, Any] | None = None  # peft LoraConfig arguments, e.g. {r: 16, alpha: 32}
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on CPU
+
+
+@dataclass
+class DataConfig:
+    data: str = "scifact"  # BEIR directory or packaged data set name
+    split: str = "train"
+    train_file: str | None = None  # ready TrainingRecord JSONL (skips building records from qrels/mining)
+    holdout_queries: int = 0  # carve a dev split of this many training queries (never trained on)
+    holdout_seed: int = 0
+    unsupervised_pairs_per_doc: int = 0  # > 0: add Contriever-style cropped pairs from the corpus
+
+
+@dataclass
+class TeacherSpec:
+    kind: Literal["bm25", "dense", "splade", "cross-encoder"]
+    model: str | None = None  # dense / splade / cross-encoder: alias or folder
+    weight: float = 1.0
+
+
+@dataclass
+class TeachersConfig:
+    teachers: list[TeacherSpec] = field(default_factory=list)
+    normalization: Literal["minmax", "zscore"] = "minmax"
+
+
+@dataclass
+class EvalConfig:
+    dev: bool = True  # evaluate on the held-out dev split after training (needs data.holdout_queries)
+    dev_docs: int = 0  # 0: the whole corpus; else the dev queries' judged documents plus random others
+    batch_size: int = 64
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    mining: MiningConfig | None = None
+    teachers: TeachersConfig | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    rerank_loss: RerankLossConfig = field(default_factory=RerankLossConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    remine_every_epochs: int = 0  # iterative re-mining with the model being trained (ANCE-style)
+    average_last_checkpoints: int = 0  # > 1: the final model is the mean of the last N checkpoints
+    eval: EvalConfig = field(default_factory=EvalConfig)
