@@ -69,7 +69,8 @@ class QueryPrompts:
     def instruction_for(self, task: str | None = None, instruction: str | None = None) -> str | None:
         if instruction is not None:
             return instruction
-        if task is not None:
+        if task is not None and (self.instructions or self.default_instruction is not None):
+            # a task matters only to a model that has instructions; without any, queries stay plain
             if task in self.instructions:
                 return self.instructions[task]
             if self.default_instruction is None:

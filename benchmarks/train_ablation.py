@@ -1,0 +1,172 @@
+"""Ablation of the dense training recipe on SciFact (issue 3), all rows at the same steps and batch size.
+
+Every row starts from all-MiniLM-L6-v2, trains on SciFact ``train`` minus a dev split of 100 held-out
+queries (seed 0, the recipe's ``data.holdout_queries``), reports nDCG@10 on that dev split (dev queries
+against their judged documents plus random others, 1,000 documents) and is evaluated once on SciFact
+``test`` (full corpus, max length 256), exactly as ``uniret eval --retriever dense --model OUT/model``.
+
+Rows (base: ``configs/scifact-dense.yaml``; each row changes only what its name says):
+
+- ``inbatch``: InfoNCE, in-batch negatives only (training pairs from the qrels).
+- ``bm25``: + BM25 hard negatives, unfiltered (top 8 of BM25's top 100 minus the positives).
+- ``margin``: + NV-Retriever relative-margin filter (drop negatives above 0.95 x the positive's score).
+- ``distill``: + KL distillation to the BM25 + MiniLM ensemble (min-max per query, mean).
+- ``full``: + focal reweighting, online hard-negative mixing and curriculum (= configs/scifact-dense.yaml).
+- ``st``: sentence-transformers' ``SentenceTransformerTrainer`` + ``MultipleNegativesRankingLoss``
+  on triplets from ``mine_hard_negatives`` with its defaults (3 negatives, top) over the same corpus.
+
+    python benchmarks/train_ablation.py --out runs/ablation [--rows inbatch,bm25,...]
+
+Results accumulate in ``benchmarks/results/train_ablation.json`` (a row already there is kept unless
+``--rerun``). Mined records are cached under ``--out/records``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, save_result
+from uniret.config import load_config, to_dict
+from uniret.data import load_beir
+from uniret.train.config import TrainConfig
+from uniret.train.mining import mine
+from uniret.train.pipeline import build_teacher, holdout_split
+from uniret.train.records import records_from_beir, write_records
+
+ROWS = ("inbatch", "bm25", "margin", "distill", "full", "st")
+RECIPE = Path(__file__).resolve().parent.parent / "configs" / "scifact-dense.yaml"
+logger = logging.getLogger("ablation")
+
+
+def prepare(base: TrainConfig, out: Path) -> dict[str, Path]:
+    """Training records of each kind, mined once on the training view (dev queries removed)."""
+    rec_dir = out / "records"
+    rec_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"pairs": rec_dir / "pairs.jsonl", "unfiltered": rec_dir / "bm25_unfiltered.jsonl",
+             "filtered": rec_dir / "bm25_relative.jsonl", "scored": rec_dir / "bm25_relative_scored.jsonl"}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    dataset = load_beir(base.data.data)
+    train_view, _ = holdout_split(dataset, base.data.split, base.data.holdout_queries, base.data.holdout_seed)
+    stats: dict[str, Any] = {}
+    write_records(list(records_from_beir(train_view, base.data.split)), paths["pairs"])
+    assert base.mining is not None and base.teachers is not None
+    records, stats["unfiltered"] = mine(train_view, replace(base.mining, filter="none"), split=base.data.split)
+    write_records(records, paths["unfiltered"])
+    records, stats["filtered"] = mine(train_view, base.mining, split=base.data.split)
+    write_records(records, paths["filtered"])
+    from uniret.train.teachers import add_teacher_scores
+
+    start = time.perf_counter()
+    add_teacher_scores(records, build_teacher(base.teachers, train_view, base.model.device))
+    stats["teacher_seconds"] = time.perf_counter() - start
+    write_records(records, paths["scored"])
+    (rec_dir / "stats.json").write_text(json.dumps(stats, indent=2, default=str) + "\n", encoding="utf-8")
+    return paths
+
+
+def row_config(name: str, base: TrainConfig, paths: dict[str, Path]) -> TrainConfig:
+    loss = replace(base.loss, focal_gamma=0.0, mixing=0, curriculum_steps=0, distill_weight=0.0)
+    train_file = {"inbatch": "pairs", "bm25": "unfiltered", "margin": "filtered", "distill": "scored",
+                  "full": "scored"}[name]
+    if name == "inbatch":
+        loss = replace(loss, hard_negatives=0)
+    if name == "distill":
+        loss = replace(loss, distill_weight=base.loss.distill_weight)
+    if name == "full":
+        loss = base.loss
+    data = replace(base.data, train_file=str(paths[train_file]))
+    return replace(base, data=data, loss=loss, mining=None, teachers=None)
+
+
+def evaluate_test(model_dir: Path, out: Path) -> dict[str, Any]:
+    from uniret.commands import RetrieverConfig, run_eval
+
+    result = run_eval("scifact", RetrieverConfig(kind="dense", model=str(model_dir), max_length=256), out,
+                      split="test", model_given=True)
+    return {"metrics": result.metrics, "eval_seconds": result.report["timings"]}
+
+
+def run_st(base: TrainConfig, out: Path) -> dict[str, Any]:
+    """The sentence-transformers baseline at the same budget: batch size, steps, lr, warm-up, max length."""
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers.util import mine_hard_negatives
+
+    from uniret.assets import resolve_model
+
+    dataset = load_beir(base.data.data)
+    train_view, _ = holdout_split(dataset, base.data.split, base.data.holdout_queries, base.data.holdout_seed)
+    pairs = [(r.query, p) for r in records_from_beir(train_view, base.data.split) for p in r.positives]
+    model = SentenceTransformer(resolve_model(base.model.backbone), device="cpu")
+    model.max_seq_length = base.model.max_length
+    start = time.perf_counter()
+    ds = Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [p for _, p in pairs]})
+    corpus = [d.full_text() for d in dataset.corpus]
+    triplets = mine_hard_negatives(ds, model, corpus=corpus, batch_size=64)
+    mine_seconds = time.perf_counter() - start
+    t = base.trainer
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(out / "st-checkpoints"), per_device_train_batch_size=t.batch_size, max_steps=t.max_steps or 0,
+        learning_rate=t.learning_rate, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+        logging_steps=10, save_strategy="no", report_to=[], batch_sampler=BatchSamplers.NO_DUPLICATES,
+        dataloader_num_workers=0, use_cpu=True, seed=t.seed)
+    start = time.perf_counter()
+    SentenceTransformerTrainer(model=model, args=args, train_dataset=triplets,
+                               loss=MultipleNegativesRankingLoss(model, scale=1.0 / base.loss.temperature)).train()
+    train_seconds = time.perf_counter() - start
+    model.save(str(out / "model"))
+    return {"mine_seconds": mine_seconds, "train_seconds": train_seconds, "triplets": len(triplets)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/ablation")
+    ap.add_argument("--config", default=str(RECIPE))
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--rerun", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from uniret.train.pipeline import run_training
+
+    base = load_config(args.config, TrainConfig)
+    out = Path(args.out)
+    prior = RESULTS / "train_ablation.json"
+    rows: dict[str, Any] = json.loads(prior.read_text())["rows"] if prior.is_file() else {}
+    paths = prepare(base, out)
+    for name in args.rows.split(","):
+        if name in rows and not args.rerun:
+            logger.info("row %s already measured; skipping", name)
+            continue
+        row_dir = out / name
+        start = time.perf_counter()
+        if name == "st":
+            info = run_st(base, row_dir)
+            cfg_dict: Any = {"trainer": to_dict(base.trainer), "model": to_dict(base.model)}
+        else:
+            cfg = row_config(name, base, paths)
+            summary = run_training(cfg, row_dir)
+            info = {"train_seconds": summary["train_seconds"], "dev": summary.get("dev"),
+                    "final_loss": summary["final_loss"]}
+            cfg_dict = {"loss": to_dict(cfg.loss), "train_file": cfg.data.train_file}
+        test = evaluate_test(row_dir / "model", row_dir / "test")
+        rows[name] = {**info, "test": test["metrics"], "wall_seconds": time.perf_counter() - start, "config": cfg_dict}
+        logger.info("row %s: test nDCG@10 %.4f", name, test["metrics"]["ndcg@10"])
+        save_result("train_ablation", {"recipe": str(args.config), "steps": base.trainer.max_steps,
+                                       "batch_size": base.trainer.batch_size, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
