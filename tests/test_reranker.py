@@ -77,3 +77,37 @@ def test_training_separates_positives_from_negatives(scifact, tmp_path):
     assert {"pairwise", "listwise", "pointwise"} <= set(result.history[0])
     after = margin()
     assert after > before + 0.5
+
+
+@pytest.mark.java
+def test_reranking_stage_over_bm25_from_the_cli(reranker, scifact, tmp_path):
+    """``uniret eval --retriever bm25 --rerank DIR``: the reranker re-scores exactly BM25's top hits."""
+    import json
+
+    from uniret.cli import main
+    from uniret.data import load_beir, save_beir
+
+    data = save_beir(scifact.sample(num_queries=8, num_docs=80), tmp_path / "data")
+    reranker.save(tmp_path / "ce")
+    assert main(["-q", "eval", "--data", str(data), "--retriever", "bm25", "--output-dir", str(tmp_path / "bm25")]) == 0
+    assert main(["-q", "eval", "--data", str(data), "--retriever", "bm25", "--rerank", str(tmp_path / "ce"),
+                 "--rerank-depth", "5", "--output-dir", str(tmp_path / "rr")]) == 0
+
+    def run(path):
+        out: dict[str, dict[str, float]] = {}
+        for line in (path / "run.trec").read_text().splitlines():
+            qid, _, doc, _, score, _ = line.split()
+            out.setdefault(qid, {})[doc] = float(score)
+        return out
+
+    first, reranked = run(tmp_path / "bm25"), run(tmp_path / "rr")
+    dataset = load_beir(data)
+    docs = dataset.corpus.to_dict()
+    queries = dataset.split_queries("test")
+    for qid, hits in reranked.items():
+        top5 = sorted(first[qid].items(), key=lambda x: (-x[1], x[0]))[:5]
+        assert set(hits) == {d for d, _ in top5}
+        expected = reranker.score(queries[qid], [docs[d].full_text() for d in hits])
+        assert list(hits.values()) == pytest.approx(expected, abs=1e-4)
+    report = json.loads((tmp_path / "rr" / "report.json").read_text())
+    assert report["retriever"]["kind"] == "lucene-bm25+rerank" and report["retriever"]["depth"] == 5

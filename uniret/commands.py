@@ -103,8 +103,9 @@ def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "
 
 def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig, output_dir: str | Path, *, split: str = "test",
              index_dir: str | Path | None = None, model_given: bool = False, name: str | None = None,
-             depth: int = 1000) -> Any:
-    """Evaluate a retriever on a BEIR split and write the report directory; returns the EvalResult."""
+             depth: int = 1000, rerank: str | Path | None = None, rerank_depth: int = 100) -> Any:
+    """Evaluate a retriever on a BEIR split and write the report directory; returns the EvalResult.
+    ``rerank``: a cross-encoder reranker (folder or name) re-scoring the top ``rerank_depth`` hits."""
     from uniret.eval.runner import evaluate_backend
 
     dataset = data if isinstance(data, BeirDataset) else load_beir(data)
@@ -115,9 +116,20 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig, output_dir: s
     else:
         backend = build_backend(cfg)
         built = True
-    return evaluate_backend(backend, dataset, split=split, name=name or cfg.kind, build_index=built, depth=depth,
-                            output_dir=output_dir, config={"retriever": asdict(cfg), "split": split,
-                                                           "index": str(index_dir) if index_dir else None})
+    if rerank is not None:
+        from uniret.index.rerank import RerankedBackend
+        from uniret.retriever.reranker import CrossEncoderReranker
+
+        backend = RerankedBackend(backend, CrossEncoderReranker(rerank, device=cfg.device, batch_size=cfg.batch_size),
+                                  depth=rerank_depth)
+        if not built:
+            backend.set_corpus(dataset.corpus)
+        depth = min(depth, rerank_depth)
+    return evaluate_backend(backend, dataset, split=split, name=name or cfg.kind + ("+rerank" if rerank else ""),
+                            build_index=built, depth=depth, output_dir=output_dir,
+                            config={"retriever": asdict(cfg), "split": split,
+                                    "index": str(index_dir) if index_dir else None,
+                                    "rerank": str(rerank) if rerank else None, "rerank_depth": rerank_depth})
 
 
 @dataclass
