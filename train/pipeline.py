@@ -112,6 +112,7 @@ class ReMining(Callback):
         self.cfg = cfg
         self.dataset = dataset
         self.every = every
+        self.history: list[dict[str, Any]] = []
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         if epoch == 0 or epoch % self.every:
@@ -135,8 +136,13 @@ class ReMining(Callback):
             from uniret.train.teachers import add_teacher_scores
 
             records = add_teacher_scores(records, build_teacher(self.cfg.teachers, self.dataset, self.cfg.model.device))
-        logger.info("epoch %d: re-mined %d records with the current model (%s)", epoch, len(records), stats)
-        trainer.records = records
+        mined_ids = {r.query_id for r in records}
+        kept = [r for r in trainer.records if r.query_id not in mined_ids]  # e.g. cropped pairs, other sources
+        logger.info("epoch %d: re-mined %d records with the current model (%d negatives; removed %s); kept %d "
+                    "other records", epoch, len(records), stats["negatives"], stats["removed"], len(kept))
+        self.history.append({"epoch": epoch, "records": len(records), "negatives": stats["negatives"],
+                             "removed": stats["removed"], "kept_other_records": len(kept)})
+        trainer.records = records + kept
         model.train(True)
 
 
@@ -172,21 +178,29 @@ def run_training(cfg: TrainConfig, output_dir: str | Path) -> dict[str, Any]:
     prep_seconds = time.perf_counter() - start
     model, module = build_model(cfg)
     callbacks: list[Callback] = []
+    remining = None
     if cfg.remine_every_epochs > 0:
         if cfg.model.kind != "dense":
             raise ValueError("re-mining needs a dense model")
-        callbacks.append(ReMining(cfg, train_view, cfg.remine_every_epochs))
+        remining = ReMining(cfg, train_view, cfg.remine_every_epochs)
+        callbacks.append(remining)
     trainer = Trainer(module, records, cfg.trainer, out, callbacks=callbacks, run_config=to_dict(cfg))
     result = trainer.train()
+    averaged: list[str] = []
     if cfg.average_last_checkpoints > 1:
         ckpts = checkpoint_dirs(out)[-cfg.average_last_checkpoints:]
         if len(ckpts) >= 2:
             module.load_state_dict(average_checkpoint_weights(ckpts))
-            logger.info("final model = mean of %s", [c.name for c in ckpts])
+            averaged = [c.name for c in ckpts]
+            logger.info("final model = mean of %s", averaged)
+        else:
+            logger.warning("average_last_checkpoints=%d but only %d checkpoint(s) kept: no averaging (raise "
+                           "trainer.keep_checkpoints or save more often)", cfg.average_last_checkpoints, len(ckpts))
     summary: dict[str, Any] = {
         "steps": result.steps, "epochs": result.epochs, "train_seconds": result.seconds,
         "prep_seconds": prep_seconds, "examples_per_second": result.examples_per_second,
         "final_loss": result.history[-1]["loss"] if result.history else None, "stats": stats,
+        "averaged_checkpoints": averaged, "remined": remining.history if remining is not None else [],
     }
     if distributed.is_main():
         model.train(False)

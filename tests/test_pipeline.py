@@ -1,0 +1,62 @@
+"""``run_training`` options beyond the plain recipe, on a real SciFact slice and the real MiniLM: iterative
+re-mining with the model being trained, checkpoint averaging, cropped pairs mixed in, the dev split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from uniret.data import save_beir
+from uniret.train.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from uniret.train.mining import MiningConfig
+from uniret.train.pipeline import holdout_split, run_training
+from uniret.train.trainer import TrainerConfig, checkpoint_dirs
+
+
+def test_holdout_split_is_disjoint_and_seeded(scifact):
+    train, dev = holdout_split(scifact, "train", 100, 0)
+    again, _ = holdout_split(scifact, "train", 100, 0)
+    t, d = set(train.qrels("train").judgements), set(dev.qrels("dev").judgements)
+    assert len(d) == 100 and not t & d and len(t) + 100 == len(scifact.qrels("train").judgements)
+    assert set(again.qrels("train").judgements) == t
+    with pytest.raises(ValueError, match="cannot hold out"):
+        holdout_split(scifact, "train", 10_000, 0)
+
+
+def test_remining_averaging_and_cropped_pairs(scifact, tmp_path):
+    from uniret.retriever.embedder import Embedder
+
+    data = save_beir(scifact.sample(num_queries=24, num_docs=60, split="train"), tmp_path / "data")
+    cfg = TrainConfig(
+        model=ModelConfig(max_length=32, device="cpu"),
+        data=DataConfig(data=str(data), holdout_queries=4, unsupervised_pairs_per_doc=0),
+        mining=MiningConfig(retriever="dense", k=15, filter="relative", num_negatives=2, max_length=32, device="cpu"),
+        trainer=TrainerConfig(batch_size=8, epochs=3, learning_rate=5e-5, keep_checkpoints=2, log_every=100),
+        remine_every_epochs=1, average_last_checkpoints=2, eval=EvalConfig(dev=True),
+    )
+    cfg.data.unsupervised_pairs_per_doc = 1
+    out = tmp_path / "run"
+    summary = run_training(cfg, out)
+
+    # re-mined before epochs 1 and 2 with the current model; the cropped pairs survive re-mining
+    assert [h["epoch"] for h in summary["remined"]] == [1, 2]
+    assert all(h["records"] == 20 and h["kept_other_records"] == 60 for h in summary["remined"])
+    assert summary["stats"]["unsupervised_pairs"] == 60
+    # the final model is the mean of the last two checkpoints
+    ckpts = checkpoint_dirs(out)
+    assert summary["averaged_checkpoints"] == [c.name for c in ckpts] and len(ckpts) == 2
+    a, b = (load_file(str(c / "weights.safetensors")) for c in ckpts)
+    model = Embedder.load(out / "model", device="cpu")
+    key = next(k for k in a if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    saved = dict(model.named_parameters())
+    param = next(v for k, v in saved.items() if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    assert not torch.equal(a[key], b[key])
+    torch.testing.assert_close(param.detach(), (a[key] + b[key]) / 2)
+    # the dev split was evaluated and never trained on
+    assert 0.0 < summary["dev"]["ndcg@10"] <= 1.0
+    dev = set(json.loads((out / "dev_queries.json").read_text()))
+    trained = {json.loads(line)["query_id"] for line in (out / "train_records.jsonl").read_text().splitlines()}
+    assert len(dev) == 4 and not dev & trained
