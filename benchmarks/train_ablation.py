@@ -15,7 +15,7 @@ Rows (base: ``configs/scifact-dense.yaml``; each row changes only what its name 
 - ``st``: sentence-transformers' ``SentenceTransformerTrainer`` + ``MultipleNegativesRankingLoss``
   on triplets from ``mine_hard_negatives`` with its defaults (3 negatives, top) over the same corpus.
 
-    python benchmarks/train_ablation.py --out runs/ablation [--rows inbatch,bm25,...]
+    python benchmarks/train_ablation.py --out runs/ablation [--rows inbatch,bm25,...] [--set KEY=VALUE ...]
 
 Results accumulate in ``benchmarks/results/train_ablation.json`` (a row already there is kept unless
 ``--rerun``). Mined records are cached under ``--out/records``.
@@ -137,16 +137,22 @@ def main() -> None:
     ap.add_argument("--config", default=str(RECIPE))
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--rerun", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe value for every row, e.g. --set trainer.max_steps=40")
+    ap.add_argument("--result", default="train_ablation",
+                    help="results file name under benchmarks/results (one file per budget)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from uniret.cli import parse_overrides
     from uniret.train.pipeline import run_training
 
-    base = load_config(args.config, TrainConfig)
+    base = load_config(args.config, TrainConfig, overrides=parse_overrides(args.set))
     out = Path(args.out)
-    prior = RESULTS / "train_ablation.json"
+    prior = RESULTS / f"{args.result}.json"
     rows: dict[str, Any] = json.loads(prior.read_text())["rows"] if prior.is_file() else {}
-    paths = prepare(base, out)
-    for name in args.rows.split(","):
+    names = args.rows.split(",")
+    paths = prepare(base, out) if any(n != "st" for n in names) else {}
+    for name in names:
         if name in rows and not args.rerun:
             logger.info("row %s already measured; skipping", name)
             continue
@@ -164,7 +170,7 @@ def main() -> None:
         test = evaluate_test(row_dir / "model", row_dir / "test")
         rows[name] = {**info, "test": test["metrics"], "wall_seconds": time.perf_counter() - start, "config": cfg_dict}
         logger.info("row %s: test nDCG@10 %.4f", name, test["metrics"]["ndcg@10"])
-        save_result("train_ablation", {"recipe": str(args.config), "steps": base.trainer.max_steps,
+        save_result(args.result, {"recipe": str(args.config), "overrides": args.set, "steps": base.trainer.max_steps,
                                        "batch_size": base.trainer.batch_size, "rows": rows})
 
 

@@ -99,3 +99,19 @@ def test_distillation_without_teacher_scores_is_a_clear_error(tmp_path):
                       TrainerConfig(batch_size=4, max_steps=1), tmp_path)
     with pytest.raises(ValueError, match="distillation needs teacher scores"):
         trainer.train()
+
+
+@pytest.mark.parametrize("name", ["scifact-dense.yaml", "scifact-reranker.yaml"])
+def test_shipped_recipes_load(name):
+    from pathlib import Path
+
+    from uniret.config import load_config
+    from uniret.train.config import TrainConfig
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / name, TrainConfig)
+    assert cfg.data.holdout_queries == 100 and cfg.mining is not None and cfg.mining.filter == "relative"
+    assert cfg.trainer.max_steps and cfg.trainer.max_steps > 0
+    assert cfg.model.kind == ("dense" if "dense" in name else "cross-encoder")
+    with pytest.raises(Exception, match="max_stepz"):
+        load_config(Path(__file__).resolve().parent.parent / "configs" / name, TrainConfig,
+                    overrides={"trainer.max_stepz": 3})

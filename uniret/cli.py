@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(pairs: list[str]) -> dict[str, object]:
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
     import yaml
 
     out: dict[str, object] = {}
@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from uniret.train.config import TrainConfig
     from uniret.train.pipeline import run_training
 
-    cfg = load_config(args.config, TrainConfig, overrides=_overrides(args.set))
+    cfg = load_config(args.config, TrainConfig, overrides=parse_overrides(args.set))
     summary = run_training(cfg, args.output_dir)
     print(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f} s "
           f"({summary['examples_per_second']:.1f} examples/s); model: {args.output_dir}/model")
@@ -109,7 +109,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from uniret.config import load_config
     from uniret.train.mining import MiningConfig, run_mining
 
-    overrides = _overrides(args.set)
+    overrides = parse_overrides(args.set)
     for name in ("retriever", "model", "k", "filter", "num_negatives", "sampling", "split", "device"):
         value = getattr(args, name)
         if value is not None:
