@@ -1,6 +1,7 @@
 """A reranking stage over any search backend: the first stage retrieves ``depth`` hits per query and a
 reranker (anything with ``score(query, docs) -> scores``, e.g.
-:class:`uniret.retriever.reranker.CrossEncoderReranker`) re-scores them."""
+:class:`uniret.retriever.reranker.CrossEncoderReranker`) re-scores them. With ``fusion_weight`` w the final
+score is ``w * minmax(reranker) + (1 - w) * minmax(first stage)`` per query (:func:`fuse_scores`)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,39 @@ from uniret.protocols import SearchBackend
 logger = logging.getLogger(__name__)
 
 
+def _minmax(hits: Mapping[str, float]) -> dict[str, float]:
+    lo, hi = min(hits.values()), max(hits.values())
+    span = hi - lo
+    return {d: (s - lo) / span if span > 0 else 1.0 for d, s in hits.items()}
+
+
+def fuse_scores(first: Mapping[str, float], reranked: Mapping[str, float], weight: float) -> dict[str, float]:
+    """One query's reranked hits, re-scored ``weight * minmax(reranked) + (1 - weight) * minmax(first)``.
+    Only documents in ``reranked`` are returned; each must be in ``first``."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"fusion weight must be within [0, 1], got {weight}")
+    if not reranked:
+        return {}
+    missing = set(reranked) - set(first)
+    if missing:
+        raise ValueError(f"{len(missing)} reranked document(s) have no first-stage score, e.g. {sorted(missing)[0]!r}")
+    r = _minmax(reranked)
+    f = _minmax({d: first[d] for d in reranked})
+    return {d: weight * r[d] + (1.0 - weight) * f[d] for d in reranked}
+
+
 class RerankedBackend:
     """``first`` then ``reranker`` on its top ``depth`` hits. Search returns the reranked hits (the top
-    ``k`` of them by the reranker's score); hits beyond ``depth`` are not returned."""
+    ``k`` of them by the reranker's score, or by the fused score with ``fusion_weight``); hits beyond ``depth``
+    are not returned."""
 
-    def __init__(self, first: SearchBackend, reranker: Any, depth: int = 100) -> None:
+    def __init__(self, first: SearchBackend, reranker: Any, depth: int = 100,
+                 fusion_weight: float | None = None) -> None:
         if depth < 1:
             raise ValueError(f"rerank depth must be >= 1, got {depth}")
+        if fusion_weight is not None and not 0.0 <= fusion_weight <= 1.0:
+            raise ValueError(f"fusion weight must be within [0, 1], got {fusion_weight}")
+        self.fusion_weight = fusion_weight
         self.first = first
         self.reranker = reranker
         self.depth = depth
@@ -52,7 +79,10 @@ class RerankedBackend:
         out: Run = {}
         pos = 0
         for qid, ids in tops.items():
-            scored = sorted(zip(ids, flat[pos:pos + len(ids)], strict=True), key=lambda x: (-x[1], x[0]))
+            scores = dict(zip(ids, flat[pos:pos + len(ids)], strict=True))
+            if self.fusion_weight is not None:
+                scores = fuse_scores(first[qid], scores, self.fusion_weight)
+            scored = sorted(scores.items(), key=lambda x: (-x[1], x[0]))
             out[qid] = dict(scored[:k])
             pos += len(ids)
         return out
@@ -63,4 +93,5 @@ class RerankedBackend:
     def describe(self) -> dict[str, Any]:
         reranker = getattr(self.reranker, "identity", None)
         return {"kind": self.kind, "first_stage": self.first.describe(), "depth": self.depth,
+                "fusion_weight": self.fusion_weight,
                 "reranker": reranker() if callable(reranker) else reranker}

@@ -111,3 +111,47 @@ def test_reranking_stage_over_bm25_from_the_cli(reranker, scifact, tmp_path):
         assert list(hits.values()) == pytest.approx(expected, abs=1e-4)
     report = json.loads((tmp_path / "rr" / "report.json").read_text())
     assert report["retriever"]["kind"] == "lucene-bm25+rerank" and report["retriever"]["depth"] == 5
+
+    from uniret.index.rerank import fuse_scores
+
+    assert main(["-q", "eval", "--data", str(data), "--retriever", "bm25", "--rerank", str(tmp_path / "ce"),
+                 "--rerank-depth", "5", "--rerank-fusion", "0.3", "--output-dir", str(tmp_path / "fused")]) == 0
+    fused = run(tmp_path / "fused")
+    for qid, hits in fused.items():
+        assert hits == pytest.approx(fuse_scores(first[qid], reranked[qid], 0.3), abs=1e-4)
+    assert json.loads((tmp_path / "fused" / "report.json").read_text())["retriever"]["fusion_weight"] == 0.3
+
+
+def test_fusion_of_reranker_and_first_stage_scores():
+    from uniret.data import Document
+    from uniret.index.rerank import RerankedBackend, fuse_scores
+
+    first = {"a": 10.0, "b": 6.0, "c": 2.0, "z": 1.0}
+    reranked = {"a": -1.0, "b": 3.0, "c": 1.0}
+    # min-max over the reranked documents: first a 1, b .5, c 0; reranker a 0, b 1, c .5
+    assert fuse_scores(first, reranked, 1.0) == {"a": 0.0, "b": 1.0, "c": 0.5}
+    assert fuse_scores(first, reranked, 0.0) == {"a": 1.0, "b": 0.5, "c": 0.0}
+    assert fuse_scores(first, reranked, 0.25) == pytest.approx({"a": 0.75, "b": 0.625, "c": 0.125})
+    with pytest.raises(ValueError, match="no first-stage score"):
+        fuse_scores({"a": 1.0}, reranked, 0.5)
+    with pytest.raises(ValueError, match="within"):
+        fuse_scores(first, reranked, 1.5)
+
+    class First:
+        kind = "fake"
+
+        def search(self, queries, k=10):
+            return {q: dict(list(first.items())[:k]) for q in queries}
+
+    class Scorer:
+        def score(self, query, docs):
+            return [reranked.get(d.split()[0], 0.0) for d in docs]
+
+    corpus = [Document(id=d, title="", text=f"{d} text") for d in first]
+    stage = RerankedBackend(First(), Scorer(), depth=3, fusion_weight=0.25)
+    stage.set_corpus(corpus)
+    assert list(stage.search({"q": "x"}, k=3)["q"]) == ["a", "b", "c"]  # fused order
+    stage.fusion_weight = None
+    assert list(stage.search({"q": "x"}, k=3)["q"]) == ["b", "c", "a"]  # reranker order
+    with pytest.raises(ValueError, match="within"):
+        RerankedBackend(First(), Scorer(), fusion_weight=-0.1)

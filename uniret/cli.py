@@ -63,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _retriever_config(args)
     result = run_eval(args.data, cfg, args.output_dir, split=args.split, index_dir=args.index,
                       model_given=args.model is not None, depth=args.depth, rerank=args.rerank,
-                      rerank_depth=args.rerank_depth)
+                      rerank_depth=args.rerank_depth, rerank_fusion=args.rerank_fusion)
     print(metrics_table({result.name: result.metrics}, [*DEFAULT_METRICS, "p@10"]))
     print(f"report: {args.output_dir}/report.json")
     return 0
@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=1000, help="hits retrieved per query")
     p.add_argument("--rerank", default=None, help="a cross-encoder reranker folder: re-score the top hits")
     p.add_argument("--rerank-depth", type=int, default=100, help="hits per query the reranker re-scores")
+    p.add_argument("--rerank-fusion", type=float, default=None, metavar="W",
+                   help="final score = W x min-max(reranker) + (1 - W) x min-max(first stage), per query")
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_eval)
 

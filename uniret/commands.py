@@ -103,7 +103,8 @@ def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "
 
 def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig, output_dir: str | Path, *, split: str = "test",
              index_dir: str | Path | None = None, model_given: bool = False, name: str | None = None,
-             depth: int = 1000, rerank: str | Path | None = None, rerank_depth: int = 100) -> Any:
+             depth: int = 1000, rerank: str | Path | None = None, rerank_depth: int = 100,
+             rerank_fusion: float | None = None) -> Any:
     """Evaluate a retriever on a BEIR split and write the report directory; returns the EvalResult.
     ``rerank``: a cross-encoder reranker (folder or name) re-scoring the top ``rerank_depth`` hits."""
     from uniret.eval.runner import evaluate_backend
@@ -121,7 +122,7 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig, output_dir: s
         from uniret.retriever.reranker import CrossEncoderReranker
 
         backend = RerankedBackend(backend, CrossEncoderReranker(rerank, device=cfg.device, batch_size=cfg.batch_size),
-                                  depth=rerank_depth)
+                                  depth=rerank_depth, fusion_weight=rerank_fusion)
         if not built:
             backend.set_corpus(dataset.corpus)
         depth = min(depth, rerank_depth)
@@ -129,7 +130,8 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig, output_dir: s
                             build_index=built, depth=depth, output_dir=output_dir,
                             config={"retriever": asdict(cfg), "split": split,
                                     "index": str(index_dir) if index_dir else None,
-                                    "rerank": str(rerank) if rerank else None, "rerank_depth": rerank_depth})
+                                    "rerank": str(rerank) if rerank else None, "rerank_depth": rerank_depth,
+                                    "rerank_fusion": rerank_fusion})
 
 
 @dataclass
