@@ -33,6 +33,7 @@ from uniret.train.losses import (
     rank_aware_distillation,
 )
 from uniret.train.losses.weighting import positive_probability
+from uniret.train.precision import autocast_forward
 from uniret.train.records import TrainingRecord
 
 logger = logging.getLogger(__name__)
@@ -192,10 +193,12 @@ class BiEncoderModule:
     saving. ``embedder`` follows :class:`uniret.retriever.embedder.Embedder` (``format_queries``,
     ``tokenize``, ``forward``, ``save``)."""
 
-    def __init__(self, embedder: Any, loss: LossConfig, grad_cache_chunk: int | None = None) -> None:
+    def __init__(self, embedder: Any, loss: LossConfig, grad_cache_chunk: int | None = None,
+                 mixed_precision: str = "no") -> None:
         self.embedder = embedder
         self.loss = loss
         self.grad_cache_chunk = grad_cache_chunk
+        self._forward = autocast_forward(embedder.forward, mixed_precision, getattr(embedder, "device", "cpu"))
 
     def parameters(self) -> Any:
         return [p for p in self.embedder.parameters() if p.requires_grad]
@@ -224,7 +227,7 @@ class BiEncoderModule:
             return loss
 
         runner = cached_step if self.grad_cache_chunk else plain_step
-        runner(self.embedder.forward, self._chunks(batch.queries), self._chunks(batch.docs), loss_fn)
+        runner(self._forward, self._chunks(batch.queries), self._chunks(batch.docs), loss_fn)
         return logs
 
     def save(self, path: Any) -> Any:

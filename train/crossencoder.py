@@ -13,6 +13,7 @@ import torch
 
 from uniret.train.biencoder import LossConfig, make_batch
 from uniret.train.losses import listwise_ce, pairwise_logistic, pointwise_bce
+from uniret.train.precision import autocast_forward
 from uniret.train.records import TrainingRecord
 
 
@@ -27,10 +28,12 @@ class RerankLossConfig:
 
 
 class CrossEncoderModule:
-    def __init__(self, reranker: Any, loss: RerankLossConfig, chunk: int | None = None) -> None:
+    def __init__(self, reranker: Any, loss: RerankLossConfig, chunk: int | None = None,
+                 mixed_precision: str = "no") -> None:
         self.reranker = reranker
         self.loss = loss
         self.chunk = chunk
+        self._forward = autocast_forward(reranker.forward, mixed_precision, reranker.device_name)
         self._batching = LossConfig(hard_negatives=loss.negatives, negative_sampling=loss.negative_sampling)
 
     def parameters(self) -> Any:
@@ -59,7 +62,7 @@ class CrossEncoderModule:
         for s in range(0, len(keep), size):
             rows = keep[s : s + size]
             feats = self.reranker.tokenize([queries[j] for j in rows], [docs[j] for j in rows])
-            logits_parts.append(self.reranker.forward(feats))
+            logits_parts.append(self._forward(feats))
         flat = flat.to(logits_parts[0].device).index_put((torch.tensor(keep),), torch.cat(logits_parts))
         logits = flat.reshape(b, 1 + h)
         mask = mask.to(logits.device)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from uniret.index.manifest import atomic_directory
 from uniret.train import distributed
+from uniret.train.precision import MixedPrecision
 from uniret.train.records import TrainingRecord
 from uniret.train.sampler import BatchSampler
 
@@ -44,6 +45,7 @@ class TrainerConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float | None = 1.0
     grad_cache_chunk: int | None = None  # embed in chunks of this size (gradient caching)
+    mixed_precision: MixedPrecision = "no"  # bf16: forward under bfloat16 autocast, float32 master weights
     same_task_batches: bool = False
     seed: int = 42
     log_every: int = 10
