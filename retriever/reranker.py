@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from uniret.assets import content_hash, resolve_model
 from uniret.data import Document, Run
 from uniret.index.manifest import atomic_directory
+from uniret.retriever.embedder import set_attention_dropout
 from uniret.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ EXTRA = "uniret_reranker.json"
 
 class CrossEncoderReranker(torch.nn.Module):
     def __init__(self, model: str | Path = "all-MiniLM-L6-v2", *, max_length: int = 256, batch_size: int = 32,
-                 device: str | None = "auto") -> None:
+                 device: str | None = "auto", attention_dropout: float | None = None) -> None:
         super().__init__()
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         self.name = str(model)
@@ -47,7 +48,10 @@ class CrossEncoderReranker(torch.nn.Module):
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # a fresh score head is expected when starting from an encoder
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(self.path, num_labels=1)
+            config = AutoConfig.from_pretrained(self.path, num_labels=1)
+            if attention_dropout is not None:
+                set_attention_dropout(config, attention_dropout)
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.path, config=config)
         finally:
             hf_logging.set_verbosity(verbosity)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)

@@ -90,7 +90,8 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
         from uniret.retriever.reranker import CrossEncoderReranker
         from uniret.train.crossencoder import CrossEncoderModule
 
-        model = CrossEncoderReranker(m.backbone, max_length=m.max_length, device=m.device)
+        model = CrossEncoderReranker(m.backbone, max_length=m.max_length, device=m.device,
+                                     attention_dropout=m.attention_dropout)
         return model, CrossEncoderModule(model, cfg.rerank_loss, chunk=cfg.trainer.grad_cache_chunk,
                                          mixed_precision=cfg.trainer.mixed_precision)
     from uniret.retriever.embedder import Embedder
@@ -101,7 +102,8 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
                            max_length=m.max_length, instructions=m.instructions,
                            default_instruction=m.default_instruction, query_template=m.query_template,
                            icl_examples=icl, matryoshka_dim=m.matryoshka_dim, lora=m.lora,
-                           gradient_checkpointing=m.gradient_checkpointing, device=m.device, dtype=m.dtype)
+                           gradient_checkpointing=m.gradient_checkpointing, device=m.device, dtype=m.dtype,
+                           attention_dropout=m.attention_dropout)
     return model, BiEncoderModule(model, cfg.loss, grad_cache_chunk=cfg.trainer.grad_cache_chunk,
                                  mixed_precision=cfg.trainer.mixed_precision)
 

@@ -1,4 +1,5 @@
-"""bf16 mixed precision: the forward pass runs in bfloat16 under autocast, weights and losses stay float32."""
+"""Faster training: bf16 mixed precision (the forward pass runs in bfloat16 under autocast, weights and
+losses stay float32) and switching off attention-probability dropout (fused attention kernels)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,38 @@ def test_bf16_step_on_minilm_matches_float32(scifact):
     cosine = torch.nn.functional.cosine_similarity(grad16.double(), grad32.double(), dim=0)
     assert cosine > 0.95, float(cosine)
     assert all(p.dtype == torch.float32 for p in emb.backbone.parameters())
+
+
+def test_set_attention_dropout_names_each_family():
+    from transformers import BertConfig, LlamaConfig, T5Config
+
+    from uniret.retriever.embedder import set_attention_dropout
+
+    bert, llama = BertConfig(), LlamaConfig(attention_dropout=0.1)
+    set_attention_dropout(bert, 0.0)
+    set_attention_dropout(llama, 0.0)
+    assert bert.attention_probs_dropout_prob == 0.0 and bert.hidden_dropout_prob == 0.1
+    assert llama.attention_dropout == 0.0
+    with pytest.raises(ValueError, match="model type 't5' has no attention dropout setting"):
+        set_attention_dropout(T5Config(), 0.0)
+    with pytest.raises(ValueError, match=r"attention_dropout must be in \[0, 1\)"):
+        set_attention_dropout(bert, 1.5)
+
+
+def test_attention_dropout_off_on_real_minilm_keeps_inference_and_other_dropout():
+    from uniret.retriever.embedder import Embedder
+    from uniret.retriever.reranker import CrossEncoderReranker
+
+    texts = ["Vitamin D deficiency causes bone loss", "Statins lower LDL cholesterol in adults."]
+    default = Embedder.build("all-MiniLM-L6-v2", max_length=64, device="cpu")
+    fast = Embedder.build("all-MiniLM-L6-v2", max_length=64, device="cpu", attention_dropout=0.0)
+    attention = [m for m in fast.backbone.modules() if type(m).__name__ == "BertSelfAttention"]
+    assert len(attention) == 6 and all(m.dropout.p == 0.0 for m in attention)
+    assert fast.backbone.config.hidden_dropout_prob == 0.1  # only attention dropout changes
+    assert all(m.dropout.p == 0.1 for m in default.backbone.modules() if type(m).__name__ == "BertSelfAttention")
+    default.train(False)
+    fast.train(False)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.embed_documents(texts), default.embed_documents(texts))
+    reranker = CrossEncoderReranker("all-MiniLM-L6-v2", device="cpu", attention_dropout=0.0)
+    assert reranker.model.config.attention_probs_dropout_prob == 0.0
