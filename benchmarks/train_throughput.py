@@ -87,9 +87,7 @@ def run_uniret(records, args) -> float:
         cfg = TrainerConfig(batch_size=args.batch_size, max_steps=args.warmup + args.steps, learning_rate=2e-5,
                             warmup_ratio=0.1, save_every=10**9, resume=False, log_every=1000,
                             mixed_precision=args.mixed_precision)
-        module = BiEncoderModule(emb, LossConfig(hard_negatives=0, temperature=0.05),
-                                 mixed_precision=args.mixed_precision)
-        Trainer(module, records, cfg, tmp,
+        Trainer(BiEncoderModule(emb, LossConfig(hard_negatives=0, temperature=0.05)), records, cfg, tmp,
                 callbacks=[Clock()]).train()
     return args.steps * args.batch_size / (times[1] - times[0])
 

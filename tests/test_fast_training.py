@@ -33,8 +33,9 @@ def test_autocast_forward_runs_in_bf16_and_returns_float32():
 def test_bf16_training_learns_and_keeps_float32_weights(tmp_path):
     emb = TinyEmbedder(dropout=0.0)
     cfg = TrainerConfig(batch_size=4, max_steps=40, learning_rate=0.05, warmup_ratio=0.2, mixed_precision="bf16")
-    result = Trainer(BiEncoderModule(emb, LossConfig(hard_negatives=2), mixed_precision="bf16"),
-                     make_records(16, 3), cfg, tmp_path).train()
+    module = BiEncoderModule(emb, LossConfig(hard_negatives=2))
+    result = Trainer(module, make_records(16, 3), cfg, tmp_path).train()
+    assert module._forward != emb.forward  # the trainer's config switched the module to autocast
     losses = [h["loss"] for h in result.history]
     assert sum(losses[-8:]) / 8 < 0.7 * sum(losses[:8]) / 8
     assert all(p.dtype == torch.float32 for p in emb.parameters())
@@ -42,8 +43,9 @@ def test_bf16_training_learns_and_keeps_float32_weights(tmp_path):
 
 def _gradient(embedder, records, mixed_precision):
     embedder.backbone.zero_grad(set_to_none=True)
-    logs = BiEncoderModule(embedder, LossConfig(hard_negatives=1), mixed_precision=mixed_precision).step(
-        records, random.Random(0), 0)
+    module = BiEncoderModule(embedder, LossConfig(hard_negatives=1))
+    module.use_mixed_precision(mixed_precision)
+    logs = module.step(records, random.Random(0), 0)
     grads = torch.cat([p.grad.flatten() for p in embedder.backbone.parameters() if p.grad is not None])
     return logs["loss"], grads
 

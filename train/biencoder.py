@@ -193,12 +193,14 @@ class BiEncoderModule:
     saving. ``embedder`` follows :class:`uniret.retriever.embedder.Embedder` (``format_queries``,
     ``tokenize``, ``forward``, ``save``)."""
 
-    def __init__(self, embedder: Any, loss: LossConfig, grad_cache_chunk: int | None = None,
-                 mixed_precision: str = "no") -> None:
+    def __init__(self, embedder: Any, loss: LossConfig, grad_cache_chunk: int | None = None) -> None:
         self.embedder = embedder
         self.loss = loss
         self.grad_cache_chunk = grad_cache_chunk
-        self._forward = autocast_forward(embedder.forward, mixed_precision, getattr(embedder, "device", "cpu"))
+        self._forward = embedder.forward
+
+    def use_mixed_precision(self, mode: str) -> None:
+        self._forward = autocast_forward(self.embedder.forward, mode, getattr(self.embedder, "device", "cpu"))
 
     def parameters(self) -> Any:
         return [p for p in self.embedder.parameters() if p.requires_grad]

@@ -28,16 +28,18 @@ class RerankLossConfig:
 
 
 class CrossEncoderModule:
-    def __init__(self, reranker: Any, loss: RerankLossConfig, chunk: int | None = None,
-                 mixed_precision: str = "no") -> None:
+    def __init__(self, reranker: Any, loss: RerankLossConfig, chunk: int | None = None) -> None:
         self.reranker = reranker
         self.loss = loss
         self.chunk = chunk
-        self._forward = autocast_forward(reranker.forward, mixed_precision, reranker.device_name)
+        self._forward = reranker.forward
         self._batching = LossConfig(hard_negatives=loss.negatives, negative_sampling=loss.negative_sampling)
 
     def parameters(self) -> Any:
         return [p for p in self.reranker.parameters() if p.requires_grad]
+
+    def use_mixed_precision(self, mode: str) -> None:
+        self._forward = autocast_forward(self.reranker.forward, mode, self.reranker.device_name)
 
     def train(self, mode: bool = True) -> None:
         self.reranker.model.train(mode)

@@ -92,8 +92,7 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
 
         model = CrossEncoderReranker(m.backbone, max_length=m.max_length, device=m.device,
                                      attention_dropout=m.attention_dropout)
-        return model, CrossEncoderModule(model, cfg.rerank_loss, chunk=cfg.trainer.grad_cache_chunk,
-                                         mixed_precision=cfg.trainer.mixed_precision)
+        return model, CrossEncoderModule(model, cfg.rerank_loss, chunk=cfg.trainer.grad_cache_chunk)
     from uniret.retriever.embedder import Embedder
     from uniret.train.biencoder import BiEncoderModule
 
@@ -104,8 +103,7 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
                            icl_examples=icl, matryoshka_dim=m.matryoshka_dim, lora=m.lora,
                            gradient_checkpointing=m.gradient_checkpointing, device=m.device, dtype=m.dtype,
                            attention_dropout=m.attention_dropout)
-    return model, BiEncoderModule(model, cfg.loss, grad_cache_chunk=cfg.trainer.grad_cache_chunk,
-                                 mixed_precision=cfg.trainer.mixed_precision)
+    return model, BiEncoderModule(model, cfg.loss, grad_cache_chunk=cfg.trainer.grad_cache_chunk)
 
 
 class ReMining(Callback):

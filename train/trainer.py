@@ -68,6 +68,9 @@ class TrainingModule(Protocol):
 
     def save(self, path: Path) -> Any: ...
 
+    def use_mixed_precision(self, mode: str) -> None:
+        """Run later forward passes under ``mode`` (``no`` or ``bf16``); the trainer sets it from its config."""
+
 
 class Callback:
     """Hooks into the loop; override what you need. ``on_epoch_start`` may replace ``trainer.records``."""
@@ -133,6 +136,7 @@ class Trainer:
         if not records:
             raise ValueError("no training records")
         self.module = module
+        module.use_mixed_precision(config.mixed_precision)
         self.records = list(records)
         self.config = config
         self.output_dir = Path(output_dir)
