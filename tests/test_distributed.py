@@ -43,7 +43,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         grads = {n: p.grad.tolist() for n, p in emb.net.named_parameters()}
         Path(out, f"rank{rank}.json").write_text(json.dumps({"loss": loss, "grads": grads}))
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()
 
 
 def test_two_process_gloo_equals_single_process(tmp_path):

@@ -43,14 +43,33 @@ def init_from_env(backend: str | None = None) -> bool:
     return True
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient for this rank's slice.
+
+    Written on the plain synchronous collectives: ``torch.distributed.nn.functional.all_gather`` (deprecated
+    in torch 2.13) left gloo work alive at interpreter exit and aborted ~1 in 8 worker processes."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rows = tensor.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` (same shape on every rank) from all ranks along dim 0, in rank order.
-    Gradients flow back to each rank's own slice."""
+    Gradients flow back to each rank's own slice, summed over the ranks' losses."""
     if not is_distributed():
         return tensor
-    import torch.distributed.nn.functional as dist_fn
-
-    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+    return _GatherWithGrad.apply(tensor)
 
 
 def gather_objects(obj: Any) -> list[Any]:
@@ -83,3 +102,11 @@ def all_reduce_mean(value: float) -> float:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Tear the process group down once every rank has arrived. Destroying it while another rank still
+    talks to gloo aborts that rank ("terminate called without an active exception")."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()

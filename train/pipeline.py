@@ -164,11 +164,21 @@ def evaluate_dev(model: Any, dev: BeirDataset, cfg: TrainConfig, output_dir: Pat
 def run_training(cfg: TrainConfig, output_dir: str | Path) -> dict[str, Any]:
     """Run the whole recipe; returns the summary written to ``train_result.json``."""
     from uniret.train import distributed
-    from uniret.train.soup import average_checkpoint_weights
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    distributed.init_from_env()
+    owns_group = not distributed.is_distributed() and distributed.init_from_env()
+    try:
+        return _run_training(cfg, out)
+    finally:
+        if owns_group:
+            distributed.shutdown()
+
+
+def _run_training(cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    from uniret.train import distributed
+    from uniret.train.soup import average_checkpoint_weights
+
     start = time.perf_counter()
     save_config(cfg, out / "config.yaml", extra={"versions": library_versions(), "machine": machine_description()})
     dataset = load_beir(cfg.data.data)
