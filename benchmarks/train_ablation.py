@@ -53,7 +53,7 @@ def prepare(base: TrainConfig, out: Path) -> dict[str, Path]:
     if all(p.is_file() for p in paths.values()):
         return paths
     dataset = load_beir(base.data.data)
-    train_view, _ = holdout_split(dataset, base.data.split, base.data.holdout_queries, base.data.holdout_seed)
+    train_view, dev_view = holdout_split(dataset, base.data.split, base.data.holdout_queries, base.data.holdout_seed)
     stats: dict[str, Any] = {}
     write_records(list(records_from_beir(train_view, base.data.split)), paths["pairs"])
     assert base.mining is not None and base.teachers is not None
@@ -108,7 +108,7 @@ def run_st(base: TrainConfig, out: Path) -> dict[str, Any]:
     from uniret.assets import resolve_model
 
     dataset = load_beir(base.data.data)
-    train_view, _ = holdout_split(dataset, base.data.split, base.data.holdout_queries, base.data.holdout_seed)
+    train_view, dev_view = holdout_split(dataset, base.data.split, base.data.holdout_queries, base.data.holdout_seed)
     pairs = [(r.query, p) for r in records_from_beir(train_view, base.data.split) for p in r.positives]
     model = SentenceTransformer(resolve_model(base.model.backbone), device="cpu")
     model.max_seq_length = base.model.max_length
@@ -128,7 +128,13 @@ def run_st(base: TrainConfig, out: Path) -> dict[str, Any]:
                                loss=MultipleNegativesRankingLoss(model, scale=1.0 / base.loss.temperature)).train()
     train_seconds = time.perf_counter() - start
     model.save(str(out / "model"))
-    return {"mine_seconds": mine_seconds, "train_seconds": train_seconds, "triplets": len(triplets)}
+    info: dict[str, Any] = {"mine_seconds": mine_seconds, "train_seconds": train_seconds, "triplets": len(triplets)}
+    if dev_view is not None:  # the same dev split and corpus as uniret's rows, through the saved model
+        from uniret.retriever.embedder import Embedder
+        from uniret.train.pipeline import evaluate_dev
+
+        info["dev"] = evaluate_dev(Embedder.load(out / "model", device="cpu"), dev_view, base, out)["metrics"]
+    return info
 
 
 def main() -> None:

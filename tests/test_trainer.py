@@ -115,3 +115,23 @@ def test_shipped_recipes_load(name):
     with pytest.raises(Exception, match="max_stepz"):
         load_config(Path(__file__).resolve().parent.parent / "configs" / name, TrainConfig,
                     overrides={"trainer.max_stepz": 3})
+
+
+def test_overrides_read_exponent_floats_and_reject_words():
+    """PyYAML reads ``1e-4`` (no dot) as a string; a float field takes it as 1e-4, a word stays an error."""
+    from pathlib import Path
+
+    from uniret.cli import parse_overrides
+    from uniret.config import load_config
+    from uniret.errors import DataFormatError
+    from uniret.train.config import TrainConfig
+
+    recipe = Path(__file__).resolve().parent.parent / "configs" / "scifact-dense.yaml"
+    cfg = load_config(recipe, TrainConfig, overrides=parse_overrides(
+        ["trainer.learning_rate=1e-4", "loss.student_temperature=2E-2"]))
+    assert cfg.trainer.learning_rate == pytest.approx(1e-4) and isinstance(cfg.trainer.learning_rate, float)
+    assert cfg.loss.student_temperature == pytest.approx(0.02)
+    with pytest.raises(DataFormatError, match="trainer.learning_rate.*expected a float"):
+        load_config(recipe, TrainConfig, overrides={"trainer.learning_rate": "fast"})
+    with pytest.raises(DataFormatError, match="trainer.max_steps"):
+        load_config(recipe, TrainConfig, overrides={"trainer.max_steps": "1e2"})

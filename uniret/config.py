@@ -8,6 +8,7 @@ value of the wrong type. ``to_dict`` turns a config back into plain data for sav
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 from uniret.errors import DataFormatError
 
 T = TypeVar("T")
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _check_scalar(value: Any, tp: Any, where: str, source: str) -> Any:
@@ -25,6 +27,8 @@ def _check_scalar(value: Any, tp: Any, where: str, source: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 (PyYAML) reads 1e-4, without a dot, as a string
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise DataFormatError(f"got {value!r}", path=source, field=where, expected=f"a {tp.__name__}")
