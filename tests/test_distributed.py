@@ -3,6 +3,7 @@ and gradients on the concatenated batch."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import random
@@ -31,19 +32,17 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        emb = TinyEmbedder(dropout=0.0, seed=0)
-        records = make_records(8, 2, with_scores=True)
-        local = records[rank * 4 : (rank + 1) * 4]
-        module = BiEncoderModule(emb, LossConfig(**CFG))
-        logs = module.step(local, random.Random(0), step=0)
-        distributed.average_gradients(module.parameters())
-        loss = distributed.all_reduce_mean(logs["loss"])
-        grads = {n: p.grad.tolist() for n, p in emb.net.named_parameters()}
-        Path(out, f"rank{rank}.json").write_text(json.dumps({"loss": loss, "grads": grads}))
-    finally:
-        distributed.shutdown()
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
+    emb = TinyEmbedder(dropout=0.0, seed=0)
+    records = make_records(8, 2, with_scores=True)
+    local = records[rank * 4 : (rank + 1) * 4]
+    module = BiEncoderModule(emb, LossConfig(**CFG))
+    logs = module.step(local, random.Random(0), step=0)
+    distributed.average_gradients(module.parameters())
+    loss = distributed.all_reduce_mean(logs["loss"])
+    grads = {n: p.grad.tolist() for n, p in emb.net.named_parameters()}
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"loss": loss, "grads": grads}))
+    distributed.shutdown()  # on success only; a failing rank exits and mp.spawn stops the other
 
 
 def test_two_process_gloo_equals_single_process(tmp_path):

@@ -168,11 +168,10 @@ def run_training(cfg: TrainConfig, output_dir: str | Path) -> dict[str, Any]:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     owns_group = not distributed.is_distributed() and distributed.init_from_env()
-    try:
-        return _run_training(cfg, out)
-    finally:
-        if owns_group:
-            distributed.shutdown()
+    summary = _run_training(cfg, out)
+    if owns_group:  # on success only: after a failure the other ranks may be inside a collective (would hang)
+        distributed.shutdown()
+    return summary
 
 
 def _run_training(cfg: TrainConfig, out: Path) -> dict[str, Any]:
