@@ -133,7 +133,9 @@ def run_st(base: TrainConfig, out: Path) -> dict[str, Any]:
         from uniret.retriever.embedder import Embedder
         from uniret.train.pipeline import evaluate_dev
 
-        info["dev"] = evaluate_dev(Embedder.load(out / "model", device="cpu"), dev_view, base, out)["metrics"]
+        model_st = Embedder.build(str(out / "model"), pooling="mean", normalize=True, max_length=base.model.max_length,
+                                  device="cpu")
+        info["dev"] = evaluate_dev(model_st, dev_view, base, out)["metrics"]
     return info
 
 
