@@ -53,7 +53,7 @@ def prepare(base: TrainConfig, out: Path) -> dict[str, Path]:
     if all(p.is_file() for p in paths.values()):
         return paths
     dataset = load_beir(base.data.data)
-    train_view, dev_view = holdout_split(dataset, base.data.split, base.data.holdout_queries, base.data.holdout_seed)
+    train_view, _ = holdout_split(dataset, base.data.split, base.data.holdout_queries, base.data.holdout_seed)
     stats: dict[str, Any] = {}
     write_records(list(records_from_beir(train_view, base.data.split)), paths["pairs"])
     assert base.mining is not None and base.teachers is not None

@@ -105,8 +105,8 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """Tear the process group down once every rank has arrived. Destroying it while another rank still
-    talks to gloo aborts that rank ("terminate called without an active exception")."""
+    """Tear the process group down once every rank has arrived (no rank destroys it while another still has
+    collectives in flight). Call it on success only: after a failure a barrier could wait forever."""
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
