@@ -8,22 +8,18 @@ from typing import Any
 
 from uniret.index.manifest import atomic_directory, read_manifest
 
-__all__ = ["BACKENDS", "atomic_directory", "load_index", "read_manifest"]
-
-BACKENDS = {"faiss": "uniret.index.faiss_index:FaissIndex", "lucene-bm25": "uniret.index.lucene:LuceneBM25Index"}
+__all__ = ["atomic_directory", "backend_class", "load_index", "read_manifest"]
 
 
 def backend_class(kind: str) -> Any:
-    import importlib
+    """The backend class that loads indexes of manifest kind ``kind`` (looked up in the family registry)."""
+    from uniret import families
 
-    if kind not in BACKENDS:
-        raise ValueError(f"unknown index kind {kind!r}; known kinds: {', '.join(sorted(BACKENDS))}")
-    module, _, name = BACKENDS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return families.for_index_kind(kind).backend_class()
 
 
 def load_index(path: str | Path, **kwargs: Any) -> Any:
-    """Load any saved index; its manifest says which backend it is. Keyword arguments go to that
-    backend's ``load`` (``encoder=`` for dense indexes)."""
+    """Load any saved index; its manifest's kind names the family (:mod:`uniret.families`). Keyword arguments
+    go to that backend's ``load`` (``encoder=`` for encoder-based families)."""
     manifest = read_manifest(path)
     return backend_class(manifest["kind"]).load(path, **kwargs)

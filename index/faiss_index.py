@@ -19,7 +19,14 @@ import numpy as np
 
 from uniret.data import Corpus, Document, Run
 from uniret.errors import MissingExtraError
-from uniret.index.manifest import DocStore, atomic_directory, check_encoder, read_manifest, write_manifest
+from uniret.index.manifest import (
+    DocStore,
+    atomic_directory,
+    check_encoder,
+    corpus_identity,
+    read_manifest,
+    write_manifest,
+)
 from uniret.protocols import Encoder
 
 logger = logging.getLogger(__name__)
@@ -70,6 +77,7 @@ class FaissIndex:
         self._corpus: Corpus | None = None
         self._docstore: DocStore | None = None
         self._source_dir: Path | None = None
+        self._source_manifest: dict[str, Any] | None = None
         self.factory: str | None = None
         self.index_seconds: float | None = None
 
@@ -167,7 +175,8 @@ class FaissIndex:
             write_manifest(tmp, self.kind, len(self._ids), encoder=identity, dimension=identity.get("dimension"),
                            similarity=self.similarity,
                            settings={"index_type": self.index_type, "factory": self.factory,
-                                     "hnsw_ef_search": self.hnsw_ef_search, "nprobe": self.nprobe})
+                                     "hnsw_ef_search": self.hnsw_ef_search, "nprobe": self.nprobe},
+                           corpus=corpus_identity(self._corpus, self._source_manifest))
         logger.info("saved FAISS index to %s", path)
         return path
 
@@ -195,6 +204,7 @@ class FaissIndex:
         self._ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
         self.factory = settings.get("factory")
         self._source_dir = path
+        self._source_manifest = manifest
         if self._index.ntotal != len(self._ids) or len(self._ids) != manifest["num_docs"]:
             raise ValueError(f"{path}: the index holds {self._index.ntotal} vectors and {len(self._ids)} ids, "
                              f"the manifest says {manifest['num_docs']} documents; the index is damaged")

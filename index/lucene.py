@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from uniret.data import Corpus, Document, Run
 from uniret.index.java import anserini_jar, ensure_jvm, java_executable
-from uniret.index.manifest import DocStore, atomic_directory, read_manifest, write_manifest
+from uniret.index.manifest import DocStore, atomic_directory, corpus_identity, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,29 @@ def run_anserini_indexer(collection_dir: Path, index_dir: Path, *, threads: int,
         raise RuntimeError(f"Anserini IndexCollection failed (exit {proc.returncode}):\n{tail}")
 
 
+class LuceneAnalyzer:
+    """The text analysis of uniret's BM25 indexes, as an encoder-like identity: ``load(encoder=)`` rejects an
+    index analysed differently (another analyzer, stemmer, stop words or fields)."""
+
+    def __init__(self, analyzer: str = "DefaultEnglishAnalyzer", stemmer: str = "porter",
+                 stopwords: str = "lucene-english", fields: str = "title+text") -> None:
+        self.settings = {"analyzer": analyzer, "stemmer": stemmer, "stopwords": stopwords, "fields": fields}
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"name": "anserini-" + self.settings["analyzer"], "similarity": "bm25", **self.settings}
+
+
+def check_analyzer(manifest: dict[str, Any], analyzer: LuceneAnalyzer, where: str | Path) -> None:
+    from uniret.errors import IndexMismatchError
+
+    built = manifest.get("encoder") or {}
+    for key, value in analyzer.identity.items():
+        if key in built and built[key] != value:
+            raise IndexMismatchError(f"{where}: index built with analyzer setting {key}={built[key]!r}, "
+                                     f"given {value!r}; re-index or use the same analysis")
+
+
 class LuceneBM25Index:
     """The search protocol over a Lucene BM25 index."""
 
@@ -58,6 +81,7 @@ class LuceneBM25Index:
         self._corpus: Corpus | None = None
         self._searcher: Any = None
         self._source_dir: Path | None = None
+        self._source_manifest: dict[str, Any] | None = None
         self.num_docs = 0
         self.index_seconds: float | None = None
 
@@ -89,17 +113,23 @@ class LuceneBM25Index:
         with atomic_directory(path) as tmp:
             shutil.copytree(self._index_dir, tmp / LUCENE_DIR)
             DocStore.persist(tmp, self._corpus, self._source_dir)
-            write_manifest(tmp, self.kind, self.num_docs, similarity="bm25",
-                           settings={"k1": self.k1, "b": self.b, "fields": "title+text"})
+            write_manifest(tmp, self.kind, self.num_docs, similarity="bm25", encoder=LuceneAnalyzer().identity,
+                           settings={"k1": self.k1, "b": self.b, "fields": "title+text"},
+                           corpus=corpus_identity(self._corpus, self._source_manifest))
         logger.info("saved BM25 index to %s", path)
         return path
 
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None) -> LuceneBM25Index:
+    def load(cls, path: str | Path, encoder: LuceneAnalyzer | None = None, *, device: str | None = None,
+             threads: int | None = None) -> LuceneBM25Index:
+        """Load a saved index; ``encoder``, when given, must be the analysis it was built with (``device`` is
+        accepted for the common backend signature and unused)."""
         manifest = read_manifest(path, expected_kind=cls.kind)
+        check_analyzer(manifest, encoder or LuceneAnalyzer(), path)
         settings = manifest.get("settings", {})
         self = cls(k1=settings.get("k1", 0.9), b=settings.get("b", 0.4), threads=threads)
         self._source_dir = Path(path)
+        self._source_manifest = manifest
         self._index_dir = self._source_dir / LUCENE_DIR
         if not self._index_dir.is_dir():
             raise FileNotFoundError(f"{path}: the Lucene index folder '{LUCENE_DIR}' is missing")

@@ -6,25 +6,22 @@ Every index directory holds ``manifest.json``::
      "encoder": {"name": ..., "path": ..., "hash": ..., "dimension": 384, "similarity": "cosine"},
      "dimension": 384, "similarity": "cosine", "settings": {...}}
 
-A directory is written under a temporary name beside its destination and renamed only when complete,
-so a crash never leaves a half-written index that looks whole.
+A directory is written through :func:`uniret.atomic.atomic_directory` (a temporary name beside its destination,
+swapped in when complete, locked, never replacing anything but a uniret directory).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from uniret import __version__
+from uniret.atomic import atomic_directory  # noqa: F401  (re-exported: uniret.index.manifest.atomic_directory)
 from uniret.data import Corpus, Document
 from uniret.errors import IndexMismatchError
 
@@ -34,29 +31,11 @@ MANIFEST = "manifest.json"
 DOCSTORE = "docs.jsonl.gz"
 
 
-@contextlib.contextmanager
-def atomic_directory(destination: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory; on success it replaces ``destination`` in one rename."""
-    destination = Path(destination).resolve()
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if destination.exists():
-        old = destination.with_name(f".{destination.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.rename(destination, old)
-    os.rename(tmp, destination)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_manifest(directory: Path, kind: str, num_docs: int, *, encoder: dict[str, Any] | None = None,
                    dimension: int | None = None, similarity: str | None = None,
-                   settings: dict[str, Any] | None = None) -> dict[str, Any]:
+                   settings: dict[str, Any] | None = None, corpus: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``manifest.json``. ``corpus``: the indexed corpus's identity (``fingerprint``, ``source``), which
+    evaluation checks against the data it is given (:func:`corpus_identity`)."""
     manifest = {
         "kind": kind,
         "uniret_version": __version__,
@@ -66,9 +45,18 @@ def write_manifest(directory: Path, kind: str, num_docs: int, *, encoder: dict[s
         "dimension": dimension,
         "similarity": similarity,
         "settings": settings or {},
+        "corpus": corpus,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def corpus_identity(corpus: Corpus | None, source_manifest: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What a manifest records of the indexed corpus: its fingerprint (document ids and texts), size and source.
+    An index loaded from disk and saved again keeps its source manifest's record."""
+    if corpus is not None:
+        return {"fingerprint": corpus.fingerprint, "num_docs": len(corpus), "source": corpus.source}
+    return (source_manifest or {}).get("corpus")
 
 
 def read_manifest(directory: str | Path, expected_kind: str | None = None) -> dict[str, Any]:

@@ -458,10 +458,10 @@ class Embedder(torch.nn.Module):
     # -- saving -----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write a sentence-transformers folder plus ``uniret_embedder.json``, atomically; LoRA is merged."""
-        from uniret.index.manifest import atomic_directory
+        from uniret.atomic import atomic_directory
 
         path = Path(path).resolve()
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, kind="model") as tmp:
             self._save_backbone(tmp)
             self._save_sentence_transformers(tmp)
             settings = {**self.settings(), "uniret_version": __version__,

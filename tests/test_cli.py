@@ -62,7 +62,15 @@ def test_dense_eval_via_python_m_and_mismatch(tmp_path, small_dir):
     assert proc.returncode == 2 and "max_length=128" in proc.stderr
     proc = run_cli("uniret", "eval", "--data", str(small_dir), "--retriever", "bm25", "--index", str(tmp_path / "idx"),
                    "--output-dir", str(tmp_path / "ev3"))
-    assert proc.returncode == 2 and "holds a 'faiss' index, but --retriever bm25" in proc.stderr
+    assert proc.returncode == 2 and "holds a 'dense' index (faiss), but --retriever bm25" in proc.stderr
+    # the manifest decides the family: no --retriever needed; the index's own max length is used and reported
+    proc = run_cli("uniret", "eval", "--data", str(small_dir), "--index", str(tmp_path / "idx"),
+                   "--output-dir", str(tmp_path / "ev4"))
+    assert proc.returncode == 0, proc.stderr
+    assert "max length: 128 tokens" in proc.stdout
+    report = json.loads((tmp_path / "ev4" / "report.json").read_text())
+    assert report["config"]["family"] == "dense" and report["config"]["corpus_check"] == "ok"
+    assert report["retriever"]["encoder"]["max_length"] == 128
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):

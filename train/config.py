@@ -14,7 +14,7 @@ from uniret.train.trainer import TrainerConfig
 
 @dataclass
 class ModelConfig:
-    kind: Literal["dense", "cross-encoder"] = "dense"
+    kind: str = "dense"  # a trainable family of uniret.families: dense | cross-encoder
     backbone: str = "all-MiniLM-L6-v2"  # alias, local folder or hub name
     pooling: Literal["cls", "mean", "last-token", "weighted-mean"] = "mean"
     normalize: bool = True
@@ -30,6 +30,13 @@ class ModelConfig:
     attention_dropout: float | None = None  # None: the backbone's; 0 lets fused attention kernels train (faster)
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on CPU
+
+    def __post_init__(self) -> None:
+        from uniret import families
+
+        if self.kind not in families.names(trainable=True):
+            raise ValueError(f"model.kind: got {self.kind!r}; expected a trainable family: "
+                             + ", ".join(families.names(trainable=True)))
 
 
 @dataclass

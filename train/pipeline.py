@@ -84,26 +84,19 @@ def build_records(cfg: TrainConfig, dataset: BeirDataset) -> tuple[list[Training
 
 
 def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
-    """The model and the training module for ``cfg.model.kind``."""
-    m = cfg.model
-    if m.kind == "cross-encoder":
-        from uniret.retriever.reranker import CrossEncoderReranker
-        from uniret.train.crossencoder import CrossEncoderModule
+    """The model and the training module of ``cfg.model.kind``, from its family's training hooks."""
+    from uniret import families
 
-        model = CrossEncoderReranker(m.backbone, max_length=m.max_length, device=m.device,
-                                     attention_dropout=m.attention_dropout)
-        return model, CrossEncoderModule(model, cfg.rerank_loss, chunk=cfg.trainer.grad_cache_chunk)
-    from uniret.retriever.embedder import Embedder
-    from uniret.train.biencoder import BiEncoderModule
+    return families.get(cfg.model.kind).hooks().build(cfg)
 
-    icl = [(q, p) for q, p in m.icl_examples] if m.icl_examples else None
-    model = Embedder.build(m.backbone, pooling=m.pooling, normalize=m.normalize, bidirectional=m.bidirectional,
-                           max_length=m.max_length, instructions=m.instructions,
-                           default_instruction=m.default_instruction, query_template=m.query_template,
-                           icl_examples=icl, matryoshka_dim=m.matryoshka_dim, lora=m.lora,
-                           gradient_checkpointing=m.gradient_checkpointing, device=m.device, dtype=m.dtype,
-                           attention_dropout=m.attention_dropout)
-    return model, BiEncoderModule(model, cfg.loss, grad_cache_chunk=cfg.trainer.grad_cache_chunk)
+
+def search_backend(cfg: TrainConfig, model: Any) -> Any:
+    """An empty search backend over the model being trained (dev evaluation, re-mining), or None when its
+    family has none."""
+    from uniret import families
+
+    make = families.get(cfg.model.kind).hooks().search_backend
+    return make(model) if make is not None else None
 
 
 class ReMining(Callback):
@@ -121,12 +114,11 @@ class ReMining(Callback):
             return
         from dataclasses import replace
 
-        from uniret.index.faiss_index import FaissIndex
         from uniret.train.mining import mine
 
         model = trainer.module.embedder  # type: ignore[attr-defined]
         model.train(False)
-        backend = FaissIndex(model, "flat")
+        backend = search_backend(self.cfg, model)
         backend.index(self.dataset.corpus)
         mining = replace(self.cfg.mining) if self.cfg.mining is not None else None
         if mining is None:
@@ -150,14 +142,13 @@ class ReMining(Callback):
 
 def evaluate_dev(model: Any, dev: BeirDataset, cfg: TrainConfig, output_dir: Path) -> dict[str, Any]:
     from uniret.eval.runner import evaluate_backend
-    from uniret.index.faiss_index import FaissIndex
 
     data = dev
     if cfg.eval.dev_docs > 0:
         data = dev.sample(num_queries=len(dev.qrels("dev")), num_docs=cfg.eval.dev_docs, split="dev",
                           seed=cfg.data.holdout_seed)
     model.train(False)
-    result = evaluate_backend(FaissIndex(model, "flat"), data, split="dev", name="dev", output_dir=output_dir / "dev")
+    result = evaluate_backend(search_backend(cfg, model), data, split="dev", name="dev", output_dir=output_dir / "dev")
     return result.report
 
 
@@ -191,8 +182,9 @@ def _run_training(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     callbacks: list[Callback] = []
     remining = None
     if cfg.remine_every_epochs > 0:
-        if cfg.model.kind != "dense":
-            raise ValueError("re-mining needs a dense model")
+        if search_backend(cfg, model) is None:
+            raise ValueError(f"re-mining needs a model that can be searched; family {cfg.model.kind!r} has no "
+                             "search backend")
         remining = ReMining(cfg, train_view, cfg.remine_every_epochs)
         callbacks.append(remining)
     trainer = Trainer(module, records, cfg.trainer, out, callbacks=callbacks, run_config=to_dict(cfg))
@@ -216,7 +208,7 @@ def _run_training(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     if distributed.is_main():
         model.train(False)
         module.save(out / "model")
-        if dev_view is not None and cfg.eval.dev and cfg.model.kind == "dense":
+        if dev_view is not None and cfg.eval.dev and search_backend(cfg, model) is not None:
             summary["dev"] = evaluate_dev(model, dev_view, cfg, out)["metrics"]
         summary["total_seconds"] = time.perf_counter() - start
         (out / "train_result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")

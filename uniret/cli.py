@@ -1,5 +1,5 @@
-"""``uniret`` command line: a thin layer that parses arguments into configs and calls
-:mod:`uniret.commands`. Each wing is imported lazily inside its command."""
+"""``uniret`` command line: a thin layer that parses arguments into configs and calls the functions of
+``uniret.commands``. Each wing is imported lazily inside its command."""
 
 from __future__ import annotations
 
@@ -13,14 +13,53 @@ from uniret.errors import UniretError
 
 logger = logging.getLogger("uniret")
 
+DESCRIPTION = """\
+uniret trains retrievers, builds search indexes and evaluates them, offline.
+
+Start here:
+  uniret demo                                   BM25 vs all-MiniLM-L6-v2 on the shipped SciFact
+  uniret index --data scifact --retriever bm25 --output idx/scifact-bm25
+  uniret search --index idx/scifact-bm25 --query "vitamin D and bone density"
+  uniret eval --data scifact --index idx/scifact-bm25 --output-dir reports/bm25
+  uniret train --config configs/scifact-dense.yaml --output-dir runs/dense
+
+Each command has its own --help. Data sets are BEIR directories (corpus.jsonl, queries.jsonl,
+qrels/<split>.tsv) or the name of a shipped one (scifact).
+"""
+
+
+def _families_help() -> str:
+    from uniret import families
+
+    return "retriever families:\n" + "\n".join("  " + line for line in families.describe()) + "\n"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
 
 def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--retriever", choices=("bm25", "dense"), required=required, help="which retriever")
-    p.add_argument("--model", default=None, help="dense model: alias (all-MiniLM-L6-v2), local folder or hub name")
-    p.add_argument("--index-type", default="flat", help="dense index: flat | hnsw | ivf-pq | a faiss factory string")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=256, help="dense: max tokens per text")
+    from uniret import families
+
+    names = families.names(searchable=True)
+    p.add_argument("--retriever", choices=names, required=required, metavar="FAMILY",
+                   help=f"retriever family: {' | '.join(names)}" + ("" if required else
+                        " (not needed with --index: the index's manifest decides)"))
+    p.add_argument("--model", default=None,
+                   help="encoder: alias (all-MiniLM-L6-v2), local sentence-transformers folder or hub name "
+                        "(default all-MiniLM-L6-v2)")
+    p.add_argument("--index-type", default="flat",
+                   help="dense: flat | hnsw | ivf-pq | a faiss factory string (checked before encoding)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when present) | cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
+    p.add_argument("--max-length", type=_positive_int, default=None,
+                   help="max tokens per text (default: the model's own saved setting)")
     p.add_argument("--cache-embeddings", action="store_true",
                    help="dense: reuse document embeddings cached under $UNIRET_CACHE")
 
@@ -28,6 +67,8 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
 def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from uniret.commands import RetrieverConfig
 
+    if args.retriever is None:
+        return None
     kw = {"kind": args.retriever, "index_type": args.index_type, "device": args.device,
           "batch_size": args.batch_size, "max_length": args.max_length, "cache_embeddings": args.cache_embeddings}
     if args.model:
@@ -61,10 +102,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from uniret.eval.report import metrics_table
 
     cfg = _retriever_config(args)
+    if cfg is None and args.index is None:
+        raise ValueError("--retriever is needed when no --index is given")
+    if cfg is None and (args.model is not None or args.max_length is not None):
+        from uniret.commands import RetrieverConfig, backend_family_of_index
+
+        cfg = RetrieverConfig(kind=backend_family_of_index(args.index), index_type=args.index_type,
+                              device=args.device, batch_size=args.batch_size, max_length=args.max_length,
+                              **({"model": args.model} if args.model else {}))
     result = run_eval(args.data, cfg, args.output_dir, split=args.split, index_dir=args.index,
-                      model_given=args.model is not None, depth=args.depth, rerank=args.rerank,
-                      rerank_depth=args.rerank_depth, rerank_fusion=args.rerank_fusion)
+                      model_given=args.model is not None or args.max_length is not None, depth=args.depth,
+                      rerank=args.rerank, rerank_depth=args.rerank_depth, rerank_fusion=args.rerank_fusion,
+                      allow_corpus_mismatch=args.allow_corpus_mismatch)
     print(metrics_table({result.name: result.metrics}, [*DEFAULT_METRICS, "p@10"]))
+    encoder = (result.report.get("retriever") or {}).get("encoder") or {}
+    if encoder.get("max_length"):
+        print(f"max length: {encoder['max_length']} tokens")
     print(f"report: {args.output_dir}/report.json")
     return 0
 
@@ -97,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from uniret.train.pipeline import run_training
 
     cfg = load_config(args.config, TrainConfig, overrides=parse_overrides(args.set))
-    summary = run_training(cfg, args.output_dir)
+    summary = run_training(cfg, args.output_dir, overwrite=args.overwrite)
     print(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f} s "
           f"({summary['examples_per_second']:.1f} examples/s); model: {args.output_dir}/model")
     if "dev" in summary:
@@ -109,7 +162,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from uniret.config import load_config
     from uniret.train.mining import MiningConfig, run_mining
 
-    overrides = parse_overrides(args.set)
+    overrides = {k.removeprefix("mining."): v for k, v in parse_overrides(args.set).items()}
     for name in ("retriever", "model", "k", "filter", "num_negatives", "sampling", "split", "device"):
         value = getattr(args, name)
         if value is not None:
@@ -125,74 +178,109 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uniret", description=__doc__)
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="uniret", description=DESCRIPTION, formatter_class=fmt,
+                                     epilog=_families_help())
     parser.add_argument("--version", action="version", version=f"uniret {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data_help = "BEIR directory (corpus.jsonl, queries.jsonl, qrels/) or a shipped data set name (scifact)"
 
-    p = sub.add_parser("index", help="build and save a search index from a BEIR corpus")
-    p.add_argument("--data", required=True, help="BEIR directory or packaged data set name (scifact)")
+    p = sub.add_parser("index", help="build and save a search index from a BEIR corpus", formatter_class=fmt,
+                       description="Index a corpus with one retriever family and save it as a directory with "
+                                   "manifest.json.", epilog=_families_help())
+    p.add_argument("--data", required=True, help=data_help)
     _add_retriever_args(p)
-    p.add_argument("--output", required=True, help="index directory to write")
+    p.add_argument("--output", required=True,
+                   help="index directory to write; an existing one is replaced only if uniret wrote it")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("search", help="search a saved index")
-    p.add_argument("--index", required=True)
-    p.add_argument("--query", required=True)
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--device", default="auto")
+    p = sub.add_parser("search", help="search a saved index and print the top hits",
+                       description="Search a saved index for one query; the index's manifest names its family "
+                                   "and encoder.")
+    p.add_argument("--index", required=True, help="a saved index directory (from uniret index)")
+    p.add_argument("--query", required=True, help="the query text")
+    p.add_argument("-k", type=_positive_int, default=10, help="number of hits to show (default 10)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (for encoder families)")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("eval", help="evaluate a retriever on a BEIR split and write a report")
-    p.add_argument("--data", required=True, help="BEIR directory or packaged data set name (scifact)")
-    p.add_argument("--split", default="test")
-    _add_retriever_args(p)
+    p = sub.add_parser("eval", help="evaluate a retriever on a BEIR split and write a report", formatter_class=fmt,
+                       description="Index the corpus (or load --index) and evaluate one split: nDCG, recall, "
+                                   "MRR, MAP as trec_eval computes them; writes report.json/.md, run.trec, "
+                                   "per_query.json.", epilog=_families_help())
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--split", default="test", help="the qrels split to evaluate (qrels/<split>.tsv; default test)")
+    _add_retriever_args(p, required=False)
     p.add_argument("--index", default=None, help="a saved index to search instead of indexing the corpus")
-    p.add_argument("--depth", type=int, default=1000, help="hits retrieved per query")
+    p.add_argument("--allow-corpus-mismatch", action="store_true",
+                   help="evaluate an --index built from another corpus anyway (recorded in the report)")
+    p.add_argument("--depth", type=_positive_int, default=1000, help="hits retrieved per query (default 1000)")
     p.add_argument("--rerank", default=None, help="a cross-encoder reranker folder: re-score the top hits")
-    p.add_argument("--rerank-depth", type=int, default=100, help="hits per query the reranker re-scores")
+    p.add_argument("--rerank-depth", type=_positive_int, default=100,
+                   help="hits per query the reranker re-scores (default 100)")
     p.add_argument("--rerank-fusion", type=float, default=None, metavar="W",
                    help="final score = W x min-max(reranker) + (1 - W) x min-max(first stage), per query")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True, help="report directory to write")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("train", help="train a retriever from a YAML recipe")
+    p = sub.add_parser("train", help="train a retriever from a YAML recipe",
+                       description="Run a training recipe: records (qrels, mining or a JSONL file), teacher "
+                                   "scores, training, averaging; saves OUT/model in sentence-transformers format. "
+                                   "A rerun resumes from the last checkpoint when the config and records match.")
     p.add_argument("--config", required=True, help="YAML file (see configs/)")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True, help="run directory (checkpoints, logs, model)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set trainer.max_steps=10 (repeatable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard an earlier run in --output-dir instead of resuming it")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("mine", help="mine hard negatives (and teacher scores) into training JSONL")
-    p.add_argument("--data", required=True, help="BEIR directory or packaged data set name (scifact)")
+    p = sub.add_parser("mine", help="mine hard negatives (and teacher scores) into training JSONL",
+                       description="Retrieve candidates for each judged query, filter likely false negatives, "
+                                   "and write training records; OUTPUT.stats.json counts what each filter removed.")
+    p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--output", required=True, help="training records to write (.jsonl)")
     p.add_argument("--config", default=None, help="YAML file with MiningConfig fields")
-    p.add_argument("--retriever", choices=("bm25", "dense", "hybrid"), default=None)
+    p.add_argument("--retriever", default=None, help="bm25 | dense | hybrid (default bm25)")
     p.add_argument("--model", default=None, help="dense / hybrid: the encoder")
-    p.add_argument("-k", type=int, default=None, help="candidates per query (default 100)")
+    p.add_argument("-k", type=_positive_int, default=None, help="candidates per query (default 100)")
     p.add_argument("--filter", default=None,
                    help="none | absolute | relative | rank | teacher, or a comma-separated chain")
-    p.add_argument("--num-negatives", type=int, default=None)
-    p.add_argument("--sampling", choices=("top", "random"), default=None)
-    p.add_argument("--split", default=None)
+    p.add_argument("--num-negatives", type=int, default=None, help="negatives kept per query (default 8)")
+    p.add_argument("--sampling", choices=("top", "random"), default=None, help="which survivors to keep")
+    p.add_argument("--split", default=None, help="the qrels split whose queries are mined (default train)")
     p.add_argument("--teacher", action="append", default=[],
                    help="bm25 | dense[:model] | splade[:model] | cross-encoder:folder (repeatable: an ensemble)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other MiningConfig field, e.g. --set relative_margin=0.9")
+                   help="any MiningConfig field, plain or dotted as in train (mining.relative_margin=0.9)")
     p.set_defaults(func=cmd_mine)
 
-    p = sub.add_parser("demo", help="the main job: BM25 vs a dense embedder on the shipped SciFact")
-    p.add_argument("--data", default="scifact")
+    p = sub.add_parser("demo", help="the main job: BM25 vs a dense embedder on the shipped SciFact",
+                       description="Index and evaluate BM25 and a dense embedder on SciFact, offline; writes a "
+                                   "comparison table, a chart and per-system reports.")
+    p.add_argument("--data", default="scifact", help=data_help)
     p.add_argument("--quick", action="store_true", help="a small slice (50 queries, 400 documents)")
-    p.add_argument("--model", default="all-MiniLM-L6-v2")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--cache-embeddings", action="store_true")
-    p.add_argument("--output-dir", default="reports/demo")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="the dense encoder")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
+    p.add_argument("--cache-embeddings", action="store_true", help="reuse document embeddings from $UNIRET_CACHE")
+    p.add_argument("--output-dir", default="reports/demo", help="report directory (default reports/demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("families", help="list the registered retriever families and what each needs",
+                       description="List the registered families, and why any of them cannot run here.")
+    p.set_defaults(func=cmd_families)
     return parser
+
+
+def cmd_families(args: argparse.Namespace) -> int:
+    from uniret import families
+
+    for line in families.describe():
+        print(line)
+    return 0
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -213,9 +301,12 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (UniretError, FileNotFoundError, ValueError) as e:
+    except (UniretError, OSError, ValueError) as e:
         print(f"uniret {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"uniret {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

