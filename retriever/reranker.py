@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from uniret.assets import content_hash, resolve_model
-from uniret.data import Document, Run
 from uniret.atomic import atomic_directory
+from uniret.data import Document, Run
 from uniret.retriever.embedder import set_attention_dropout
 from uniret.runtime import resolve_device
 
