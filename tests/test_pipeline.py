@@ -45,9 +45,12 @@ def test_remining_averaging_and_cropped_pairs(scifact, tmp_path):
     assert [h["epoch"] for h in summary["remined"]] == [1, 2]
     assert all(h["records"] == 20 and h["kept_other_records"] == 60 for h in summary["remined"])
     assert summary["stats"]["unsupervised_pairs"] == 60
-    # the final model is the mean of the last two checkpoints
+    # the final model is the mean of the last two checkpoints, the last of which is the final step
     ckpts = checkpoint_dirs(out)
     assert summary["averaged_checkpoints"] == [c.name for c in ckpts] and len(ckpts) == 2
+    assert ckpts[-1].name == f"step-{summary['steps']}"
+    last_state = json.loads((ckpts[-1] / "trainer_state.json").read_text())
+    assert last_state["step"] == summary["steps"] and (last_state["epoch"], last_state["batch_in_epoch"]) == (3, 0)
     a, b = (load_file(str(c / "weights.safetensors")) for c in ckpts)
     model = Embedder.load(out / "model", device="cpu")
     key = next(k for k in a if k.endswith("encoder.layer.0.attention.self.query.weight"))

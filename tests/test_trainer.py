@@ -21,10 +21,10 @@ from uniret.train.trainer import (
 )
 
 
-def run(tmp, max_steps=6, callbacks=(), seed=0, **kw):
+def run(tmp, max_steps=6, callbacks=(), seed=0, save_every=2, **kw):
     emb = TinyEmbedder(dropout=0.1, seed=seed)
-    cfg = TrainerConfig(batch_size=4, max_steps=max_steps, learning_rate=0.05, warmup_ratio=0.2, save_every=2,
-                        keep_checkpoints=5, **kw)
+    cfg = TrainerConfig(batch_size=4, max_steps=max_steps, learning_rate=0.05, warmup_ratio=0.2,
+                        save_every=save_every, keep_checkpoints=5, **kw)
     trainer = Trainer(BiEncoderModule(emb, LossConfig(hard_negatives=2, mixing=2)), make_records(16, 3), cfg, tmp,
                       callbacks=callbacks)
     return emb, trainer.train()
@@ -135,3 +135,107 @@ def test_overrides_read_exponent_floats_and_reject_words():
         load_config(recipe, TrainConfig, overrides={"trainer.learning_rate": "fast"})
     with pytest.raises(DataFormatError, match="trainer.max_steps"):
         load_config(recipe, TrainConfig, overrides={"trainer.max_steps": "1e2"})
+
+
+@pytest.mark.parametrize("save_every,max_steps,expected", [
+    (4, 6, ["step-4", "step-6"]),  # ends mid-epoch (4 batches an epoch), off the save_every grid
+    (None, 6, ["step-4", "step-6"]),  # epoch ends, then the last step
+    (2, 8, ["step-2", "step-4", "step-6", "step-8"]),  # the last step is an epoch end and on the grid: saved once
+])
+def test_the_last_step_is_checkpointed_once(tmp_path, save_every, max_steps, expected):
+    emb = TinyEmbedder(seed=0)
+    cfg = TrainerConfig(batch_size=4, max_steps=max_steps, save_every=save_every, keep_checkpoints=10)
+    records = make_records(16, 3)
+    result = Trainer(BiEncoderModule(emb, LossConfig(hard_negatives=2)), records, cfg, tmp_path).train()
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == expected == [p.name for p in result.checkpoints]
+    last = json.loads((checkpoint_dirs(tmp_path)[-1] / "trainer_state.json").read_text())
+    per_epoch = 4
+    assert last["step"] == max_steps
+    assert (last["epoch"], last["batch_in_epoch"]) == divmod(max_steps, per_epoch)
+    # resuming from the final checkpoint trains nothing more and logs nothing twice
+    again = Trainer(BiEncoderModule(TinyEmbedder(seed=5), LossConfig(hard_negatives=2)), records, cfg,
+                    tmp_path).train()
+    assert again.steps == max_steps and again.history == [] and again.checkpoints == []
+    assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == max_steps
+
+
+class Draws(Callback):
+    """Draws from every global generator after each step (as dropout, augmentation... would)."""
+
+    def __init__(self):
+        self.draws = {}
+
+    def on_step_end(self, trainer, step, logs):
+        import random
+
+        import numpy as np
+
+        self.draws[step] = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+
+def test_checkpoints_restore_every_random_state(tmp_path):
+    import random
+
+    import numpy as np
+
+    random.seed(1)
+    np.random.seed(1)
+    straight = Draws()
+    run(tmp_path / "a", callbacks=[straight])
+    random.seed(1)
+    np.random.seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", callbacks=[Draws(), Interrupt()])
+    random.seed(99)  # the resumed process starts from other states
+    np.random.seed(99)
+    torch.manual_seed(99)
+    resumed = Draws()
+    run(tmp_path / "b", callbacks=[resumed])
+    assert sorted(resumed.draws) == [5, 6]
+    assert resumed.draws == {s: straight.draws[s] for s in (5, 6)}
+    state = json.loads((checkpoint_dirs(tmp_path / "b")[-1] / "trainer_state.json").read_text())
+    assert set(state["rng"]) == {"python", "numpy"}
+
+
+class ModelDependentRecords(Callback):
+    """Replaces the records at each epoch start with ones that depend on the current weights (as re-mining
+    with the model being trained does)."""
+
+    def __init__(self, stop_at=None):
+        self.stop_at = stop_at
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch:
+            first = next(iter(trainer.module.parameters()))
+            trainer.records = make_records(16, 3, seed=int(abs(float(first.detach().sum())) * 1e4) % 1000)
+
+    def on_step_end(self, trainer, step, logs):
+        if step == self.stop_at:
+            raise KeyboardInterrupt
+
+
+def test_mid_epoch_resume_trains_on_the_epoch_records_the_callbacks_made(tmp_path):
+    straight, _ = run(tmp_path / "a", max_steps=8, save_every=3, callbacks=[ModelDependentRecords()])
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", max_steps=8, save_every=3, callbacks=[ModelDependentRecords(stop_at=7)])
+    last = checkpoint_dirs(tmp_path / "b")[-1]
+    assert last.name == "step-6" and (last / "records.jsonl").is_file()  # epoch 1, batch 2
+    resumed, result = run(tmp_path / "b", max_steps=8, save_every=3, callbacks=[ModelDependentRecords()])
+    assert len(result.history) == 2
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
+def test_resuming_a_checkpoint_of_another_config_is_refused(tmp_path):
+    from uniret.train.trainer import ResumeMismatchError
+
+    def trainer(lr, records):
+        cfg = TrainerConfig(batch_size=4, max_steps=4, save_every=2, learning_rate=lr)
+        return Trainer(BiEncoderModule(TinyEmbedder(), LossConfig(hard_negatives=2)), records, cfg, tmp_path,
+                       run_config={"trainer": {"learning_rate": lr, "log_every": 10}})
+
+    trainer(0.05, make_records(16, 3)).train()
+    with pytest.raises(ResumeMismatchError, match=r"trainer.learning_rate: 0.05 != 0.01"):
+        trainer(0.01, make_records(16, 3)).train()
+    with pytest.raises(ResumeMismatchError, match="training records"):
+        trainer(0.05, make_records(16, 3, seed=1)).train()

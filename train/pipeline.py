@@ -2,15 +2,24 @@
 
 Everything a run used is written under the output directory: ``config.yaml`` (resolved, with library
 versions), ``train_records.jsonl``, ``dev_queries.json`` (the held-out dev split), ``train_log.jsonl``,
-``checkpoints/``, ``model/`` (sentence-transformers format) and ``train_result.json`` (and
-``dev_report.json`` when a dev split is evaluated).
+``checkpoints/``, ``model/`` (sentence-transformers format), ``train_result.json`` (and ``dev/`` with the
+dev report when a dev split is evaluated) and ``run_state.json`` (the resolved config and the SHA-256 of the
+training records, which a rerun checks before it resumes).
+
+A rerun into the same directory resumes from the last checkpoint, or returns the saved summary of a
+finished run, but only when the resolved config and the training records are those of the run that is
+there; otherwise it stops with :class:`~uniret.train.trainer.ResumeMismatchError` before writing anything.
+``overwrite=True`` removes the earlier run's outputs (only the files and folders listed in
+:data:`RUN_OUTPUTS`; anything else in the directory is left alone) and starts afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +29,27 @@ from uniret.data import BeirDataset, Qrels, load_beir
 from uniret.runtime import library_versions, machine_description
 from uniret.train.config import TeachersConfig, TrainConfig
 from uniret.train.records import TrainingRecord, read_records, records_from_beir, write_records
-from uniret.train.trainer import Callback, Trainer, checkpoint_dirs
+from uniret.train.trainer import (
+    CHECKPOINTS,
+    TRAIN_LOG,
+    Callback,
+    ResumeMismatchError,
+    Trainer,
+    checkpoint_dirs,
+    config_differences,
+    records_digest,
+)
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["ResumeMismatchError", "run_training", "RUN_OUTPUTS"]
+
+RUN_STATE = "run_state.json"
+RESULT = "train_result.json"
+# Everything run_training writes into an output directory; overwrite=True removes these and nothing else
+# (plus the leftovers of an interrupted atomic write of model/: .model.tmp-*, .model.old-*).
+RUN_OUTPUTS = (RUN_STATE, "config.yaml", "dev_queries.json", "train_records.jsonl", "train_records.jsonl.tmp",
+               TRAIN_LOG, CHECKPOINTS, "model", "dev", RESULT)
 
 
 def holdout_split(dataset: BeirDataset, split: str, n: int, seed: int) -> tuple[BeirDataset, BeirDataset | None]:
@@ -152,31 +179,134 @@ def evaluate_dev(model: Any, dev: BeirDataset, cfg: TrainConfig, output_dir: Pat
     return result.report
 
 
-def run_training(cfg: TrainConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Run the whole recipe; returns the summary written to ``train_result.json``."""
+def run_training(cfg: TrainConfig, output_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Run the whole recipe; returns the summary written to ``train_result.json``.
+
+    Rerun into the same ``output_dir``, it resumes from the last checkpoint (or returns the saved summary of
+    a finished run) if the resolved config and the training records match the earlier run's, and raises
+    :class:`ResumeMismatchError` naming the differences otherwise. ``overwrite=True`` removes the earlier
+    run's outputs first (see :data:`RUN_OUTPUTS`)."""
     from uniret.train import distributed
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     owns_group = not distributed.is_distributed() and distributed.init_from_env()
-    summary = _run_training(cfg, out)
+    summary = _run_training(cfg, out, overwrite=overwrite)
     if owns_group:  # on success only: after a failure the other ranks may be inside a collective (would hang)
         distributed.shutdown()
     return summary
 
 
-def _run_training(cfg: TrainConfig, out: Path) -> dict[str, Any]:
+def _normalised(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _file_sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _earlier_run(out: Path) -> dict[str, Any] | None:
+    """The config and records hash of the run that trained in ``out`` (None: nothing was trained there)."""
+    trained = bool(checkpoint_dirs(out)) or (out / RESULT).is_file() or (out / "model").exists()
+    if not trained:
+        return None
+    if (out / RUN_STATE).is_file():
+        return json.loads((out / RUN_STATE).read_text(encoding="utf-8"))
+    if ckpts := checkpoint_dirs(out):  # written before run_state.json existed
+        state = json.loads((ckpts[-1] / "trainer_state.json").read_text(encoding="utf-8"))
+        if state.get("config"):
+            return {"config": state["config"],
+                    "records_sha256": state.get("records_sha256") or _file_sha256(out / "train_records.jsonl")}
+    return {"config": None, "records_sha256": None}
+
+
+def _mismatch(out: Path, problems: list[str]) -> ResumeMismatchError:
+    return ResumeMismatchError(
+        f"{out} holds another run, so it was neither resumed nor changed; what differs:\n  "
+        + "\n  ".join(problems)
+        + "\nTo train anyway, rerun with --overwrite (run_training(..., overwrite=True)), which removes that "
+          "run's outputs, or choose a new --output-dir.")
+
+
+def _check_config(out: Path, earlier: dict[str, Any] | None, config: dict[str, Any]) -> None:
+    if earlier is None:
+        return
+    if earlier.get("config") is None:
+        raise _mismatch(out, ["an earlier run's outputs (train_result.json / model/) with no run_state.json "
+                              "or checkpoint to check the config and training records against"])
+    if problems := config_differences(earlier["config"], config):
+        raise _mismatch(out, problems)
+
+
+def _check_records(out: Path, earlier: dict[str, Any] | None, digest: str) -> None:
+    if earlier is None:
+        return
+    before = earlier.get("records_sha256")
+    if before != digest:
+        raise _mismatch(out, [f"training records (train_records.jsonl): sha256 {before or 'unknown'} != {digest} "
+                              "(the data or the mining gave other records)"])
+
+
+def remove_run_outputs(out: Path) -> list[str]:
+    """Delete what an earlier run wrote into ``out`` (the names in :data:`RUN_OUTPUTS` and interrupted
+    atomic writes of ``model/``); unknown files are kept. Returns the names removed."""
+    removed = []
+    names = list(RUN_OUTPUTS) + sorted(p.name for p in out.glob(".model.tmp-*")) \
+        + sorted(p.name for p in out.glob(".model.old-*"))
+    for name in names:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
     from uniret.train import distributed
     from uniret.train.soup import average_checkpoint_weights
 
     start = time.perf_counter()
-    save_config(cfg, out / "config.yaml", extra={"versions": library_versions(), "machine": machine_description()})
+    run_config = _normalised(to_dict(cfg))
+    # Nothing is written before the earlier run (if any) is checked: a mismatch leaves the directory as it was.
+    earlier = None if overwrite else _earlier_run(out)
+    _check_config(out, earlier, run_config)
     dataset = load_beir(cfg.data.data)
     train_view, dev_view = holdout_split(dataset, cfg.data.split, cfg.data.holdout_queries, cfg.data.holdout_seed)
-    if dev_view is not None:
-        (out / "dev_queries.json").write_text(json.dumps(sorted(dev_view.qrels("dev").judgements)), encoding="utf-8")
     records, stats = build_records(cfg, train_view)
-    write_records(records, out / "train_records.jsonl")
+    digest = records_digest(records)
+    _check_records(out, earlier, digest)
+    if earlier is not None and cfg.trainer.resume and (out / RESULT).is_file():
+        summary = json.loads((out / RESULT).read_text(encoding="utf-8"))
+        logger.info("%s holds this run, finished (%s steps): returning its saved result without training; "
+                    "pass overwrite (--overwrite) to train again", out, summary.get("steps"))
+        return summary
+    distributed.barrier()  # every rank has read the directory before it changes
+    if distributed.is_main():
+        if overwrite or (earlier is not None and not cfg.trainer.resume):
+            if removed := remove_run_outputs(out):
+                logger.info("removed the earlier run's outputs from %s: %s", out, ", ".join(removed))
+        elif earlier is not None:
+            logger.info("%s holds this run (same config and training records): resuming it", out)
+        (out / RUN_STATE).write_text(json.dumps({"config": run_config, "records_sha256": digest,
+                                                 "num_records": len(records)}, indent=2) + "\n",
+                                     encoding="utf-8")
+        save_config(cfg, out / "config.yaml",
+                    extra={"versions": library_versions(), "machine": machine_description()})
+        if dev_view is not None:
+            (out / "dev_queries.json").write_text(json.dumps(sorted(dev_view.qrels("dev").judgements)),
+                                                  encoding="utf-8")
+        write_records(records, out / "train_records.jsonl")
+    distributed.barrier()
     prep_seconds = time.perf_counter() - start
     model, module = build_model(cfg)
     callbacks: list[Callback] = []
@@ -187,7 +317,7 @@ def _run_training(cfg: TrainConfig, out: Path) -> dict[str, Any]:
                              "search backend")
         remining = ReMining(cfg, train_view, cfg.remine_every_epochs)
         callbacks.append(remining)
-    trainer = Trainer(module, records, cfg.trainer, out, callbacks=callbacks, run_config=to_dict(cfg))
+    trainer = Trainer(module, records, cfg.trainer, out, callbacks=callbacks, run_config=run_config)
     result = trainer.train()
     averaged: list[str] = []
     if cfg.average_last_checkpoints > 1:
@@ -202,7 +332,7 @@ def _run_training(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "steps": result.steps, "epochs": result.epochs, "train_seconds": result.seconds,
         "prep_seconds": prep_seconds, "examples_per_second": result.examples_per_second,
-        "final_loss": result.history[-1]["loss"] if result.history else None, "stats": stats,
+        "final_loss": result.history[-1]["loss"] if result.history else _last_logged_loss(out), "stats": stats,
         "averaged_checkpoints": averaged, "remined": remining.history if remining is not None else [],
     }
     if distributed.is_main():
@@ -214,3 +344,12 @@ def _run_training(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         (out / "train_result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     distributed.barrier()
     return summary
+
+
+def _last_logged_loss(out: Path) -> float | None:
+    """The last step's loss from ``train_log.jsonl`` (a run resumed from its final checkpoint trains no step)."""
+    path = out / TRAIN_LOG
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return json.loads(lines[-1]).get("loss") if lines else None

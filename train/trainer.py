@@ -5,10 +5,16 @@ cross-encoder, sparse...), the sampler options and the callbacks (re-mining, eva
 The loop itself: deterministic batches, AdamW with linear warm-up and decay, gradient averaging across
 ranks, clipping, logging (``train_log.jsonl`` + ``logging``), tqdm progress, checkpoints every N steps
 (model weights, optimizer and RNG state in safetensors, the rest in JSON) and resume from the latest one.
+
+Resuming is exact: a checkpoint holds the weights, the optimizer and scheduler, every random state the
+loop touches (torch CPU, every CUDA device's when CUDA is available, Python's ``random``, numpy's global
+generator) and the sampler's position (epoch, batch within the epoch); the last step always gets a
+checkpoint, so a run killed at any point and rerun ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -20,19 +26,66 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from uniret.errors import UniretError
 from uniret.index.manifest import atomic_directory
 from uniret.train import distributed
 from uniret.train.precision import MixedPrecision
-from uniret.train.records import TrainingRecord
+from uniret.train.records import TrainingRecord, read_records, write_records
 from uniret.train.sampler import BatchSampler
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+TRAIN_LOG = "train_log.jsonl"
+
+
+class ResumeMismatchError(UniretError, ValueError):
+    """An output directory holds a run made with another config or other training records, so resuming
+    it (or returning its result) would mix two runs; the message names what differs and the ways out."""
+
+
+def records_digest(records: Sequence[TrainingRecord]) -> str:
+    """SHA-256 of the records as ``train_records.jsonl`` holds them (the file's own SHA-256)."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update((json.dumps(r.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+    return h.hexdigest()
+
+
+def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every global random state: (tensors for safetensors, JSON-serialisable rest)."""
+    tensors = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda:{i}"] = state
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return tensors, {"python": [version, list(internal), gauss],
+                     "numpy": [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]}
+
+
+def restore_rng_state(tensors: dict[str, torch.Tensor], other: dict[str, Any] | None) -> None:
+    torch.set_rng_state(tensors["cpu"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda:")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            logger.warning("the checkpoint holds the random state of %d CUDA device(s), this machine has %d: "
+                           "CUDA random numbers will differ from an uninterrupted run", len(cuda),
+                           torch.cuda.device_count())
+    elif cuda:
+        logger.warning("the checkpoint holds CUDA random states but CUDA is not available here")
+    if other:
+        version, internal, gauss = other["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, pos, has_gauss, cached = other["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 @dataclass
@@ -142,6 +195,8 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.callbacks = list(callbacks)
         self.run_config = run_config or {}
+        self.records_sha256 = records_digest(self.records)
+        self._initial_records = self.records  # a callback replacing trainer.records makes a new list
         self.step = 0
         self.epoch = 0
 
@@ -171,25 +226,30 @@ class Trainer:
         total = c.max_steps or c.epochs * steps_per_epoch
         epochs = -(-total // steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule(total))
-        start_epoch, skip = 0, 0
+        start_epoch, skip, restored_records = 0, 0, False
         if c.resume and (ckpts := checkpoint_dirs(self.output_dir)):
-            start_epoch, skip = self._resume(ckpts[-1], optimizer, scheduler)
+            start_epoch, skip, restored_records = self._resume(ckpts[-1], optimizer, scheduler)
+        log_path = self.output_dir / TRAIN_LOG
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if distributed.is_main():
+            _truncate_log(log_path, self.step)  # rows past the checkpoint are trained (and logged) again
         for cb in self.callbacks:
             cb.on_train_start(self)
         history: list[dict[str, float]] = []
         saved: list[Path] = []
         start_time, examples = time.perf_counter(), 0
-        log_path = self.output_dir / "train_log.jsonl"
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=total, initial=self.step, desc="training", unit="step",
+        bar = tqdm(total=total, initial=min(self.step, total), desc="training", unit="step",
                    disable=not (distributed.is_main() and logger.isEnabledFor(logging.INFO)))
         self.module.train(True)
         for epoch in range(start_epoch, epochs):
+            if self.step >= total:  # resumed from the final checkpoint: nothing left to train
+                break
             self.epoch = epoch
-            for cb in self.callbacks:
-                cb.on_epoch_start(self, epoch)
-            sampler = self._sampler()
-            for b_idx, idx in enumerate(sampler.batches(epoch)):
+            if not (epoch == start_epoch and restored_records):  # else the epoch's records came back as they were
+                for cb in self.callbacks:
+                    cb.on_epoch_start(self, epoch)
+            batches = list(self._sampler().batches(epoch))
+            for b_idx, idx in enumerate(batches):
                 if epoch == start_epoch and b_idx < skip:
                     continue
                 rng = random.Random(c.seed * 7_919 + epoch * 100_003 + b_idx)
@@ -214,14 +274,14 @@ class Trainer:
                                     logs["lr"])
                 for cb in self.callbacks:
                     cb.on_step_end(self, self.step, logs)
-                if c.save_every and self.step % c.save_every == 0 and self.step < total:
-                    saved.append(self.save_checkpoint(optimizer, scheduler, epoch, b_idx + 1))
-                if self.step >= total:
+                finished = self.step >= total
+                epoch_end = b_idx + 1 == len(batches)
+                # one checkpoint per due step: every save_every steps (else at each epoch's end) and the last
+                if finished or (c.save_every and self.step % c.save_every == 0) or (epoch_end and not c.save_every):
+                    position = (epoch + 1, 0) if epoch_end else (epoch, b_idx + 1)
+                    saved.append(self.save_checkpoint(optimizer, scheduler, *position))
+                if finished:
                     break
-            if self.step >= total:
-                break
-            if not c.save_every:
-                saved.append(self.save_checkpoint(optimizer, scheduler, epoch + 1, 0))
         bar.close()
         seconds = time.perf_counter() - start_time
         for cb in self.callbacks:
@@ -234,16 +294,23 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int, batch_in_epoch: int
                         ) -> Path:
+        """``checkpoints/step-N``: weights, optimizer and random states (safetensors), the position
+        (epoch, batch within it), scheduler, config and records hash (JSON). Written to a temporary
+        directory renamed when complete, so ``trainer_state.json`` present means the checkpoint is whole."""
         path = self.output_dir / CHECKPOINTS / f"step-{self.step}"
         if distributed.is_main():
+            rng_tensors, rng_other = capture_rng_state()
             with atomic_directory(path) as tmp:
                 state = {k: v.detach().cpu().clone().contiguous() for k, v in self.module.state_dict().items()}
                 save_file(state, str(tmp / "weights.safetensors"))
                 save_optimizer(optimizer, tmp)
-                save_file({"cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+                save_file({k: v.contiguous() for k, v in rng_tensors.items()}, str(tmp / "rng.safetensors"))
+                if self.records is not self._initial_records:  # e.g. re-mined: a mid-epoch resume needs them
+                    write_records(self.records, tmp / "records.jsonl")
                 (tmp / "trainer_state.json").write_text(json.dumps({
                     "step": self.step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                     "scheduler": scheduler.state_dict(), "num_records": len(self.records),
+                    "records_sha256": self.records_sha256, "rng": rng_other,
                     "config": self.run_config}, indent=2, default=str), encoding="utf-8")
             for old in checkpoint_dirs(self.output_dir)[: -max(1, self.config.keep_checkpoints)]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -251,13 +318,72 @@ class Trainer:
         distributed.barrier()
         return path
 
-    def _resume(self, path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, int]:
+    def _resume(self, path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, int, bool]:
+        """Load ``path``; returns (epoch, batch within it, whether the epoch's records were restored)."""
         state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        problems = []
+        if self.run_config and state.get("config"):
+            problems += config_differences(state["config"], self.run_config)
+        if state.get("records_sha256") and state["records_sha256"] != self.records_sha256:
+            problems.append(f"training records: sha256 {state['records_sha256']} != {self.records_sha256}")
+        if problems:
+            raise ResumeMismatchError(f"cannot resume {path}: it was saved by a different run ("
+                                      + "; ".join(problems) + ")")
         self.module.load_state_dict(load_file(str(path / "weights.safetensors")))
         load_optimizer(optimizer, path)
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(load_file(str(path / "rng.safetensors"))["cpu"])
+        restore_rng_state(load_file(str(path / "rng.safetensors")), state.get("rng"))
         self.step = state["step"]
+        restored = False
+        if (path / "records.jsonl").is_file():  # records a callback made (re-mining): train on the same ones
+            self.records = read_records(path / "records.jsonl")
+            restored = state["batch_in_epoch"] > 0  # mid-epoch: the epoch's callbacks already ran
         logger.info("resumed from %s (step %d, epoch %d, batch %d)", path, self.step, state["epoch"],
                     state["batch_in_epoch"])
-        return state["epoch"], state["batch_in_epoch"]
+        return state["epoch"], state["batch_in_epoch"], restored
+
+
+# Config keys that cannot change what a run computes, so a rerun may differ in them and still resume:
+# how often the loop logs, and whether it may resume at all. Everything else (devices, checkpoint
+# spacing, evaluation settings included) must match: a conservative choice.
+RESUME_IGNORED_KEYS = frozenset({"trainer.log_every", "trainer.resume"})
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any],
+                       ignore: frozenset[str] = RESUME_IGNORED_KEYS) -> list[str]:
+    """``dotted.key: old != new`` for every value that differs between two resolved configs."""
+    a = _flatten(json.loads(json.dumps(old, default=str)))
+    b = _flatten(json.loads(json.dumps(new, default=str)))
+    missing = object()
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in ignore:
+            continue
+        x, y = a.get(key, missing), b.get(key, missing)
+        if x != y:
+            out.append(f"{key}: {'(absent)' if x is missing else x} != {'(absent)' if y is missing else y}")
+    return out
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log rows of steps up to ``step`` (all of them that the resumed state includes)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a row cut short by a kill
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line + "\n")
+    path.write_text("".join(kept), encoding="utf-8")
