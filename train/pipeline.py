@@ -186,12 +186,19 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, overwrite: bool = 
     a finished run) if the resolved config and the training records match the earlier run's, and raises
     :class:`ResumeMismatchError` naming the differences otherwise. ``overwrite=True`` removes the earlier
     run's outputs first (see :data:`RUN_OUTPUTS`)."""
+    import contextlib
+
+    from uniret.atomic import check_output, output_lock
     from uniret.train import distributed
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if not (out.is_dir() and _earlier_run(out) is not None):  # an earlier run's directory is checked below
+        data = Path(cfg.data.data)
+        check_output(out, protect=[data] if data.exists() else [], what="--output-dir")
     owns_group = not distributed.is_distributed() and distributed.init_from_env()
-    summary = _run_training(cfg, out, overwrite=overwrite)
+    with output_lock(out) if distributed.is_main() else contextlib.nullcontext():
+        out.mkdir(parents=True, exist_ok=True)
+        summary = _run_training(cfg, out, overwrite=overwrite)
     if owns_group:  # on success only: after a failure the other ranks may be inside a collective (would hang)
         distributed.shutdown()
     return summary
@@ -272,6 +279,7 @@ def remove_run_outputs(out: Path) -> list[str]:
 
 
 def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    from uniret.atomic import write_marker
     from uniret.train import distributed
     from uniret.train.soup import average_checkpoint_weights
 
@@ -297,6 +305,7 @@ def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> di
                 logger.info("removed the earlier run's outputs from %s: %s", out, ", ".join(removed))
         elif earlier is not None:
             logger.info("%s holds this run (same config and training records): resuming it", out)
+        write_marker(out, "training-run")
         (out / RUN_STATE).write_text(json.dumps({"config": run_config, "records_sha256": digest,
                                                  "num_records": len(records)}, indent=2) + "\n",
                                      encoding="utf-8")
