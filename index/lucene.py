@@ -10,7 +10,7 @@ Robustness:
 - The Java indexer dies with its Python parent (``PR_SET_PDEATHSIG`` on Linux), so a ``kill -9`` of a
   build leaves no orphaned JVM; its scratch files (the corpus copy and the fresh index) live in a
   ``uniret-bm25-<pid>-*`` folder under ``workdir`` (default: the system temp folder), and folders left
-  there by a process that no longer runs are removed by the next build.
+  there by a process that no longer runs (untouched for 10 minutes) are removed by the next build.
 - A damaged index (a truncated, garbled or missing Lucene file) ends in :class:`IndexMismatchError`
   naming the index folder: the reader is opened, and on indexes under :data:`VERIFY_LIMIT_BYTES`
   every file's checksum verified, when the index is loaded; a Java error while searching is converted too.
@@ -87,8 +87,23 @@ def run_anserini_indexer(collection_dir: Path, index_dir: Path, *, threads: int,
         raise RuntimeError(f"Anserini IndexCollection failed (exit {proc.returncode}):\n{tail}")
 
 
+STALE_AFTER_S = 600
+"""A scratch folder is swept only when nothing in it changed for this long (a process id from another
+PID namespace sharing the folder may look dead while its build runs)."""
+
+
+def _last_change(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    for child in folder.iterdir():
+        times.append(child.stat().st_mtime)
+        if child.is_dir():
+            times += [grandchild.stat().st_mtime for grandchild in child.iterdir()]
+    return max(times)
+
+
 def _sweep_stale_scratch(parent: Path) -> None:
-    """Remove ``uniret-bm25-<pid>-*`` folders under ``parent`` whose process no longer runs."""
+    """Remove ``uniret-bm25-<pid>-*`` folders under ``parent`` whose process no longer runs and in which
+    nothing changed for :data:`STALE_AFTER_S` seconds."""
     pattern = re.compile(rf"^{re.escape(SCRATCH_PREFIX)}(\d+)-")
     try:
         entries = list(parent.iterdir())
@@ -101,8 +116,13 @@ def _sweep_stale_scratch(parent: Path) -> None:
         try:
             os.kill(int(m.group(1)), 0)
         except ProcessLookupError:
-            logger.info("removing %s, left by a BM25 build that did not finish", entry)
-            shutil.rmtree(entry, ignore_errors=True)
+            try:
+                stale = time.time() - _last_change(entry) > STALE_AFTER_S
+            except OSError:
+                continue
+            if stale:
+                logger.info("removing %s, left by a BM25 build that did not finish", entry)
+                shutil.rmtree(entry, ignore_errors=True)
         except OSError:  # alive, owned by someone else
             pass
 

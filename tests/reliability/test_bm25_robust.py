@@ -145,10 +145,17 @@ def test_kill_9_of_a_build_leaves_no_java_and_no_scratch_outside_workdir(tmp_pat
     leftovers = list(scratch.iterdir())
     assert [p.name.startswith(f"uniret-bm25-{proc.pid}-") for p in leftovers] == [True]
     assert set(Path(tempfile.gettempdir()).glob("uniret-bm25-*")) <= before_tmp  # nothing new in /tmp
-    # the next build under the same workdir removes what the killed one left
+    # the next build under the same workdir removes what the killed one left, once it is old enough
     from uniret.data import Corpus, Document
+    from uniret.index.lucene import STALE_AFTER_S
 
+    corpus = Corpus.from_documents([Document("a", "alpha beta"), Document("b", "beta gamma")])
     idx = LuceneBM25Index(threads=1, workdir=scratch)
-    idx.index(Corpus.from_documents([Document("a", "alpha beta"), Document("b", "beta gamma")]))
+    idx.index(corpus)
+    assert leftovers[0].exists()  # too recent: it could be a live build seen from another PID namespace
+    old = time.time() - STALE_AFTER_S - 60
+    for p in [leftovers[0], *leftovers[0].rglob("*")]:
+        os.utime(p, (old, old))
+    idx.index(corpus)
     assert [p.name.startswith(f"uniret-bm25-{os.getpid()}-") for p in scratch.iterdir()] == [True]
     assert idx.search({"q": "gamma"}, k=2)["q"].keys() == {"b"}
