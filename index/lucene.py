@@ -187,6 +187,8 @@ class LuceneBM25Index:
         logger.info("BM25 index of %d documents built in %.1f s", self.num_docs, self.index_seconds)
 
     def save(self, path: str | Path) -> Path:
+        """Write the index to ``path`` (atomically); the build's scratch folder is then removed and the
+        saved copy is what this object searches."""
         if self._index_dir is None:
             raise RuntimeError("nothing to save: call index(corpus) first")
         path = Path(path)
@@ -196,6 +198,12 @@ class LuceneBM25Index:
             write_manifest(tmp, self.kind, self.num_docs, similarity="bm25",
                            settings={"k1": self.k1, "b": self.b, "fields": "title+text"})
         logger.info("saved BM25 index to %s", path)
+        # From now on search the saved copy, and free the scratch folder of the build.
+        self._index_dir = path.resolve() / LUCENE_DIR
+        self._searcher = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
         return path
 
     @classmethod

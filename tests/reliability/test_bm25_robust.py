@@ -159,3 +159,18 @@ def test_kill_9_of_a_build_leaves_no_java_and_no_scratch_outside_workdir(tmp_pat
     idx.index(corpus)
     assert [p.name.startswith(f"uniret-bm25-{os.getpid()}-") for p in scratch.iterdir()] == [True]
     assert idx.search({"q": "gamma"}, k=2)["q"].keys() == {"b"}
+
+
+def test_save_frees_the_scratch_folder_and_searches_the_saved_copy(tmp_path):
+    from uniret.data import Corpus, Document
+    from uniret.index.lucene import LuceneBM25Index
+
+    scratch = tmp_path / "scratch"
+    idx = LuceneBM25Index(threads=1, workdir=scratch)
+    idx.index(Corpus.from_documents([Document("a", "alpha beta"), Document("b", "beta gamma")]))
+    assert len(list(scratch.iterdir())) == 1
+    before = idx.search({"q": "gamma"}, k=2)
+    idx.save(tmp_path / "idx")
+    assert list(scratch.iterdir()) == []
+    assert idx.search({"q": "gamma"}, k=2) == before
+    assert idx.describe()["index_dir"] == str((tmp_path / "idx" / "lucene").resolve())
