@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from uniret.data import Corpus, Document, Run
-from uniret.errors import MissingExtraError
+from uniret.errors import IndexMismatchError, MissingExtraError
 from uniret.index.manifest import (
     DocStore,
     atomic_directory,
@@ -145,11 +145,19 @@ class FaissIndex:
 
     # -- searching ------------------------------------------------------------------------------
     def search(self, queries: Mapping[str, str], k: int = 10) -> Run:
-        qids = list(queries)
-        if not qids:
-            return {}
-        q_emb = self.encoder.encode_queries([queries[q] for q in qids])
-        return self.search_embeddings(qids, q_emb, k)
+        """``{qid: {doc_id: score}}``. An empty or whitespace-only query gets no hits (``{}``, logged as a
+        warning, as the BM25 index does): its embedding would be that of the prompt or special tokens
+        alone, and its nearest documents arbitrary."""
+        empty = [q for q in queries if not queries[q].strip()]
+        qids = [q for q in queries if queries[q].strip()]
+        if empty:
+            logger.warning("%d empty queries (%s) get no hits", len(empty),
+                           ", ".join(repr(q) for q in empty[:5]) + (", ..." if len(empty) > 5 else ""))
+        run: Run = {}
+        if qids:
+            q_emb = self.encoder.encode_queries([queries[q] for q in qids])
+            run = self.search_embeddings(qids, q_emb, k)
+        return {q: run.get(q, {}) for q in queries}
 
     def search_embeddings(self, qids: list[str], embeddings: np.ndarray, k: int) -> Run:
         index = self._prepare_search()
@@ -188,6 +196,7 @@ class FaissIndex:
         faiss = _faiss()
         path = Path(path)
         manifest = read_manifest(path, expected_kind=cls.kind)
+        index, ids = cls._read_files(path, faiss)
         built = manifest.get("encoder") or {}
         if encoder is None:
             from uniret.retriever.dense import DenseEncoder
@@ -200,18 +209,42 @@ class FaissIndex:
         settings = manifest.get("settings", {})
         self = cls(encoder, settings.get("index_type", "flat"), use_gpu=use_gpu,
                    hnsw_ef_search=settings.get("hnsw_ef_search", 128), nprobe=settings.get("nprobe", 32))
-        self._index = faiss.read_index(str(path / INDEX_FILE))
-        self._ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
+        self._index, self._ids = index, ids
         self.factory = settings.get("factory")
         self._source_dir = path
         self._source_manifest = manifest
         if self._index.ntotal != len(self._ids) or len(self._ids) != manifest["num_docs"]:
-            raise ValueError(f"{path}: the index holds {self._index.ntotal} vectors and {len(self._ids)} ids, "
+            raise IndexMismatchError(f"{path}: the index holds {self._index.ntotal} vectors and {len(self._ids)} ids, "
                              f"the manifest says {manifest['num_docs']} documents; the index is damaged")
         if self._index.d != manifest.get("dimension"):
-            raise ValueError(f"{path}: index dimension {self._index.d} differs from the manifest's "
+            raise IndexMismatchError(f"{path}: index dimension {self._index.d} differs from the manifest's "
                              f"{manifest.get('dimension')}")
         return self
+
+    @staticmethod
+    def _read_files(path: Path, faiss: Any) -> tuple[Any, list[str]]:
+        """``index.faiss`` and ``docids.json`` of a saved index; a missing, damaged or corrupt one raises
+        :class:`IndexMismatchError` naming the file."""
+        for name in (INDEX_FILE, IDS_FILE):
+            if not (path / name).is_file():
+                hint = (" (it holds a Lucene folder 'lucene/': a BM25 index with a wrong manifest?)"
+                        if (path / "lucene").is_dir() else "")
+                raise IndexMismatchError(f"{path / name}: missing; the manifest says a 'faiss' index, expected "
+                                         f"its files {INDEX_FILE} and {IDS_FILE}{hint}")
+        try:
+            ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise IndexMismatchError(f"{path / IDS_FILE}: corrupt ({e}); expected a JSON list of document ids; "
+                                     "the index is damaged") from None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise IndexMismatchError(f"{path / IDS_FILE}: corrupt; expected a JSON list of document ids (strings)")
+        try:
+            index = faiss.read_index(str(path / INDEX_FILE))
+        except RuntimeError as e:
+            first = next((line for line in str(e).splitlines() if line.strip()), "unreadable")
+            raise IndexMismatchError(f"{path / INDEX_FILE}: damaged, faiss cannot read it ({first.strip()}); "
+                                     "expected an intact index: rebuild it with 'uniret index'") from None
+        return index, ids
 
     def document(self, doc_id: str) -> Document | None:
         if self._docstore is None:

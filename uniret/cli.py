@@ -79,7 +79,8 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_index(args: argparse.Namespace) -> int:
     from uniret.commands import build_index
 
-    manifest = build_index(args.data, _retriever_config(args), args.output)
+    manifest = build_index(args.data, _retriever_config(args), args.output,
+                           allow_whitespace_ids=args.allow_whitespace_ids)
     print(f"indexed {manifest['num_docs']} documents ({manifest['kind']}) into {args.output}")
     return 0
 
@@ -113,7 +114,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = run_eval(args.data, cfg, args.output_dir, split=args.split, index_dir=args.index,
                       model_given=args.model is not None or args.max_length is not None, depth=args.depth,
                       rerank=args.rerank, rerank_depth=args.rerank_depth, rerank_fusion=args.rerank_fusion,
-                      allow_corpus_mismatch=args.allow_corpus_mismatch)
+                      allow_corpus_mismatch=args.allow_corpus_mismatch,
+                      allow_whitespace_ids=args.allow_whitespace_ids)
     print(metrics_table({result.name: result.metrics}, [*DEFAULT_METRICS, "p@10"]))
     encoder = (result.report.get("retriever") or {}).get("encoder") or {}
     if encoder.get("max_length"):
@@ -186,11 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_help = "BEIR directory (corpus.jsonl, queries.jsonl, qrels/) or a shipped data set name (scifact)"
+    ws_help = ("load a data set whose ids contain spaces (e.g. LIMIT's person names); run.trec then "
+               "percent-encodes them")
 
     p = sub.add_parser("index", help="build and save a search index from a BEIR corpus", formatter_class=fmt,
                        description="Index a corpus with one retriever family and save it as a directory with "
                                    "manifest.json.", epilog=_families_help())
     p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--allow-whitespace-ids", action="store_true", help=ws_help)
     _add_retriever_args(p)
     p.add_argument("--output", required=True,
                    help="index directory to write; an existing one is replaced only if uniret wrote it")
@@ -210,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "MRR, MAP as trec_eval computes them; writes report.json/.md, run.trec, "
                                    "per_query.json.", epilog=_families_help())
     p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--allow-whitespace-ids", action="store_true", help=ws_help)
     p.add_argument("--split", default="test", help="the qrels split to evaluate (qrels/<split>.tsv; default test)")
     _add_retriever_args(p, required=False)
     p.add_argument("--index", default=None, help="a saved index to search instead of indexing the corpus")

@@ -100,7 +100,8 @@ def check_corpus(manifest: dict[str, Any], dataset: BeirDataset, index_dir: str 
     return "mismatch allowed: " + message
 
 
-def build_index(data: str | Path, cfg: RetrieverConfig, output: str | Path) -> dict[str, Any]:
+def build_index(data: str | Path, cfg: RetrieverConfig, output: str | Path, *, allow_whitespace_ids: bool = False
+                ) -> dict[str, Any]:
     """Index a BEIR corpus and save it to ``output``; returns the manifest. The output path is checked and
     locked before any work (see :mod:`uniret.atomic`); intermediate files live beside it and are removed."""
     import shutil
@@ -108,7 +109,7 @@ def build_index(data: str | Path, cfg: RetrieverConfig, output: str | Path) -> d
     from uniret.atomic import check_output, output_lock, scratch_directory
     from uniret.index import read_manifest
 
-    dataset = load_beir(data)
+    dataset = load_beir(data, allow_whitespace_ids=allow_whitespace_ids)
     check_output(output, protect=[dataset.root], what="--output")
     with output_lock(output):
         scratch = scratch_directory(output)
@@ -140,7 +141,8 @@ def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "
 def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output_dir: str | Path, *,
              split: str = "test", index_dir: str | Path | None = None, model_given: bool = False,
              name: str | None = None, depth: int = 1000, rerank: str | Path | None = None, rerank_depth: int = 100,
-             rerank_fusion: float | None = None, allow_corpus_mismatch: bool = False) -> Any:
+             rerank_fusion: float | None = None, allow_corpus_mismatch: bool = False,
+             allow_whitespace_ids: bool = False) -> Any:
     """Evaluate a retriever on a BEIR split and write the report directory; returns the EvalResult.
     With ``index_dir`` the saved index is searched (its manifest names the family; ``cfg`` may be None) and
     its corpus must be the data set's. ``rerank``: a cross-encoder reranker (folder or name) re-scoring the
@@ -151,7 +153,7 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output
     check_positive(depth=depth, rerank_depth=rerank_depth)
     if cfg is None and index_dir is None:
         raise ValueError("--retriever is needed when no --index is given")
-    dataset = data if isinstance(data, BeirDataset) else load_beir(data)
+    dataset = data if isinstance(data, BeirDataset) else load_beir(data, allow_whitespace_ids=allow_whitespace_ids)
     check_output(output_dir, protect=[dataset.root, *([index_dir] if index_dir else [])], what="--output-dir")
     corpus_note = None
     if index_dir is not None:

@@ -4,6 +4,10 @@ A BEIR directory holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``querie
 ``text``) and ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score`` with a header line). Each
 file may also be gzip-compressed (``corpus.jsonl.gz``).
 
+Every problem in a file is a :class:`~uniret.errors.DataFormatError` naming the file (and the line
+where there is one): malformed JSON, ids holding whitespace (they would break a TREC run file, whose
+columns are separated by whitespace), bytes that are not UTF-8, a gzip file cut short or garbled.
+
 The corpus is scanned once when it is opened (ids, duplicates, malformed lines) and then iterated
 lazily from disk, so a large corpus never has to fit in memory as Python objects.
 """
@@ -12,17 +16,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import logging
+import re
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from uniret.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
+
+_WHITESPACE = re.compile(r"\s")
 
 Run = dict[str, dict[str, float]]
 """Search results: ``{query_id: {doc_id: score}}`` (the trec_eval / BEIR convention)."""
@@ -39,10 +46,31 @@ class Document:
         return f"{self.title}{sep}{self.text}" if self.title else self.text
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` of a UTF-8 text file, gzip-compressed when it ends in ``.gz``.
+
+    Lines are read as bytes and decoded one by one, so a byte that is not UTF-8 is reported with its
+    line; a gzip stream cut short or garbled is reported with the last line read intact. Both raise
+    :class:`DataFormatError`. A UTF-8 byte-order mark at the start of the file is skipped.
+    """
+    lineno = 0
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataFormatError(
+                        f"byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line is not UTF-8 ({e.reason})",
+                        path=path, line=lineno, expected="UTF-8 text",
+                    ) from None
+                yield lineno, text
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataFormatError(
+            f"the gzip stream is damaged or cut short "
+            f"{f'after line {lineno}' if lineno else 'before the first line'} ({e})", path=path,
+            expected="a complete gzip file (is the download or copy truncated?)",
+        ) from None
 
 
 def find_file(root: Path, stem: str) -> Path | None:
@@ -55,22 +83,21 @@ def find_file(root: Path, stem: str) -> Path | None:
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)``; blank lines are skipped, bad JSON raises with file:line."""
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(
-                    f"malformed JSON ({e.msg} at column {e.colno})", path=path, line=lineno,
-                    expected="one JSON object per line",
-                ) from None
-            if not isinstance(record, dict):
-                raise DataFormatError(
-                    f"got a JSON {type(record).__name__}", path=path, line=lineno, expected="a JSON object"
-                )
-            yield lineno, record
+    for lineno, line in _iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(
+                f"malformed JSON ({e.msg} at column {e.colno})", path=path, line=lineno,
+                expected="one JSON object per line",
+            ) from None
+        if not isinstance(record, dict):
+            raise DataFormatError(
+                f"got a JSON {type(record).__name__}", path=path, line=lineno, expected="a JSON object"
+            )
+        yield lineno, record
 
 
 def _require_id(record: dict[str, Any], path: Path, lineno: int) -> str:
@@ -83,6 +110,24 @@ def _require_id(record: dict[str, Any], path: Path, lineno: int) -> str:
     return str(value)
 
 
+def check_id(value: str, path: str | Path, lineno: int | None, field: str, allow_whitespace: bool = False) -> bool:
+    """True when ``value`` holds no whitespace. Otherwise raise :class:`DataFormatError` (ids are written
+    as whitespace-separated columns of TREC run files, so ``"doc 1"`` would break ``run.trec`` and any
+    tool reading it), or, with ``allow_whitespace``, return False so that the caller counts and warns."""
+    if not _WHITESPACE.search(value):
+        return True
+    if allow_whitespace:
+        return False
+    raise DataFormatError(f"id {value!r} contains whitespace", path=path, line=lineno, field=field,
+                          expected="an id without whitespace (or load with --allow-whitespace-ids / allow_whitespace_ids=True)")
+
+
+def _warn_whitespace_ids(path: str | Path, count: int, first_line: int) -> None:
+    if count:
+        logger.warning("%s: %d lines hold an id with whitespace (first: line %d); a run file written with them "
+                       "(run.trec) cannot be read back by trec_eval", path, count, first_line)
+
+
 def _text_field(record: dict[str, Any], name: str, path: Path, lineno: int) -> str:
     value = record.get(name, "")
     if value is None:
@@ -91,6 +136,12 @@ def _text_field(record: dict[str, Any], name: str, path: Path, lineno: int) -> s
         raise DataFormatError(f"got {type(value).__name__}", path=path, line=lineno, field=name,
                               expected="a string")
     return value
+
+
+def _document_digest(doc_id: str, title: str, text: str) -> bytes:
+    """What a corpus fingerprint hashes per document: the same for a file and for the documents in memory,
+    so an index built from one matches an evaluation on the other."""
+    return doc_id.encode() + b"\0" + title.encode() + b"\0" + text.encode() + b"\0"
 
 
 class Corpus:
@@ -108,17 +159,22 @@ class Corpus:
         self._id_set: frozenset[str] | None = None
 
     @classmethod
-    def from_jsonl(cls, path: str | Path) -> Corpus:
+    def from_jsonl(cls, path: str | Path, *, allow_whitespace_ids: bool = False) -> Corpus:
+        """Scan and validate a ``corpus.jsonl[.gz]``; ids holding whitespace raise :class:`DataFormatError`
+        unless ``allow_whitespace_ids`` (then they are counted and logged as a warning)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"corpus file not found: {path}")
         ids: list[str] = []
         first_line: dict[str, int] = {}
         digest = hashlib.sha256()
+        spaced, first_spaced = 0, 0
         for lineno, record in _iter_jsonl(path):
             doc_id = _require_id(record, path, lineno)
-            _text_field(record, "title", path, lineno)
-            _text_field(record, "text", path, lineno)
+            if not check_id(doc_id, path, lineno, "_id", allow_whitespace_ids):
+                spaced, first_spaced = spaced + 1, first_spaced or lineno
+            title = _text_field(record, "title", path, lineno)
+            text = _text_field(record, "text", path, lineno)
             if doc_id in first_line:
                 raise DataFormatError(
                     f"duplicate id {doc_id!r} (first seen on line {first_line[doc_id]})",
@@ -126,12 +182,10 @@ class Corpus:
                 )
             first_line[doc_id] = lineno
             ids.append(doc_id)
-            digest.update(doc_id.encode())
-            digest.update(b"\0")
+            digest.update(_document_digest(doc_id, title, text))
         if not ids:
             raise DataFormatError("the corpus is empty", path=path, expected="at least one document")
-        stat = path.stat()
-        digest.update(f"{stat.st_size}".encode())
+        _warn_whitespace_ids(path, spaced, first_spaced)
 
         def iterate() -> Iterator[Document]:
             for lineno, record in _iter_jsonl(path):
@@ -144,18 +198,22 @@ class Corpus:
         return cls(ids, iterate, source=str(path), fingerprint=digest.hexdigest()[:16])
 
     @classmethod
-    def from_documents(cls, documents: Iterable[Document], source: str = "<memory>") -> Corpus:
+    def from_documents(cls, documents: Iterable[Document], source: str = "<memory>", *,
+                       allow_whitespace_ids: bool = True) -> Corpus:
+        """An in-memory corpus. Ids must be unique; ids holding whitespace are accepted (a corpus built in
+        code, or a subset of one loaded with ``allow_whitespace_ids``) unless ``allow_whitespace_ids=False``."""
         docs = list(documents)
         if not docs:
             raise DataFormatError("the corpus is empty", path=source, expected="at least one document")
         seen: set[str] = set()
         digest = hashlib.sha256()
         for position, d in enumerate(docs):
+            check_id(d.id, source, position + 1, "_id", allow_whitespace_ids)
             if d.id in seen:
                 raise DataFormatError(f"duplicate id {d.id!r}", path=source, line=position + 1, field="_id",
                                       expected="unique document ids")
             seen.add(d.id)
-            digest.update(d.id.encode() + b"\0" + d.title.encode() + b"\0" + d.text.encode() + b"\0")
+            digest.update(_document_digest(d.id, d.title, d.text))
         return cls([d.id for d in docs], lambda: iter(docs), source=source,
                    fingerprint=digest.hexdigest()[:16])
 
@@ -203,15 +261,19 @@ class Queries(dict[str, str]):
     source: str = "<memory>"
 
     @classmethod
-    def from_jsonl(cls, path: str | Path) -> Queries:
+    def from_jsonl(cls, path: str | Path, *, allow_whitespace_ids: bool = False) -> Queries:
+        """Read a ``queries.jsonl[.gz]``; ids holding whitespace as in :meth:`Corpus.from_jsonl`."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"queries file not found: {path}")
         queries = cls()
         queries.source = str(path)
         first_line: dict[str, int] = {}
+        spaced, first_spaced = 0, 0
         for lineno, record in _iter_jsonl(path):
             qid = _require_id(record, path, lineno)
+            if not check_id(qid, path, lineno, "_id", allow_whitespace_ids):
+                spaced, first_spaced = spaced + 1, first_spaced or lineno
             if qid in first_line:
                 raise DataFormatError(f"duplicate id {qid!r} (first seen on line {first_line[qid]})",
                                       path=path, line=lineno, field="_id", expected="unique query ids")
@@ -219,18 +281,28 @@ class Queries(dict[str, str]):
             queries[qid] = _text_field(record, "text", path, lineno)
         if not queries:
             raise DataFormatError("no queries", path=path, expected="at least one query")
+        _warn_whitespace_ids(path, spaced, first_spaced)
         return queries
 
 
 @dataclass
 class Qrels:
-    """Relevance judgements ``{query_id: {doc_id: grade}}`` for one split, plus what was dropped."""
+    """Relevance judgements ``{query_id: {doc_id: grade}}`` for one split, plus what was dropped.
+
+    ``unknown_queries`` / ``unknown_documents`` count the lines dropped because they name a query or
+    document not in the data set (their line numbers are in ``dropped_lines``). ``negative_grades``
+    counts the lines kept with a grade below 0: such a document stays in ``judgements`` as judged
+    non-relevant (trec_eval, and so every metric here, treats any grade <= 0 as non-relevant with gain
+    0, so the numbers equal those with grade 0); the count is logged as a warning because negative
+    grades usually mean a column mix-up or a "harmful" label that a user may want to know about.
+    """
 
     judgements: dict[str, dict[str, int]]
     split: str
     source: str = "<memory>"
     unknown_queries: int = 0
     unknown_documents: int = 0
+    negative_grades: int = 0
     dropped_lines: list[int] = field(default_factory=list)
 
     @classmethod
@@ -240,46 +312,61 @@ class Qrels:
         split: str,
         known_queries: Mapping[str, Any] | None = None,
         known_docs: Corpus | frozenset[str] | set[str] | None = None,
+        *,
+        allow_whitespace_ids: bool = False,
     ) -> Qrels:
         """Read a BEIR qrels TSV. Lines naming unknown queries or documents are dropped, counted and
-        logged as a warning; other malformed lines raise :class:`DataFormatError`."""
+        logged as a warning; negative grades are kept, counted and logged as a warning; other malformed
+        lines (ids holding whitespace included) raise :class:`DataFormatError`."""
         path = Path(path)
         judgements: dict[str, dict[str, int]] = {}
         qrels = cls(judgements, split=split, source=str(path))
         doc_ids = known_docs.id_set if isinstance(known_docs, Corpus) else known_docs
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\n\r")
-                if not line.strip():
-                    continue
-                parts = line.split("\t")
-                if lineno == 1 and parts[0].strip().lower() in {"query-id", "query_id", "qid"}:
-                    continue
-                if len(parts) == 4:  # TREC qrels: qid iteration docid grade
-                    parts = [parts[0], parts[2], parts[3]]
-                if len(parts) != 3:
-                    raise DataFormatError(f"{len(parts)} tab-separated columns", path=path, line=lineno,
-                                          expected="3 columns: query-id, corpus-id, score")
-                qid, did, grade_text = (p.strip() for p in parts)
-                try:
-                    grade = int(grade_text)
-                except ValueError:
-                    raise DataFormatError(f"non-integer grade {grade_text!r}", path=path, line=lineno,
-                                          field="score", expected="an integer relevance grade") from None
-                if known_queries is not None and qid not in known_queries:
-                    qrels.unknown_queries += 1
-                    qrels.dropped_lines.append(lineno)
-                    continue
-                if doc_ids is not None and did not in doc_ids:
-                    qrels.unknown_documents += 1
-                    qrels.dropped_lines.append(lineno)
-                    continue
-                judgements.setdefault(qid, {})[did] = grade
+        first_negative = spaced = first_spaced = 0
+        for lineno, line in _iter_lines(path):
+            line = line.rstrip("\n\r")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if lineno == 1 and parts[0].strip().lower() in {"query-id", "query_id", "qid"}:
+                continue
+            if len(parts) == 4:  # TREC qrels: qid iteration docid grade
+                parts = [parts[0], parts[2], parts[3]]
+            if len(parts) != 3:
+                raise DataFormatError(f"{len(parts)} tab-separated columns", path=path, line=lineno,
+                                      expected="3 columns: query-id, corpus-id, score")
+            qid, did, grade_text = (p.strip() for p in parts)
+            ok = check_id(qid, path, lineno, "query-id", allow_whitespace_ids)
+            if not check_id(did, path, lineno, "corpus-id", allow_whitespace_ids) or not ok:
+                spaced, first_spaced = spaced + 1, first_spaced or lineno
+            try:
+                grade = int(grade_text)
+            except ValueError:
+                raise DataFormatError(f"non-integer grade {grade_text!r}", path=path, line=lineno,
+                                      field="score", expected="an integer relevance grade") from None
+            if known_queries is not None and qid not in known_queries:
+                qrels.unknown_queries += 1
+                qrels.dropped_lines.append(lineno)
+                continue
+            if doc_ids is not None and did not in doc_ids:
+                qrels.unknown_documents += 1
+                qrels.dropped_lines.append(lineno)
+                continue
+            if grade < 0:
+                qrels.negative_grades += 1
+                first_negative = first_negative or lineno
+            judgements.setdefault(qid, {})[did] = grade
         if qrels.unknown_queries or qrels.unknown_documents:
             logger.warning(
                 "%s: dropped %d qrels lines naming unknown queries and %d naming unknown documents "
                 "(first dropped line: %d)", path, qrels.unknown_queries, qrels.unknown_documents,
                 qrels.dropped_lines[0],
+            )
+        _warn_whitespace_ids(path, spaced, first_spaced)
+        if qrels.negative_grades:
+            logger.warning(
+                "%s: %d qrels lines have a negative grade (first: line %d); they are kept as judged "
+                "non-relevant, as trec_eval counts every grade <= 0", path, qrels.negative_grades, first_negative,
             )
         if not judgements:
             raise DataFormatError("no usable judgements", path=path, expected="at least one qrels line")
@@ -302,8 +389,10 @@ class BeirDataset:
     """A BEIR-format data set: a lazily iterated corpus, its queries and per-split qrels."""
 
     def __init__(self, root: str | Path, corpus: Corpus, queries: Queries, qrels_files: dict[str, Path],
-                 name: str | None = None, qrels: dict[str, Qrels] | None = None) -> None:
+                 name: str | None = None, qrels: dict[str, Qrels] | None = None, *,
+                 allow_whitespace_ids: bool = False) -> None:
         self.root = Path(root)
+        self.allow_whitespace_ids = allow_whitespace_ids
         self.name = name or self.root.name
         self.corpus = corpus
         self.queries = queries
@@ -321,7 +410,8 @@ class BeirDataset:
                 path=self.root / "qrels", expected=f"a file qrels/{split}.tsv",
             )
         if split not in self._qrels:
-            self._qrels[split] = Qrels.from_tsv(self._qrels_files[split], split, self.queries, self.corpus)
+            self._qrels[split] = Qrels.from_tsv(self._qrels_files[split], split, self.queries, self.corpus,
+                                               allow_whitespace_ids=self.allow_whitespace_ids)
         return self._qrels[split]
 
     def sample(self, num_queries: int, num_docs: int, split: str = "test", seed: int = 0) -> BeirDataset:
@@ -350,8 +440,13 @@ class BeirDataset:
         return out
 
 
-def load_beir(path: str | Path) -> BeirDataset:
-    """Load a BEIR directory (or a packaged data set name such as ``scifact``)."""
+def load_beir(path: str | Path, *, allow_whitespace_ids: bool = False) -> BeirDataset:
+    """Load a BEIR directory (or a packaged data set name such as ``scifact``).
+
+    Ids holding whitespace (in the corpus, the queries or a qrels line) raise :class:`DataFormatError`
+    naming the file and line, because a TREC run file cannot carry them; ``allow_whitespace_ids=True``
+    accepts them with a warning (metrics computed in memory are right, ``run.trec`` is not readable by
+    trec_eval). The LIMIT data sets, whose document ids are person names, need it."""
     from uniret.assets import resolve_dataset
 
     root = resolve_dataset(path)
@@ -368,11 +463,11 @@ def load_beir(path: str | Path) -> BeirDataset:
             for suffix in (".tsv", ".tsv.gz"):
                 if p.name.endswith(suffix):
                     qrels_files[p.name[: -len(suffix)]] = p
-    corpus = Corpus.from_jsonl(corpus_file)
-    queries = Queries.from_jsonl(queries_file)
+    corpus = Corpus.from_jsonl(corpus_file, allow_whitespace_ids=allow_whitespace_ids)
+    queries = Queries.from_jsonl(queries_file, allow_whitespace_ids=allow_whitespace_ids)
     logger.info("loaded %s: %d documents, %d queries, splits %s", root, len(corpus), len(queries),
                 sorted(qrels_files))
-    return BeirDataset(root, corpus, queries, qrels_files)
+    return BeirDataset(root, corpus, queries, qrels_files, allow_whitespace_ids=allow_whitespace_ids)
 
 
 def save_beir(dataset: BeirDataset, path: str | Path) -> Path:
