@@ -294,10 +294,10 @@ def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> di
     digest = records_digest(records)
     _check_records(out, earlier, digest)
     if earlier is not None and cfg.trainer.resume and (out / RESULT).is_file():
-        summary = json.loads((out / RESULT).read_text(encoding="utf-8"))
+        finished: dict[str, Any] = json.loads((out / RESULT).read_text(encoding="utf-8"))
         logger.info("%s holds this run, finished (%s steps): returning its saved result without training; "
-                    "pass overwrite (--overwrite) to train again", out, summary.get("steps"))
-        return summary
+                    "pass overwrite (--overwrite) to train again", out, finished.get("steps"))
+        return finished
     distributed.barrier()  # every rank has read the directory before it changes
     if distributed.is_main():
         if overwrite or (earlier is not None and not cfg.trainer.resume):
