@@ -237,7 +237,6 @@ class LuceneBM25Index:
         index fails now with :class:`IndexMismatchError`; ``verify`` also checks every file's checksum (default:
         when the index is smaller than :data:`VERIFY_LIMIT_BYTES`), which catches garbled postings too."""
         manifest = read_manifest(path, expected_kind=cls.kind)
-        check_analyzer(manifest, encoder or LuceneAnalyzer(), path)
         settings = manifest.get("settings", {})
         self = cls(k1=settings.get("k1", 0.9), b=settings.get("b", 0.4), threads=threads)
         self._source_dir = Path(path)
@@ -248,6 +247,7 @@ class LuceneBM25Index:
                 self._source_dir / "index.faiss").exists() else ""
             raise IndexMismatchError(f"{self._index_dir}: missing; the manifest says a '{cls.kind}' index, "
                                      f"expected its Lucene folder '{LUCENE_DIR}/'{hint}")
+        check_analyzer(manifest, encoder or LuceneAnalyzer(), path)
         self.num_docs = manifest["num_docs"]
         if verify is None:
             verify = sum(f.stat().st_size for f in self._index_dir.iterdir() if f.is_file()) < VERIFY_LIMIT_BYTES
