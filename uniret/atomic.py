@@ -119,6 +119,24 @@ def check_output(destination: str | Path, *, protect: Sequence[str | Path] = (),
     return dest
 
 
+def check_output_file(path: str | Path, *, protect: Sequence[str | Path] = (), owned_if: str | None = None,
+                      what: str = "output") -> Path:
+    """Validate an output *file* before any work: not inside a protected input, not a directory, and an
+    existing file only when uniret wrote it (``owned_if``: a sibling suffix uniret writes with it, such as
+    ``.stats.json``). Returns it resolved."""
+    dest = Path(path).expanduser().resolve()
+    for p in protect:
+        src = Path(p).expanduser().resolve()
+        if _related(dest, src):
+            raise OutputPathError(f"{what} {path} is inside or above the input {p}; choose another path")
+    if dest.is_dir():
+        raise OutputPathError(f"{what} {path} is a directory; give a file name")
+    if dest.exists() and not (owned_if and dest.with_name(dest.name + owned_if).is_file()):
+        raise OutputPathError(f"{what} {path} exists and is not a file uniret wrote; nothing was changed (remove "
+                              "it or choose another path)")
+    return dest
+
+
 # -- locks --------------------------------------------------------------------------------------------------
 
 _LOCK = threading.Lock()

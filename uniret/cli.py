@@ -172,7 +172,13 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if args.teacher:
         overrides["teachers"] = args.teacher
     cfg = load_config(args.config, MiningConfig, overrides=overrides)
-    stats = run_mining(args.data, args.output, cfg)
+    from uniret.atomic import check_output_file, output_lock
+    from uniret.data import load_beir
+
+    dataset = load_beir(args.data)
+    check_output_file(args.output, protect=[dataset.root], owned_if=".stats.json", what="--output")
+    with output_lock(args.output):
+        stats = run_mining(dataset, args.output, cfg)
     print(f"mined {stats['negatives']} negatives for {stats['queries']} queries into {args.output}")
     print("removed per filter: " + ", ".join(f"{k}={v}" for k, v in stats["removed"].items()))
     print(f"statistics: {stats['output']}.stats.json")

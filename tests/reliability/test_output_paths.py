@@ -171,3 +171,13 @@ def test_lock_wait_is_not_a_race(tmp_path):
     assert (path / "manifest.json").is_file()
     time.sleep(0.1)
     assert leftovers(tmp_path) == []
+
+
+def test_mine_never_overwrites_a_users_file(tmp_path, capsys):
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("my notes\n")
+    assert main(["mine", "--data", "scifact", "--output", str(notes)]) == 2
+    assert "exists and is not a file uniret wrote" in capsys.readouterr().err
+    assert notes.read_text() == "my notes\n"
+    assert main(["mine", "--data", "scifact", "--output", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
