@@ -113,7 +113,7 @@ class CrossEncoderReranker(torch.nn.Module):
         return out
 
     def save(self, path: str | Path) -> Path:
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, kind="model") as tmp:
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             (tmp / EXTRA).write_text(json.dumps({"type": "cross-encoder", "max_length": self.max_length,

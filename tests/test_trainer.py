@@ -56,7 +56,7 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path):
         torch.testing.assert_close(a, b, msg=name)
     files = {p.name for p in checkpoint_dirs(tmp_path / "b")[-1].iterdir()}
     assert files == {"weights.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors",
-                     "trainer_state.json"}
+                     "trainer_state.json", ".uniret.json"}
 
 
 def test_optimizer_state_round_trip(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from uniret.index.manifest import atomic_directory
+from uniret.atomic import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def average_model_dirs(model_dirs: Sequence[str | Path], output: str | Path) -> 
     files = sorted(p.relative_to(dirs[0]) for p in dirs[0].rglob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{dirs[0]}: no .safetensors weights to average")
-    with atomic_directory(output) as tmp:
+    with atomic_directory(output, kind="model") as tmp:
         shutil.copytree(dirs[0], tmp, dirs_exist_ok=True)
         for rel in files:
             missing = [d for d in dirs if not (d / rel).is_file()]

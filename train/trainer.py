@@ -31,8 +31,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from uniret.atomic import atomic_directory
 from uniret.errors import UniretError
-from uniret.index.manifest import atomic_directory
 from uniret.train import distributed
 from uniret.train.precision import MixedPrecision
 from uniret.train.records import TrainingRecord, read_records, write_records
@@ -300,7 +300,7 @@ class Trainer:
         path = self.output_dir / CHECKPOINTS / f"step-{self.step}"
         if distributed.is_main():
             rng_tensors, rng_other = capture_rng_state()
-            with atomic_directory(path) as tmp:
+            with atomic_directory(path, kind="checkpoint") as tmp:
                 state = {k: v.detach().cpu().clone().contiguous() for k, v in self.module.state_dict().items()}
                 save_file(state, str(tmp / "weights.safetensors"))
                 save_optimizer(optimizer, tmp)
