@@ -86,6 +86,12 @@ class FaissIndex:
         faiss = _faiss()
         return faiss.METRIC_L2 if self.similarity == "l2" else faiss.METRIC_INNER_PRODUCT
 
+    def _dense(self, embeddings: Any) -> np.ndarray:
+        if not isinstance(embeddings, np.ndarray):
+            raise TypeError(f"a FAISS index needs dense embeddings; encoder {self.encoder.identity.get('name')} "
+                            f"returned {type(embeddings).__name__}")
+        return embeddings
+
     # -- building -------------------------------------------------------------------------------
     def index(self, corpus: Corpus) -> None:
         start = time.perf_counter()
@@ -93,8 +99,7 @@ class FaissIndex:
         for d in corpus:
             ids.append(d.id)
             texts.append(d.full_text())
-        embeddings = self.encoder.encode_documents(texts)
-        self.add_embeddings(ids, embeddings)
+        self.add_embeddings(ids, self._dense(self.encoder.encode_documents(texts)))
         self._corpus = corpus
         self.index_seconds = time.perf_counter() - start
         logger.info("FAISS %s index of %d documents built in %.1f s", self.factory, len(ids), self.index_seconds)
@@ -155,7 +160,7 @@ class FaissIndex:
                            ", ".join(repr(q) for q in empty[:5]) + (", ..." if len(empty) > 5 else ""))
         run: Run = {}
         if qids:
-            q_emb = self.encoder.encode_queries([queries[q] for q in qids])
+            q_emb = self._dense(self.encoder.encode_queries([queries[q] for q in qids]))
             run = self.search_embeddings(qids, q_emb, k)
         return {q: run.get(q, {}) for q in queries}
 
