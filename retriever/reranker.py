@@ -94,21 +94,21 @@ class CrossEncoderReranker(torch.nn.Module):
         finally:
             self.model.train(was_training)
 
-    def score_pairs(self, queries: Sequence[str], docs: Sequence[Sequence[str]], *,
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]], *,
                     show_progress: bool | None = None) -> list[list[float]]:
-        """The :class:`~uniret.protocols.PairScorer` protocol: ``docs[i]`` are the documents of
+        """The :class:`~uniret.protocols.PairScorer` protocol: ``docs_per_query[i]`` are the documents of
         ``queries[i]``; returns their logits, one list per query. All pairs of all queries are scored in
         one length-sorted loop."""
-        if len(queries) != len(docs):
-            raise ValueError(f"score_pairs got {len(queries)} queries but {len(docs)} document lists; "
+        if len(queries) != len(docs_per_query):
+            raise ValueError(f"score_pairs got {len(queries)} queries but {len(docs_per_query)} document lists; "
                              "expected one list of documents per query")
-        flat_q = [q for q, ds in zip(queries, docs, strict=True) for _ in ds]
-        flat_d = [d for ds in docs for d in ds]
+        flat_q = [q for q, docs in zip(queries, docs_per_query, strict=True) for _ in docs]
+        flat_d = [d for docs in docs_per_query for d in docs]
         flat = self._score_flat(flat_q, flat_d, show_progress).tolist()
         out, start = [], 0
-        for ds in docs:
-            out.append(flat[start : start + len(ds)])
-            start += len(ds)
+        for docs in docs_per_query:
+            out.append(flat[start : start + len(docs)])
+            start += len(docs)
         return out
 
     def score(self, query: str, docs: Sequence[str]) -> list[float]:
