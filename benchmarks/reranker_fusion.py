@@ -23,18 +23,9 @@ from uniret.index.lucene import LuceneBM25Index
 from uniret.index.rerank import fuse_scores
 from uniret.retriever.reranker import CrossEncoderReranker
 from uniret.train.pipeline import holdout_split
+from uniret.trec import read_trec_run
 
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
-
-
-def read_trec(path: Path) -> dict[str, dict[str, float]]:
-    run: dict[str, dict[str, float]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if len(parts) != 6:
-            raise ValueError(f"{path}:{n}: expected 6 TREC run columns, got {len(parts)}")
-        run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
-    return run
 
 
 def fuse_run(first: dict, reranked: dict, w: float) -> dict:
@@ -59,16 +50,13 @@ def main() -> None:
     first = bm25.search(queries, k=args.depth)
     texts = {d.id: d.full_text() for d in dataset.corpus}
     reranker = CrossEncoderReranker(args.model, batch_size=64)
-    pairs = [(q, d) for q, hits in first.items() for d in hits]
-    scores = reranker.score_pairs([queries[q] for q, _ in pairs], [texts[d] for _, d in pairs])
-    reranked: dict[str, dict[str, float]] = {}
-    for (q, d), s in zip(pairs, scores, strict=True):
-        reranked.setdefault(q, {})[d] = float(s)
+    scores = reranker.score_pairs([queries[q] for q in first], [[texts[d] for d in hits] for hits in first.values()])
+    reranked = {q: dict(zip(hits, s, strict=True)) for (q, hits), s in zip(first.items(), scores, strict=True)}
     dev_ndcg = {w: evaluate(dev_qrels, fuse_run(first, reranked, w), ["ndcg@10"])["ndcg@10"] for w in WEIGHTS}
     best = max(WEIGHTS, key=lambda w: (dev_ndcg[w], w))
     runs = Path(args.runs)
-    test_first = read_trec(runs / "eval-bm25" / "run.trec")
-    test_reranked = read_trec(runs / "eval-rerank" / "run.trec")
+    test_first = read_trec_run(runs / "eval-bm25" / "run.trec")
+    test_reranked = read_trec_run(runs / "eval-rerank" / "run.trec")
     test_qrels = dataset.qrels("test").judgements
     test = {w: evaluate(test_qrels, fuse_run(test_first, test_reranked, w), ["ndcg@10", "recall@100", "mrr@10"])
             for w in (0.0, 1.0, best)}

@@ -14,7 +14,8 @@ mrr@k      ``recip_rank`` over the run truncated to its top k
 Conventions, as in BEIR:
 
 - **Ties** are broken as trec_eval breaks them: by score descending, then by document id in
-  *descending* string order. The truncation for ``mrr@k`` uses the same order.
+  *descending* string order (:func:`uniret.scores.ranked`, the one order of every uniret path). The
+  truncation for ``mrr@k`` uses the same order.
 - **Self-hits**: by default a document whose id equals its query id is dropped from the run
   (``ignore_identical_ids``), as BEIR does for corpora whose queries are also documents.
 - **Averaging**: the mean runs over every query in the qrels (trec_eval ``-c``); a judged query that is
@@ -31,7 +32,11 @@ from dataclasses import dataclass
 
 import pytrec_eval
 
+from uniret.scores import ranked
+
 logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_METRICS", "STANDARD_METRICS", "Metric", "drop_self_hits", "evaluate", "ranked", "truncate_run"]
 
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
 STANDARD_METRICS = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@100", "recall@10", "recall@100", "recall@1000",
@@ -56,11 +61,6 @@ class Metric:
     @property
     def name(self) -> str:
         return f"{self.measure}@{self.k}"
-
-
-def ranked(hits: Mapping[str, float]) -> list[tuple[str, float]]:
-    """Hits in trec_eval's order: score descending, ties by document id descending."""
-    return sorted(hits.items(), key=lambda item: (item[1], item[0]), reverse=True)
 
 
 def truncate_run(run: Mapping[str, Mapping[str, float]], k: int) -> dict[str, dict[str, float]]:

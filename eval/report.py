@@ -1,4 +1,6 @@
-"""Run reports: ``report.json``, ``report.md``, the run in TREC format, and a PNG bar chart."""
+"""Run reports: ``report.json``, ``report.md``, the run in TREC format, and a PNG bar chart.
+
+The TREC run reader and writer are the kernel's (:mod:`uniret.trec`), re-exported here."""
 
 from __future__ import annotations
 
@@ -8,33 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from uniret.eval.metrics import ranked
+from uniret.trec import read_trec_run, write_trec_run
 
 logger = logging.getLogger(__name__)
 
-
-def write_trec_run(run: Mapping[str, Mapping[str, float]], path: str | Path, tag: str = "uniret") -> None:
-    """``qid Q0 docid rank score tag`` lines, ranked as trec_eval ranks them."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for qid, hits in run.items():
-            for rank, (doc_id, score) in enumerate(ranked(hits), 1):
-                f.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
-    tmp.replace(path)
-
-
-def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
-    run: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise ValueError(f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag'")
-            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
-    return run
+__all__ = ["metrics_table", "plot_metrics", "read_trec_run", "write_json", "write_markdown_report", "write_trec_run"]
 
 
 def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str] | None = None) -> str:

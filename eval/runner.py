@@ -15,9 +15,11 @@ from typing import Any
 
 from uniret.data import BeirDataset, Run
 from uniret.eval.metrics import DEFAULT_METRICS, STANDARD_METRICS, evaluate
-from uniret.eval.report import write_json, write_markdown_report, write_trec_run
+from uniret.eval.report import write_json, write_markdown_report
 from uniret.protocols import SearchBackend
 from uniret.runtime import library_versions, machine_description
+from uniret.scores import TIE_BREAKING
+from uniret.trec import write_trec_run
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def evaluate_backend(
                     "qps": len(queries) / search_seconds if search_seconds > 0 else None},
         "retriever": backend.describe(),
         "settings": {"depth": depth, "ignore_identical_ids": ignore_identical_ids,
-                     "tie_breaking": "score desc, then doc id desc (trec_eval)"},
+                     "tie_breaking": TIE_BREAKING},
         "config": config or {},
         "versions": library_versions(),
         "machine": machine_description(),

@@ -1,7 +1,9 @@
 """A reranking stage over any search backend: the first stage retrieves ``depth`` hits per query and a
-reranker (anything with ``score(query, docs) -> scores``, e.g.
-:class:`uniret.retriever.reranker.CrossEncoderReranker`) re-scores them. With ``fusion_weight`` w the final
-score is ``w * minmax(reranker) + (1 - w) * minmax(first stage)`` per query (:func:`fuse_scores`)."""
+reranker (any :class:`uniret.protocols.PairScorer`, e.g.
+:class:`uniret.retriever.reranker.CrossEncoderReranker` or a teacher) re-scores them in one
+``score_pairs`` call. With ``fusion_weight`` w the final score is
+``w * minmax(reranker) + (1 - w) * minmax(first stage)`` per query (:func:`fuse_scores`, the kernel's
+interpolation). Hits are cut and ordered in trec_eval's order (:func:`uniret.scores.ranked`)."""
 
 from __future__ import annotations
 
@@ -11,20 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from uniret.data import Corpus, Run
-from uniret.protocols import SearchBackend
+from uniret.protocols import PairScorer, SearchBackend
+from uniret.scores import fuse_hits, ranked
 
 logger = logging.getLogger(__name__)
 
 
-def _minmax(hits: Mapping[str, float]) -> dict[str, float]:
-    lo, hi = min(hits.values()), max(hits.values())
-    span = hi - lo
-    return {d: (s - lo) / span if span > 0 else 1.0 for d, s in hits.items()}
-
-
 def fuse_scores(first: Mapping[str, float], reranked: Mapping[str, float], weight: float) -> dict[str, float]:
-    """One query's reranked hits, re-scored ``weight * minmax(reranked) + (1 - weight) * minmax(first)``.
-    Only documents in ``reranked`` are returned; each must be in ``first``."""
+    """One query's reranked hits, re-scored ``weight * minmax(reranked) + (1 - weight) * minmax(first)``
+    (:func:`uniret.scores.fuse_hits` interpolation; all-equal scores normalise to 1). Only documents in
+    ``reranked`` are returned; each must be in ``first``."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"fusion weight must be within [0, 1], got {weight}")
     if not reranked:
@@ -32,9 +30,8 @@ def fuse_scores(first: Mapping[str, float], reranked: Mapping[str, float], weigh
     missing = set(reranked) - set(first)
     if missing:
         raise ValueError(f"{len(missing)} reranked document(s) have no first-stage score, e.g. {sorted(missing)[0]!r}")
-    r = _minmax(reranked)
-    f = _minmax({d: first[d] for d in reranked})
-    return {d: weight * r[d] + (1.0 - weight) * f[d] for d in reranked}
+    fused = fuse_hits([{d: first[d] for d in reranked}, reranked], "interpolate", [1.0 - weight, weight])
+    return {d: fused[d] for d in reranked}
 
 
 class RerankedBackend:
@@ -42,8 +39,11 @@ class RerankedBackend:
     ``k`` of them by the reranker's score, or by the fused score with ``fusion_weight``); hits beyond ``depth``
     are not returned."""
 
-    def __init__(self, first: SearchBackend, reranker: Any, depth: int = 100,
+    def __init__(self, first: SearchBackend, reranker: PairScorer, depth: int = 100,
                  fusion_weight: float | None = None) -> None:
+        if not isinstance(reranker, PairScorer):
+            raise TypeError(f"the reranker must implement score_pairs(queries, docs_per_query) (the PairScorer "
+                            f"protocol); got {type(reranker).__name__}")
         if depth < 1:
             raise ValueError(f"rerank depth must be >= 1, got {depth}")
         if fusion_weight is not None and not 0.0 <= fusion_weight <= 1.0:
@@ -67,24 +67,18 @@ class RerankedBackend:
         if not self._texts:
             raise RuntimeError("RerankedBackend has no document texts: call index(corpus) or set_corpus(corpus)")
         first = self.first.search(queries, k=self.depth)
-        tops = {qid: [d for d, _ in sorted(hits.items(), key=lambda x: (-x[1], x[0]))[:self.depth]]
-                for qid, hits in first.items()}
-        if hasattr(self.reranker, "score_pairs"):  # one call: the reranker batches all pairs by length
-            pair_q = [queries[qid] for qid, ids in tops.items() for _ in ids]
-            pair_d = [self._texts[d] for ids in tops.values() for d in ids]
-            flat = [float(s) for s in self.reranker.score_pairs(pair_q, pair_d)]
-        else:
-            flat = [float(s) for qid, ids in tops.items()
-                    for s in self.reranker.score(queries[qid], [self._texts[d] for d in ids])]
+        tops = {qid: [d for d, _ in ranked(hits)[:self.depth]] for qid, hits in first.items()}
+        # one call: the scorer batches all pairs of all queries (a cross-encoder by length)
+        scores = self.reranker.score_pairs([queries[qid] for qid in tops],
+                                           [[self._texts[d] for d in ids] for ids in tops.values()])
+        if len(scores) != len(tops):
+            raise ValueError(f"reranker returned {len(scores)} score lists for {len(tops)} queries")
         out: Run = {}
-        pos = 0
-        for qid, ids in tops.items():
-            scores = dict(zip(ids, flat[pos:pos + len(ids)], strict=True))
+        for (qid, ids), values in zip(tops.items(), scores, strict=True):
+            hits = dict(zip(ids, (float(s) for s in values), strict=True))
             if self.fusion_weight is not None:
-                scores = fuse_scores(first[qid], scores, self.fusion_weight)
-            scored = sorted(scores.items(), key=lambda x: (-x[1], x[0]))
-            out[qid] = dict(scored[:k])
-            pos += len(ids)
+                hits = fuse_scores(first[qid], hits, self.fusion_weight)
+            out[qid] = dict(ranked(hits)[:k])
         return out
 
     def save(self, path: str | Path) -> Path:

@@ -9,7 +9,8 @@ those ``SentenceTransformer.encode`` returns, up to floating-point noise.
 A folder saved by :class:`uniret.retriever.embedder.Embedder` (it holds ``uniret_embedder.json``), or an
 ``Embedder`` object itself, is encoded through that embedder instead, with its pooling, attention,
 query instructions and Matryoshka dimension restored. Both paths share one loop:
-:func:`token_ids` -> length-sorted batches -> :func:`pad_token_ids` -> forward.
+:func:`token_ids` -> length-sorted batches (:mod:`uniret.retriever.batching`) -> :func:`pad_token_ids`
+-> forward.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from uniret.assets import cache_dir, content_hash, resolve_model
+from uniret.retriever.batching import map_sorted_array, progress_bar
 from uniret.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -258,15 +259,15 @@ class DenseEncoder:
         was_training = self.model.training  # an Embedder may be in the middle of training
         self.model.eval()
         try:
-            with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress) as bar:
+            with progress_bar(len(texts), desc, unit="text", show=show_progress) as bar:
                 for start in range(0, len(texts), self.chunk_size):
                     chunk_ids = self._tokenize(texts[start : start + self.chunk_size])
-                    order = np.argsort([-len(x) for x in chunk_ids], kind="stable")
-                    for b in range(0, len(order), self.batch_size):
-                        rows = order[b : b + self.batch_size]
-                        emb = self._forward([chunk_ids[i] for i in rows])
-                        out[start + rows] = emb.float().cpu().numpy()
-                        bar.update(len(rows))
+
+                    def embed(rows: list[int], chunk_ids: list[list[int]] = chunk_ids) -> np.ndarray:
+                        return self._forward([chunk_ids[i] for i in rows]).float().cpu().numpy()
+
+                    map_sorted_array(embed, [len(x) for x in chunk_ids], self.batch_size,
+                                     out=out[start : start + len(chunk_ids)], bar=bar)
         finally:
             self.model.train(was_training)
         return out

@@ -5,7 +5,9 @@ or loaded from a saved reranker. It saves as a Hugging Face sequence-classificat
 label, the format sentence-transformers' ``CrossEncoder(path)`` loads. Scores are the raw logits
 (``CrossEncoder.predict`` applies a sigmoid on top, which keeps the order).
 
-Used as a teacher (``score``) and as a reranking stage (``rerank`` over a run).
+A :class:`~uniret.protocols.PairScorer` (``score_pairs(queries, docs_per_query)``, as every teacher), so
+it serves as a teacher and as the reranking stage of :class:`uniret.index.rerank.RerankedBackend`;
+``rerank`` re-scores a run directly.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from uniret.assets import content_hash, resolve_model
 from uniret.atomic import atomic_directory
 from uniret.data import Document, Run
+from uniret.retriever.batching import map_sorted_array, progress_bar
 from uniret.retriever.embedder import set_attention_dropout
 from uniret.runtime import resolve_device
+from uniret.scores import ranked
 
 logger = logging.getLogger(__name__)
 
@@ -74,43 +77,50 @@ class CrossEncoderReranker(torch.nn.Module):
         return self.model(**features).logits.squeeze(-1).float()
 
     @torch.inference_mode()
-    def score_pairs(self, queries: Sequence[str], docs: Sequence[str], show_progress: bool | None = None) -> np.ndarray:
-        """Scores for aligned (query, document) pairs, batched longest first."""
-        if len(queries) != len(docs):
-            raise ValueError(f"{len(queries)} queries for {len(docs)} documents")
+    def _score_flat(self, queries: Sequence[str], docs: Sequence[str], show_progress: bool | None) -> np.ndarray:
+        """Logits for aligned (query, document) pairs, in length-sorted batches (by characters)."""
         was_training = self.model.training
         self.model.eval()
-        order = np.argsort([-(len(q) + len(d)) for q, d in zip(queries, docs, strict=True)], kind="stable")
-        out = np.empty(len(queries), dtype=np.float32)
         if show_progress is None:
             show_progress = logger.isEnabledFor(logging.INFO) and len(queries) > 10 * self.batch_size
-        for start in tqdm(range(0, len(order), self.batch_size), desc="reranking", unit="batch",
-                          disable=not show_progress):
-            rows = order[start : start + self.batch_size]
-            feats = self.tokenize([queries[i] for i in rows], [docs[i] for i in rows])
-            out[rows] = self.forward(feats).cpu().numpy()
-        self.model.train(was_training)
+
+        def score(rows: list[int]) -> np.ndarray:
+            return self.forward(self.tokenize([queries[i] for i in rows], [docs[i] for i in rows])).cpu().numpy()
+
+        try:
+            with progress_bar(len(queries), "reranking", unit="pair", show=show_progress) as bar:
+                return map_sorted_array(score, [len(q) + len(d) for q, d in zip(queries, docs, strict=True)],
+                                        self.batch_size, bar=bar)
+        finally:
+            self.model.train(was_training)
+
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]], *,
+                    show_progress: bool | None = None) -> list[list[float]]:
+        """The :class:`~uniret.protocols.PairScorer` protocol: ``docs_per_query[i]`` are the documents of
+        ``queries[i]``; returns their logits, one list per query. All pairs of all queries are scored in
+        one length-sorted loop."""
+        if len(queries) != len(docs_per_query):
+            raise ValueError(f"score_pairs got {len(queries)} queries but {len(docs_per_query)} document lists; "
+                             "expected one list of documents per query")
+        flat_q = [q for q, docs in zip(queries, docs_per_query, strict=True) for _ in docs]
+        flat_d = [d for docs in docs_per_query for d in docs]
+        flat = self._score_flat(flat_q, flat_d, show_progress).tolist()
+        out, start = [], 0
+        for docs in docs_per_query:
+            out.append(flat[start : start + len(docs)])
+            start += len(docs)
         return out
 
     def score(self, query: str, docs: Sequence[str]) -> list[float]:
-        """The teacher protocol: one query against its candidate documents."""
-        return self.score_pairs([query] * len(docs), list(docs), show_progress=False).tolist()
+        """One query against its candidate documents."""
+        return self.score_pairs([query], [docs], show_progress=False)[0]
 
     def rerank(self, run: Run, queries: Mapping[str, str], documents: Mapping[str, Document], k: int = 100) -> Run:
-        """Re-score each query's top ``k`` hits of ``run``; hits below ``k`` are dropped."""
-        from uniret.eval.metrics import ranked
-
-        pairs_q, pairs_d, owners = [], [], []
-        for qid, hits in run.items():
-            for doc_id, _ in ranked(hits)[:k]:
-                pairs_q.append(queries[qid])
-                pairs_d.append(documents[doc_id].full_text())
-                owners.append((qid, doc_id))
-        scores = self.score_pairs(pairs_q, pairs_d)
-        out: Run = {qid: {} for qid in run}
-        for (qid, doc_id), s in zip(owners, scores, strict=True):
-            out[qid][doc_id] = float(s)
-        return out
+        """Re-score each query's top ``k`` hits of ``run`` (trec_eval order); hits below ``k`` are dropped."""
+        tops = {qid: [d for d, _ in ranked(hits)[:k]] for qid, hits in run.items()}
+        scores = self.score_pairs([queries[qid] for qid in tops],
+                                  [[documents[d].full_text() for d in ids] for ids in tops.values()])
+        return {qid: dict(zip(ids, s, strict=True)) for (qid, ids), s in zip(tops.items(), scores, strict=True)}
 
     def save(self, path: str | Path) -> Path:
         with atomic_directory(path, kind="model") as tmp:

@@ -44,7 +44,7 @@ def cands():
 def test_rank_candidates_drops_excluded_and_ranks_from_one(cands):
     assert cands == [Candidate("a", 10.0, 1), Candidate("b", 9.6, 2), Candidate("c", 9.0, 3),
                      Candidate("d", 5.0, 4), Candidate("e", 1.0, 5)]
-    assert ids(rank_candidates({"y": 1.0, "x": 1.0, "z": 2.0})) == ["z", "x", "y"]  # ties: id ascending
+    assert ids(rank_candidates({"y": 1.0, "x": 1.0, "z": 2.0})) == ["z", "y", "x"]  # ties: id descending (trec_eval)
 
 
 def test_absolute_margin(cands):
@@ -110,6 +110,9 @@ def test_fuse_runs_rrf_and_interpolation_by_hand():
     assert rrf == pytest.approx({"x": 1 / 61, "y": 1 / 62 + 1 / 61, "z": 1 / 63, "w": 1 / 62})
     lin = fuse_runs([a, b], "interpolate", weights=[0.25, 0.75])["q"]
     assert lin == pytest.approx({"x": 0.25, "y": 0.25 * 0.5 + 0.75, "z": 0.0, "w": 0.0})
+    import uniret.scores
+
+    assert fuse_runs is uniret.scores.fuse_runs  # mining fuses with the kernel's one function
     with pytest.raises(ValueError, match="rrf, interpolate"):
         fuse_runs([a], "combsum")
 
@@ -209,10 +212,10 @@ class TableTeacher(BaseTeacher):
         self.words = relevant_words
         self.pairs = 0
 
-    def score_pairs(self, queries, docs_lists):
-        self.pairs += sum(len(d) for d in docs_lists)
-        return [[float(len(set(q.split()) & set(d.split()))) for d in docs] for q, docs in zip(queries, docs_lists,
-                                                                                                strict=True)]
+    def score_pairs(self, queries, docs_per_query):
+        self.pairs += sum(len(d) for d in docs_per_query)
+        return [[float(len(set(q.split()) & set(d.split()))) for d in docs]
+                for q, docs in zip(queries, docs_per_query, strict=True)]
 
 
 def test_mine_with_teacher_filter_and_teacher_scores():

@@ -26,15 +26,29 @@ def test_saved_reranker_loads_as_sentence_transformers_cross_encoder(reranker, t
 
     q = ["vitamin d and bone health", "dna repair"]
     d = ["Vitamin D deficiency weakens bones.", "Double-strand breaks are repaired by homologous recombination."]
-    ours = reranker.score_pairs(q, d)
+    ours = [s for (s,) in reranker.score_pairs(q, [[x] for x in d])]
     reranker.save(tmp_path / "ce")
     ce = CrossEncoder(str(tmp_path / "ce"), device="cpu", max_length=64)
     theirs = ce.predict(list(zip(q, d, strict=True)), activation_fn=lambda x: x)
     np.testing.assert_allclose(ours, np.asarray(theirs).reshape(-1), atol=1e-4)
     again = CrossEncoderReranker(tmp_path / "ce", device="cpu")
     assert again.max_length == 64
-    np.testing.assert_allclose(again.score_pairs(q, d), ours, atol=1e-5)
-    assert reranker.score(q[0], d) == pytest.approx(reranker.score_pairs([q[0]] * 2, d).tolist(), abs=1e-5)
+    np.testing.assert_allclose([s for (s,) in again.score_pairs(q, [[x] for x in d])], ours, atol=1e-5)
+    assert reranker.score(q[0], d) == pytest.approx(reranker.score_pairs([q[0]], [d])[0], abs=1e-5)
+
+
+def test_reranker_is_a_pair_scorer_grouped_by_query(reranker):
+    from uniret.protocols import PairScorer
+
+    q = ["vitamin d and bone health", "dna repair", "empty"]
+    docs = [["Vitamin D deficiency weakens bones.", "Statins lower LDL."], ["Double-strand breaks."], []]
+    assert isinstance(reranker, PairScorer)
+    grouped = reranker.score_pairs(q, docs)
+    assert [len(g) for g in grouped] == [2, 1, 0] and all(isinstance(s, float) for g in grouped for s in g)
+    one_by_one = [reranker.score(query, ds) for query, ds in zip(q, docs, strict=True)]
+    assert grouped == [pytest.approx(x, abs=1e-5) for x in one_by_one]
+    with pytest.raises(ValueError, match="one list of documents per query"):
+        reranker.score_pairs(q, docs[:2])
 
 
 def test_rerank_reorders_a_run(reranker, scifact_small):
@@ -65,9 +79,8 @@ def test_training_separates_positives_from_negatives(scifact, tmp_path):
                                       negative_ids=negs))
 
     def margin() -> float:
-        pos = model.score_pairs([r.query for r in records], [r.positives[0] for r in records])
-        neg = model.score_pairs([r.query for r in records], [r.negatives[0] for r in records])
-        return float((pos - neg).mean())
+        scores = model.score_pairs([r.query for r in records], [[r.positives[0], r.negatives[0]] for r in records])
+        return float(np.mean([pos - neg for pos, neg in scores]))
 
     before = margin()
     module = CrossEncoderModule(model, RerankLossConfig(negatives=3, pointwise_weight=0.5))
@@ -93,19 +106,18 @@ def test_reranking_stage_over_bm25_from_the_cli(reranker, scifact, tmp_path):
     assert main(["-q", "eval", "--data", str(data), "--retriever", "bm25", "--rerank", str(tmp_path / "ce"),
                  "--rerank-depth", "5", "--output-dir", str(tmp_path / "rr")]) == 0
 
+    from uniret.scores import ranked
+    from uniret.trec import read_trec_run
+
     def run(path):
-        out: dict[str, dict[str, float]] = {}
-        for line in (path / "run.trec").read_text().splitlines():
-            qid, _, doc, _, score, _ = line.split()
-            out.setdefault(qid, {})[doc] = float(score)
-        return out
+        return read_trec_run(path / "run.trec")
 
     first, reranked = run(tmp_path / "bm25"), run(tmp_path / "rr")
     dataset = load_beir(data)
     docs = dataset.corpus.to_dict()
     queries = dataset.split_queries("test")
     for qid, hits in reranked.items():
-        top5 = sorted(first[qid].items(), key=lambda x: (-x[1], x[0]))[:5]
+        top5 = ranked(first[qid])[:5]
         assert set(hits) == {d for d, _ in top5}
         expected = reranker.score(queries[qid], [docs[d].full_text() for d in hits])
         assert list(hits.values()) == pytest.approx(expected, abs=1e-4)
@@ -144,8 +156,8 @@ def test_fusion_of_reranker_and_first_stage_scores():
             return {q: dict(list(first.items())[:k]) for q in queries}
 
     class Scorer:
-        def score(self, query, docs):
-            return [reranked.get(d.split()[0], 0.0) for d in docs]
+        def score_pairs(self, queries, docs_per_query):
+            return [[reranked.get(d.split()[0], 0.0) for d in docs] for docs in docs_per_query]
 
     corpus = [Document(id=d, title="", text=f"{d} text") for d in first]
     stage = RerankedBackend(First(), Scorer(), depth=3, fusion_weight=0.25)
@@ -155,3 +167,10 @@ def test_fusion_of_reranker_and_first_stage_scores():
     assert list(stage.search({"q": "x"}, k=3)["q"]) == ["b", "c", "a"]  # reranker order
     with pytest.raises(ValueError, match="within"):
         RerankedBackend(First(), Scorer(), fusion_weight=-0.1)
+
+    class OldStyle:
+        def score(self, query, docs):
+            return [0.0 for _ in docs]
+
+    with pytest.raises(TypeError, match="PairScorer"):
+        RerankedBackend(First(), OldStyle())

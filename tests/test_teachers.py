@@ -8,6 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from uniret.protocols import PairScorer
+from uniret.scores import normalize
+from uniret.train.analyzer import analyze, lucene_length
 from uniret.train.records import TrainingRecord
 from uniret.train.teachers import (
     BaseTeacher,
@@ -17,12 +20,9 @@ from uniret.train.teachers import (
     EnsembleTeacher,
     Teacher,
     add_teacher_scores,
-    analyze,
     build_teacher,
     build_teachers,
     cached,
-    lucene_length,
-    normalize_scores,
 )
 
 
@@ -34,28 +34,22 @@ class FixedTeacher(BaseTeacher):
         self.name = name
         self.calls: list[tuple[str, str]] = []
 
-    def score_pairs(self, queries, docs_lists):
-        self.calls += [(q, d) for q, docs in zip(queries, docs_lists, strict=True) for d in docs]
-        return [[self.table[d] for d in docs] for docs in docs_lists]
+    def score_pairs(self, queries, docs_per_query):
+        self.calls += [(q, d) for q, docs in zip(queries, docs_per_query, strict=True) for d in docs]
+        return [[self.table[d] for d in docs] for docs in docs_per_query]
 
 
 # -- normalisation and ensembles ---------------------------------------------------------------------------
 
-def test_minmax_normalisation_by_hand():
-    assert normalize_scores([2.0, 4.0, 3.0, 6.0], "minmax") == pytest.approx([0.0, 0.5, 0.25, 1.0])
-    assert normalize_scores([7.0, 7.0], "minmax") == [0.5, 0.5]
-    assert normalize_scores([], "minmax") == []
-
-
-def test_zscore_normalisation_by_hand():
-    scores = [1.0, 2.0, 3.0, 6.0]
-    mean = 3.0
-    std = math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + 0 + (6 - 3) ** 2) / 4)  # population std
-    assert normalize_scores(scores, "zscore") == pytest.approx([(s - mean) / std for s in scores])
-    assert normalize_scores([4.0, 4.0, 4.0], "zscore") == [0.0, 0.0, 0.0]
-    assert normalize_scores([1.0, 5.0], "none") == [1.0, 5.0]
+def test_ensemble_normalises_with_the_kernel_convention_for_constant_scores():
+    # uniret.scores.normalize: all-equal scores become 1.0 under minmax (formerly 0.5 here), 0.0 under zscore
+    flat = FixedTeacher({"x": 7.0, "y": 7.0}, "flat")
+    ramp = FixedTeacher({"x": 0.0, "y": 2.0}, "ramp")
+    assert EnsembleTeacher([flat, ramp]).score("q", ["x", "y"]) == pytest.approx([0.5, 1.0])
+    assert EnsembleTeacher([flat, ramp], normalization="zscore").score("q", ["x", "y"]) == pytest.approx([-0.5, 0.5])
+    assert EnsembleTeacher([flat]).score("q", ["y"]) == [1.0]
     with pytest.raises(ValueError, match="minmax"):
-        normalize_scores([1.0], "softmax")
+        EnsembleTeacher([flat], normalization="softmax")
 
 
 def test_ensemble_weighted_mean_of_normalised_scores():
@@ -68,8 +62,8 @@ def test_ensemble_weighted_mean_of_normalised_scores():
     out = ens.score_pairs(["q1", "q2"], [["x", "y", "z"], ["y", "z"]])
     assert out[1] == pytest.approx([(3 * 0 + 1 * 0) / 4, (3 * 1 + 1 * 1) / 4])
     z = EnsembleTeacher([a, b], normalization="zscore", scale=2.0).score("q", ["x", "y", "z"])
-    za = np.array(normalize_scores([10, 20, 30], "zscore"))
-    zb = np.array(normalize_scores([1, 0, 0.5], "zscore"))
+    za = np.array(normalize([10, 20, 30], "zscore"))
+    zb = np.array(normalize([1, 0, 0.5], "zscore"))
     assert z == pytest.approx((2.0 * (za + zb) / 2).tolist())
     assert isinstance(ens, Teacher) and ens.name == "ensemble(a,b)"
 
@@ -108,7 +102,7 @@ def test_add_teacher_scores_fills_lists_of_the_right_length():
 
 def test_add_teacher_scores_checks_the_teacher_output():
     class Short(BaseTeacher):
-        def score_pairs(self, queries, docs_lists):
+        def score_pairs(self, queries, docs_per_query):
             return [[0.0] for _ in queries]
 
     with pytest.raises(ValueError, match="1 scores for 3 documents"):
@@ -207,6 +201,7 @@ def test_dense_teacher_with_minilm(minilm, scifact):
     assert scores[0][0] == pytest.approx(float(q @ d), abs=1e-5)
     assert all(-1.0001 <= s <= 1.0001 for s in scores[0])  # cosine: MiniLM normalises
     assert teacher.score("q", []) == []
+    assert isinstance(teacher, PairScorer) and teacher.score_pairs(["q", "r"], [[], ["x"]])[0] == []
 
 
 def test_splade_teacher_matches_sentence_transformers():
@@ -227,6 +222,9 @@ def test_splade_teacher_matches_sentence_transformers():
     d = reference.encode_document(docs, convert_to_tensor=True, convert_to_sparse_tensor=False)
     assert scores == pytest.approx((q @ d.T)[0].tolist(), rel=1e-4, abs=1e-4)
     assert scores[0] == max(scores) and min(scores) >= 0.0
+    assert isinstance(teacher, PairScorer)
+    grouped = teacher.score_pairs([query, docs[1]], [docs, [docs[1], docs[0]]])
+    assert [len(g) for g in grouped] == [3, 2] and grouped[0] == pytest.approx(scores, abs=1e-6)
 
 
 def test_cross_encoder_teacher_returns_raw_logits():
@@ -238,7 +236,8 @@ def test_cross_encoder_teacher_returns_raw_logits():
     model = CrossEncoder(resolve_model("all-MiniLM-L6-v2"), num_labels=1, device="cpu")  # untrained head
     teacher = CrossEncoderTeacher(model, batch_size=2)
     scores = teacher.score_pairs(["q one", "q two"], [["a", "b", "c"], ["d"]])
-    assert [len(s) for s in scores] == [3, 1]
+    assert [len(s) for s in scores] == [3, 1] and isinstance(teacher, PairScorer)
+    assert teacher.score_pairs(["q"], [[]]) == [[]]
     import torch
 
     raw = model.predict([("q one", "a"), ("q one", "b"), ("q one", "c"), ("q two", "d")],

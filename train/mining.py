@@ -9,7 +9,8 @@ Scores and ranks
     positive outside the top ``k`` is scored directly (dense: the embedding similarity; BM25:
     :class:`uniret.train.teachers.BM25Teacher`, which reproduces Lucene's scores). For the hybrid, the
     positives join both runs before fusion. A candidate's *rank* is its 1-based position among the
-    query's non-positive candidates (rank 1 = the hardest negative).
+    query's non-positive candidates (rank 1 = the hardest negative) in trec_eval's order (score
+    descending, ties by document id descending), the order of evaluation and reranking too.
 
 The positive score
     The reference for the margin filters is the *lowest* retriever score among the query's positives
@@ -27,6 +28,10 @@ Filters (``filter``: one name, or several separated by commas, applied in that o
       of the positive (``positive_score`` again picks min or max) - ``teacher_margin``.
     - ``none``: keep every candidate.
 
+The hybrid fuses the two runs with :func:`uniret.scores.fuse_runs` (RRF or interpolation of min-max
+normalised scores). Candidates, filters and sampling are the pure functions of
+:mod:`uniret.train.negatives`.
+
 Sampling takes the ``num_negatives`` best-ranked survivors (``top``) or a seeded random draw of them
 (``random``, ordered by rank). Positives of other queries with the same text are also excluded
 (``merge_duplicate_queries``; SciFact repeats two claims). Records carry the retriever scores, or the
@@ -39,22 +44,42 @@ import json
 import logging
 import random
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from uniret.data import BeirDataset, Corpus, Run
+from uniret.scores import FUSIONS, fuse_runs
+from uniret.train.negatives import (
+    FILTERS,
+    SAMPLING,
+    Candidate,
+    Split,
+    apply_filter,
+    apply_filters,
+    count_above,
+    filter_absolute,
+    filter_rank,
+    filter_relative,
+    filter_teacher,
+    rank_candidates,
+    reduce_positive,
+    sample_negatives,
+)
 from uniret.train.records import TrainingRecord, records_from_beir, write_records
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "FILTERS", "FUSIONS", "RETRIEVERS", "SAMPLING", "Candidate", "MiningConfig", "Split", "apply_filter",
+    "apply_filters", "filter_absolute", "filter_rank", "filter_relative", "filter_teacher", "fuse_runs", "mine",
+    "rank_candidates", "reduce_positive", "run_mining", "sample_negatives",
+]
+
 RETRIEVERS = ("bm25", "dense", "hybrid")
-FILTERS = ("none", "absolute", "relative", "rank", "teacher")
-SAMPLING = ("top", "random")
-FUSIONS = ("rrf", "interpolate")
 
 
 @dataclass
@@ -131,139 +156,6 @@ class MiningConfig:
     @property
     def filters(self) -> list[str]:
         return [s.strip().lower() for s in self.filter.split(",") if s.strip()]
-
-
-class Candidate(NamedTuple):
-    doc_id: str
-    score: float
-    rank: int  # 1-based among the query's non-positive candidates
-
-
-# -- candidate lists and filters (pure functions) -------------------------------------------------------------
-
-def rank_candidates(hits: Mapping[str, float], exclude: Collection[str] = ()) -> list[Candidate]:
-    """Hits minus ``exclude``, by score descending (ties: document id ascending), ranked from 1."""
-    kept = sorted(((d, s) for d, s in hits.items() if d not in exclude), key=lambda x: (-x[1], x[0]))
-    return [Candidate(d, float(s), i) for i, (d, s) in enumerate(kept, 1)]
-
-
-Split = tuple[list[Candidate], list[Candidate]]
-
-
-def filter_absolute(cands: Sequence[Candidate], positive_score: float | None, margin: float) -> Split:
-    """(kept, removed): removed when score > positive_score - margin; nothing is removed without a
-    positive score."""
-    if positive_score is None:
-        return list(cands), []
-    limit = positive_score - margin
-    return [c for c in cands if c.score <= limit], [c for c in cands if c.score > limit]
-
-
-def filter_relative(cands: Sequence[Candidate], positive_score: float | None, ratio: float) -> Split:
-    """(kept, removed): removed when score > ratio * positive_score."""
-    if positive_score is None:
-        return list(cands), []
-    limit = ratio * positive_score
-    return [c for c in cands if c.score <= limit], [c for c in cands if c.score > limit]
-
-
-def filter_rank(cands: Sequence[Candidate], min_rank: int = 1, max_rank: int | None = None) -> Split:
-    """(kept, removed): kept when min_rank <= rank <= max_rank."""
-    top = max_rank if max_rank is not None else float("inf")
-    inside = [c for c in cands if min_rank <= c.rank <= top]
-    return inside, [c for c in cands if not min_rank <= c.rank <= top]
-
-
-def filter_teacher(cands: Sequence[Candidate], teacher_scores: Mapping[str, float],
-                   teacher_positive: float | None, threshold: float | None = None,
-                   margin: float | None = None) -> Split:
-    """(kept, removed): removed when the teacher score > threshold, or > teacher_positive - margin."""
-    limits = [threshold] if threshold is not None else []
-    if margin is not None and teacher_positive is not None:
-        limits.append(teacher_positive - margin)
-    if not limits:
-        return list(cands), []
-    limit = min(limits)
-    removed = [c for c in cands if teacher_scores[c.doc_id] > limit]
-    gone = {c.doc_id for c in removed}
-    return [c for c in cands if c.doc_id not in gone], removed
-
-
-def apply_filter(step: str, cands: Sequence[Candidate], config: MiningConfig, *, positive_score: float | None = None,
-                 teacher_scores: Mapping[str, float] | None = None, teacher_positive: float | None = None) -> Split:
-    """One filter of the chain, with its parameters from ``config``."""
-    if step == "none":
-        return list(cands), []
-    if step == "absolute":
-        return filter_absolute(cands, positive_score, config.absolute_margin)
-    if step == "relative":
-        return filter_relative(cands, positive_score, config.relative_margin)
-    if step == "rank":
-        return filter_rank(cands, config.min_rank, config.max_rank)
-    if step == "teacher":
-        if teacher_scores is None:
-            raise ValueError("the 'teacher' filter needs teacher scores")
-        return filter_teacher(cands, teacher_scores, teacher_positive, config.teacher_threshold, config.teacher_margin)
-    raise ValueError(f"unknown filter {step!r}; expected one of {', '.join(FILTERS)}")
-
-
-def apply_filters(cands: Sequence[Candidate], config: MiningConfig, **scores: Any) -> tuple[list[Candidate], dict[str, int]]:
-    """The whole chain of ``config.filter`` on one query; returns the survivors and the count each filter
-    removed."""
-    kept, removed = list(cands), dict[str, int]()
-    for step in config.filters:
-        kept, gone = apply_filter(step, kept, config, **scores)
-        removed[step] = removed.get(step, 0) + len(gone)
-    return kept, removed
-
-
-def sample_negatives(cands: Sequence[Candidate], num: int, method: str = "top",
-                     rng: random.Random | None = None) -> list[Candidate]:
-    """``num`` candidates: the best-ranked (``top``) or a random draw (``random``), returned by rank."""
-    if method == "top":
-        return sorted(cands, key=lambda c: c.rank)[:num]
-    if method == "random":
-        picked = (rng or random.Random(0)).sample(list(cands), min(num, len(cands)))
-        return sorted(picked, key=lambda c: c.rank)
-    raise ValueError(f"unknown sampling {method!r}; expected one of {', '.join(SAMPLING)}")
-
-
-def _above(cands: Sequence[Candidate], positive_score: float | None) -> int:
-    return 0 if positive_score is None else sum(1 for c in cands if c.score > positive_score)
-
-
-def reduce_positive(scores: Sequence[float], how: str) -> float | None:
-    if not scores:
-        return None
-    return min(scores) if how == "min" else max(scores)
-
-
-# -- fusion ----------------------------------------------------------------------------------------------------
-
-def fuse_runs(runs: Sequence[Run], method: str = "rrf", weights: Sequence[float] | None = None,
-              rrf_k: int = 60) -> Run:
-    """Fuse result dicts ``{qid: {docid: score}}``. ``rrf``: sum of ``w / (rrf_k + rank)`` (rank from 1,
-    ties by document id); ``interpolate``: sum of ``w * minmax(score)`` per query (all-equal scores
-    normalise to 1). A document missing from a run gets nothing from that run."""
-    if method not in FUSIONS:
-        raise ValueError(f"unknown fusion {method!r}; expected one of {', '.join(FUSIONS)}")
-    weights = list(weights) if weights is not None else [1.0] * len(runs)
-    if len(weights) != len(runs):
-        raise ValueError(f"fuse_runs: {len(weights)} weights for {len(runs)} runs")
-    fused: Run = {}
-    for run, w in zip(runs, weights, strict=True):
-        for qid, hits in run.items():
-            out = fused.setdefault(qid, {})
-            if not hits:
-                continue
-            if method == "rrf":
-                for rank, (d, _) in enumerate(sorted(hits.items(), key=lambda x: (-x[1], x[0])), 1):
-                    out[d] = out.get(d, 0.0) + w / (rrf_k + rank)
-            else:
-                lo, hi = min(hits.values()), max(hits.values())
-                for d, s in hits.items():
-                    out[d] = out.get(d, 0.0) + w * ((s - lo) / (hi - lo) if hi > lo else 1.0)
-    return fused
 
 
 # -- retrieval and direct scoring -------------------------------------------------------------------------------
@@ -420,7 +312,8 @@ def _retrieve(retrievals: list[_Retrieval], queries: Mapping[str, str], pos_ids:
                            "score, and the margin filters keep all their candidates", retrieval.kind, len(requests))
     seconds["positives"] = time.perf_counter() - t
     if len(runs) == 2:
-        return fuse_runs(runs, config.fusion, [1.0 - config.dense_weight, config.dense_weight], config.rrf_k), stats
+        return fuse_runs(runs, config.fusion, [1.0 - config.dense_weight, config.dense_weight],
+                         rrf_k=config.rrf_k), stats
     return runs[0], stats
 
 
@@ -483,7 +376,7 @@ def mine(dataset: BeirDataset, config: MiningConfig, split: str | None = None, b
         pos_score[q] = reduce_positive(known, config.positive_score) if len(known) == len(pos_ids[q]) else None
     stats["self_hits_removed"] = sum(1 for q in queries if q in run.get(q, {}) and q not in exclude[q])
     stats["candidates"] = sum(len(c) for c in cands.values())
-    stats["negatives_above_positive"] = sum(_above(cands[q], pos_score[q]) for q in queries)
+    stats["negatives_above_positive"] = sum(count_above(cands[q], pos_score[q]) for q in queries)
     stats["queries_without_positive_score"] = sum(1 for v in pos_score.values() if v is None)
     stats["removed_alone"] = {s: sum(len(apply_filter(s, cands[q], config, positive_score=pos_score[q])[1])
                                      for q in queries) for s in ("absolute", "relative", "rank")}
@@ -518,7 +411,7 @@ def mine(dataset: BeirDataset, config: MiningConfig, split: str | None = None, b
     counts = [len(c) for c in chosen.values()]
     stats.update({
         "negatives": sum(counts),
-        "negatives_kept_above_positive": sum(_above(chosen[q], pos_score[q]) for q in queries),
+        "negatives_kept_above_positive": sum(count_above(chosen[q], pos_score[q]) for q in queries),
         "queries_short": sum(1 for n in counts if n < config.num_negatives),
         "queries_without_negatives": sum(1 for n in counts if n == 0),
         "scores": "teacher" if teacher is not None and config.teacher_scores else "retriever",

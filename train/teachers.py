@@ -1,21 +1,22 @@
 """Teachers: soft relevance labels for (query, document) pairs, and their per-query ensembles.
 
-A teacher scores the documents of one query (``score(query, docs) -> list[float]``) or of many queries
-at once (``score_pairs(queries, docs_lists)``, which batches the model calls). Teachers here:
+Every teacher is a :class:`uniret.protocols.PairScorer`: ``score_pairs(queries, docs)`` scores the
+documents ``docs[i]`` of each query ``queries[i]`` at once (batching the model calls) and returns one list
+of scores per query; ``score(query, docs)`` is the one-query shortcut. Teachers here:
 
 - :class:`BM25Teacher`: BM25 with corpus statistics for any (query, document) pair, in Python. It follows
   Lucene/Anserini as ``uniret.index.lucene`` searches: k1=0.9, b=0.4, Lucene's idf
   ``log(1 + (N - df + 0.5) / (df + 0.5))``, no ``(k1 + 1)`` factor, document lengths through Lucene's
   lossy one-byte norm, query terms weighted by their count (Anserini's bag-of-words query). Text goes
-  through :func:`analyze`, a Python copy of Anserini's default English analyzer; on SciFact it yields the
-  same tokens as Lucene for 5,139 of 5,183 documents (the rest differ on super/subscripts and symbols).
+  through :func:`uniret.train.analyzer.analyze`, a Python port of Anserini's default English analyzer.
 - :class:`DenseTeacher`: the dot product (cosine for normalising models) of a dense embedder.
-- :class:`SpladeTeacher`: SPLADE (``splade-tiny`` by default): max-pooled ``log(1 + relu(MLM logits))``
-  vectors over the vocabulary, scored by their dot product.
-- :class:`CrossEncoderTeacher`: the raw logit of a sentence-transformers ``CrossEncoder``.
-- :class:`EnsembleTeacher`: normalises each teacher's scores per query (min-max or z-score) and takes
-  their weighted mean, as the heterogeneous teacher ensemble of inference-free learned sparse retrieval
-  (Geng et al., 2024) does.
+- :class:`SpladeTeacher`: the dot product of SPLADE vectors (:class:`uniret.retriever.splade.SpladeEncoder`,
+  ``splade-tiny`` by default).
+- :class:`CrossEncoderTeacher`: the raw logit of a sentence-transformers ``CrossEncoder``, over
+  length-sorted batches (:mod:`uniret.retriever.batching`).
+- :class:`EnsembleTeacher`: normalises each teacher's scores per query (:func:`uniret.scores.normalize`,
+  min-max or z-score) and takes their weighted mean, as the heterogeneous teacher ensemble of
+  inference-free learned sparse retrieval (Geng et al., 2024) does.
 
 :func:`add_teacher_scores` fills ``positive_scores`` / ``negative_scores`` of training records.
 """
@@ -24,41 +25,35 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from uniret.data import Corpus
-from uniret.errors import MissingExtraError
+from uniret.protocols import PairScorer
+from uniret.retriever.batching import map_sorted_array, progress_bar
 from uniret.runtime import resolve_device
+from uniret.scores import NORMALIZATIONS, normalize
+from uniret.train.analyzer import analyze, lucene_length
 from uniret.train.records import TrainingRecord
 
 logger = logging.getLogger(__name__)
 
-NORMALIZATIONS = ("minmax", "zscore", "none")
-
 
 @runtime_checkable
-class Teacher(Protocol):
-    """Scores documents for a query; higher means more relevant."""
+class Teacher(PairScorer, Protocol):
+    """A :class:`~uniret.protocols.PairScorer` with a name (for reports) and a one-query ``score``."""
 
     name: str
 
     def score(self, query: str, docs: Sequence[str]) -> list[float]: ...
 
-    def score_pairs(self, queries: Sequence[str], docs_lists: Sequence[Sequence[str]]) -> list[list[float]]: ...
-
 
 def _progress(total: int, desc: str, unit: str = "query", minimum: int = 2) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not logger.isEnabledFor(logging.INFO) or total < minimum)
+    return progress_bar(total, desc, unit, show=logger.isEnabledFor(logging.INFO) and total >= minimum)
 
 
 class BaseTeacher:
@@ -69,127 +64,20 @@ class BaseTeacher:
     def score(self, query: str, docs: Sequence[str]) -> list[float]:
         return self.score_pairs([query], [docs])[0]
 
-    def score_pairs(self, queries: Sequence[str], docs_lists: Sequence[Sequence[str]]) -> list[list[float]]:
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> list[list[float]]:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
 
-def _check_pairs(queries: Sequence[str], docs_lists: Sequence[Sequence[str]]) -> None:
-    if len(queries) != len(docs_lists):
-        raise ValueError(f"score_pairs got {len(queries)} queries but {len(docs_lists)} document lists; "
+def _check_pairs(queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> None:
+    if len(queries) != len(docs_per_query):
+        raise ValueError(f"score_pairs got {len(queries)} queries but {len(docs_per_query)} document lists; "
                          "expected one list of documents per query")
 
 
 # -- BM25 -----------------------------------------------------------------------------------------------
-
-LUCENE_STOPWORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
-    "they this to was will with".split()
-)
-_LETTER = r"[^\W\d_]"
-# Unicode word segmentation (UAX #29) as Lucene's StandardTokenizer applies it: runs of word characters,
-# joined across '.', apostrophes, ':' and '·' between letters and across '.', ',', ';' between digits.
-_TOKEN = re.compile(rf"\w+(?:(?:(?<={_LETTER})[.'’:·](?={_LETTER})|(?<=\d)[.,;'’](?=\d))\w+)*")
-
-
-@lru_cache(maxsize=1)
-def _drop_other_numbers() -> dict[int, str]:
-    """Superscripts, subscripts and vulgar fractions (category No) are word characters to Python's
-    regex but separators to Lucene's tokenizer."""
-    return {c: " " for c in range(0x10000) if unicodedata.category(chr(c)) == "No"}
-
-
-def _consonant(word: str, i: int) -> bool:
-    c = word[i]
-    if c in "aeiou":
-        return False
-    if c == "y":
-        return i == 0 or not _consonant(word, i - 1)
-    return True
-
-
-def _measure(word: str) -> int:
-    """Porter's m: the number of vowel-consonant sequences in ``word``."""
-    n, i, length = 0, 0, len(word)
-    while i < length and _consonant(word, i):
-        i += 1
-    while i < length:
-        while i < length and not _consonant(word, i):
-            i += 1
-        if i >= length:
-            break
-        n += 1
-        while i < length and _consonant(word, i):
-            i += 1
-    return n
-
-
-def _lucene_porter_fix(stem: str) -> str:
-    """Lucene's Porter stemmer is Martin Porter's own version, which departs from the published algorithm
-    (Snowball's ``porter``) in step 2: ``bli -> ble`` replaces ``abli -> able`` and ``logi -> log`` is added."""
-    if stem.endswith("logi") and _measure(stem[:-4]) > 0:
-        return stem[:-1]
-    if stem.endswith("bli") and not stem.endswith("abli") and _measure(stem[:-3]) > 0:
-        base = stem[:-3]
-        if base.endswith("i") and _measure(base[:-1]) > 1:  # step 4 then removes -ible
-            return base[:-1]
-        return base + "bl"  # step 5 removes the final e
-    return stem
-
-
-@lru_cache(maxsize=1)
-def _stemmer() -> Any:
-    try:
-        import Stemmer
-    except ImportError as e:
-        raise MissingExtraError("PyStemmer", "dev") from e
-    return Stemmer.Stemmer("porter")
-
-
-@lru_cache(maxsize=200_000)
-def _stem(word: str) -> str:
-    return word if len(word) <= 2 else _lucene_porter_fix(_stemmer().stemWord(word))
-
-
-def analyze(text: str) -> list[str]:
-    """Tokens as Anserini's ``DefaultEnglishAnalyzer`` makes them: Unicode word segmentation, English
-    possessives removed, lower case, Lucene's English stop words removed, Porter stemming (words of one or
-    two letters are not stemmed, as in Lucene)."""
-    out = []
-    for match in _TOKEN.finditer(text.lower().translate(_drop_other_numbers())):
-        token = match.group()
-        if token.endswith(("'s", "’s")):
-            token = token[:-2]
-        if token and token not in LUCENE_STOPWORDS:
-            out.append(_stem(token))
-    return out
-
-
-def _long_to_int4(i: int) -> int:
-    bits = i.bit_length()
-    if bits < 4:
-        return i
-    shift = bits - 4
-    return ((i >> shift) & 0x07) | ((shift + 1) << 3)
-
-
-def _int4_to_long(i: int) -> int:
-    bits, shift = i & 0x07, (i >> 3) - 1
-    return bits if shift == -1 else (bits | 0x08) << shift
-
-
-_NUM_FREE_VALUES = 255 - _long_to_int4(2**31 - 1)
-
-
-def lucene_length(num_tokens: int) -> int:
-    """A document length after Lucene's one-byte norm (``SmallFloat.intToByte4`` and back): exact below 24,
-    then rounded down to 4 significant bits."""
-    if num_tokens < _NUM_FREE_VALUES:
-        return num_tokens
-    return _NUM_FREE_VALUES + _int4_to_long(_long_to_int4(num_tokens - _NUM_FREE_VALUES))
-
 
 class BM25Teacher(BaseTeacher):
     """BM25 for arbitrary (query, document text) pairs with the statistics of ``corpus``.
@@ -248,9 +136,9 @@ class BM25Teacher(BaseTeacher):
             out.append(float(sum(w * tf[t] / (tf[t] + norm) for t, w in weights if t in tf)))
         return out
 
-    def score_pairs(self, queries: Sequence[str], docs_lists: Sequence[Sequence[str]]) -> list[list[float]]:
-        _check_pairs(queries, docs_lists)
-        return [self.score(q, docs) for q, docs in zip(queries, docs_lists, strict=True)]
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> list[list[float]]:
+        _check_pairs(queries, docs_per_query)
+        return [self.score(q, docs) for q, docs in zip(queries, docs_per_query, strict=True)]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k1": self.k1, "b": self.b, "num_docs": self.num_docs,
@@ -282,16 +170,16 @@ class DenseTeacher(BaseTeacher):
         self.similarity = identity.get("similarity", "dot")
         self.name = f"dense:{identity.get('name', type(model).__name__)}"
 
-    def score_pairs(self, queries: Sequence[str], docs_lists: Sequence[Sequence[str]]) -> list[list[float]]:
-        _check_pairs(queries, docs_lists)
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> list[list[float]]:
+        _check_pairs(queries, docs_per_query)
         uq, qpos = _unique(queries)
-        ud, dpos = _unique(t for docs in docs_lists for t in docs)
+        ud, dpos = _unique(t for docs in docs_per_query for t in docs)
         if not ud:
             return [[] for _ in queries]
         q = np.asarray(self.encoder.encode_queries(uq), dtype=np.float32)
         d = np.asarray(self.encoder.encode_documents(ud), dtype=np.float32)
         out = []
-        for query, docs in zip(queries, docs_lists, strict=True):
+        for query, docs in zip(queries, docs_per_query, strict=True):
             rows = d[[dpos[t] for t in docs]] if docs else np.zeros((0, d.shape[1]), dtype=np.float32)
             qv = q[qpos[query]]
             if self.similarity == "l2":
@@ -305,60 +193,38 @@ class DenseTeacher(BaseTeacher):
 
 
 class SpladeTeacher(BaseTeacher):
-    """SPLADE scores: ``max_t log(1 + relu(logits_t))`` over the MLM logits of every token, masked by the
-    attention mask, gives one vocabulary-sized vector per text; the score is the dot product."""
+    """The dot product of SPLADE vectors (:class:`uniret.retriever.splade.SpladeEncoder`: max-pooled
+    ``log(1 + relu(MLM logits))`` over the vocabulary). ``model`` is a name, alias or folder, or a
+    ``SpladeEncoder``."""
 
-    def __init__(self, model: str | Path = "splade-tiny", *, device: str | None = "auto", batch_size: int = 16,
+    def __init__(self, model: Any = "splade-tiny", *, device: str | None = "auto", batch_size: int = 16,
                  max_length: int = 256) -> None:
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        if isinstance(model, (str, Path)):
+            from uniret.retriever.splade import SpladeEncoder
 
-        from uniret.assets import resolve_model
+            self.name = f"splade:{model}"
+            model = SpladeEncoder(model, device=device, batch_size=batch_size, max_length=max_length)
+        else:
+            self.name = f"splade:{getattr(model, 'name', type(model).__name__)}"
+        self.encoder = model
 
-        self.path = resolve_model(model)
-        self.device = resolve_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModelForMaskedLM.from_pretrained(self.path).to(self.device).eval()
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.name = f"splade:{model}"
-
-    def encode(self, texts: Sequence[str], desc: str = "splade teacher: encoding") -> list[tuple[np.ndarray, np.ndarray]]:
-        """Sparse vectors as ``(term ids, weights)`` per text."""
-        import torch
-
-        out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        with torch.inference_mode(), _progress(len(texts), desc, unit="text", minimum=self.batch_size + 1) as bar:
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start:start + self.batch_size]
-                enc = self.tokenizer([texts[i] for i in rows], truncation=True, max_length=self.max_length,
-                                     padding=True, return_tensors="pt").to(self.device)
-                logits = self.model(**enc).logits
-                weights = torch.log1p(torch.relu(logits)) * enc["attention_mask"].unsqueeze(-1)
-                reps = weights.amax(dim=1).float().cpu()
-                for row, rep in zip(rows, reps, strict=True):
-                    idx = torch.nonzero(rep, as_tuple=True)[0]
-                    out[row] = (idx.numpy(), rep[idx].numpy())
-                bar.update(len(rows))
-        return out
-
-    def score_pairs(self, queries: Sequence[str], docs_lists: Sequence[Sequence[str]]) -> list[list[float]]:
-        _check_pairs(queries, docs_lists)
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> list[list[float]]:
+        _check_pairs(queries, docs_per_query)
         uq, qpos = _unique(queries)
-        ud, dpos = _unique(t for docs in docs_lists for t in docs)
-        qv = self.encode(uq, desc="splade teacher: queries")
-        dv = self.encode(ud, desc="splade teacher: documents")
-        vocab = int(self.model.config.vocab_size)
+        ud, dpos = _unique(t for docs in docs_per_query for t in docs)
+        qv = self.encoder.encode(uq, desc="splade teacher: queries")
+        dv = self.encoder.encode(ud, desc="splade teacher: documents")
+        dense_q = np.zeros(self.encoder.vocab_size, dtype=np.float32)
         out = []
-        for query, docs in zip(queries, docs_lists, strict=True):
-            dense_q = np.zeros(vocab, dtype=np.float32)
+        for query, docs in zip(queries, docs_per_query, strict=True):
             idx, val = qv[qpos[query]]
             dense_q[idx] = val
             out.append([float(np.dot(dense_q[dv[dpos[t]][0]], dv[dpos[t]][1])) for t in docs])
+            dense_q[idx] = 0.0
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "max_length": self.max_length}
+        return {"name": self.name, "path": self.encoder.path, "max_length": self.encoder.max_length}
 
 
 class CrossEncoderTeacher(BaseTeacher):
@@ -383,43 +249,34 @@ class CrossEncoderTeacher(BaseTeacher):
             raise ValueError(f"{self.name}: a cross-encoder teacher needs 1 or 2 output labels, the model has "
                              f"{num_labels}")
 
-    def score_pairs(self, queries: Sequence[str], docs_lists: Sequence[Sequence[str]]) -> list[list[float]]:
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> list[list[float]]:
         import torch
 
-        _check_pairs(queries, docs_lists)
-        pairs = [(q, d) for q, docs in zip(queries, docs_lists, strict=True) for d in docs]
-        if not pairs:
-            return [[] for _ in queries]
-        show = logger.isEnabledFor(logging.INFO) and len(pairs) > self.batch_size
-        logits = np.asarray(self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=show,
-                                               activation_fn=torch.nn.Identity()), dtype=np.float64)
-        flat = logits[:, 1] - logits[:, 0] if logits.ndim == 2 and logits.shape[1] == 2 else logits.reshape(-1)
+        _check_pairs(queries, docs_per_query)
+        pairs = [(q, d) for q, docs in zip(queries, docs_per_query, strict=True) for d in docs]
+
+        def logits(rows: list[int]) -> np.ndarray:
+            batch = [pairs[i] for i in rows]
+            raw = np.asarray(self.model.predict(batch, batch_size=len(batch), show_progress_bar=False,
+                                                activation_fn=torch.nn.Identity()), dtype=np.float64)
+            return raw[:, 1] - raw[:, 0] if raw.ndim == 2 and raw.shape[1] == 2 else raw.reshape(-1)
+
+        with _progress(len(pairs), f"teacher {self.name}: scoring", unit="pair", minimum=self.batch_size + 1) as bar:
+            flat = map_sorted_array(logits, [len(q) + len(d) for q, d in pairs], self.batch_size, dtype=np.float64,
+                                    bar=bar).tolist()
         out, start = [], 0
-        for docs in docs_lists:
-            out.append(flat[start:start + len(docs)].tolist())
+        for docs in docs_per_query:
+            out.append(flat[start:start + len(docs)])
             start += len(docs)
         return out
 
 
 # -- ensembles ----------------------------------------------------------------------------------------------
 
-def normalize_scores(scores: Sequence[float], method: str = "minmax") -> list[float]:
-    """Normalise one query's scores. ``minmax``: ``(s - min) / (max - min)``, 0.5 for every score when all
-    are equal; ``zscore``: ``(s - mean) / std`` with the population std, 0 when all are equal; ``none``."""
-    if method not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalisation {method!r}; expected one of {', '.join(NORMALIZATIONS)}")
-    values = np.asarray(scores, dtype=np.float64)
-    if method == "none" or values.size == 0:
-        return values.tolist()
-    if method == "minmax":
-        lo, hi = values.min(), values.max()
-        return ((values - lo) / (hi - lo)).tolist() if hi > lo else [0.5] * len(values)
-    std = values.std()
-    return ((values - values.mean()) / std).tolist() if std > 0 else [0.0] * len(values)
-
-
 class EnsembleTeacher(BaseTeacher):
-    """Weighted mean of per-query normalised teacher scores, times ``scale``."""
+    """Weighted mean of per-query normalised teacher scores (:func:`uniret.scores.normalize`), times
+    ``scale``. A teacher that gives all documents of a query the same score adds ``weight * 1.0`` to each
+    under ``minmax`` (0 under ``zscore``): a constant, so it leaves that query's order and margins alone."""
 
     def __init__(self, teachers: Sequence[Teacher], weights: Sequence[float] | None = None,
                  normalization: str = "minmax", scale: float = 1.0) -> None:
@@ -439,14 +296,14 @@ class EnsembleTeacher(BaseTeacher):
         self.scale = scale
         self.name = "ensemble(" + ",".join(getattr(t, "name", type(t).__name__) for t in teachers) + ")"
 
-    def score_pairs(self, queries: Sequence[str], docs_lists: Sequence[Sequence[str]]) -> list[list[float]]:
-        _check_pairs(queries, docs_lists)
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> list[list[float]]:
+        _check_pairs(queries, docs_per_query)
         total = sum(self.weights)
-        combined = [np.zeros(len(docs)) for docs in docs_lists]
+        combined = [np.zeros(len(docs)) for docs in docs_per_query]
         for teacher, weight in zip(self.teachers, self.weights, strict=True):
-            raw = teacher.score_pairs(queries, docs_lists)
+            raw = teacher.score_pairs(queries, docs_per_query)
             for acc, scores in zip(combined, raw, strict=True):
-                acc += weight * np.asarray(normalize_scores(scores, self.normalization))
+                acc += weight * np.asarray(normalize(scores, self.normalization))
         return [(self.scale * acc / total).tolist() for acc in combined]
 
     def describe(self) -> dict[str, Any]:
@@ -464,10 +321,10 @@ class CachedTeacher(BaseTeacher):
         self.name = getattr(teacher, "name", type(teacher).__name__)
         self._scores: dict[tuple[str, str], float] = {}
 
-    def score_pairs(self, queries: Sequence[str], docs_lists: Sequence[Sequence[str]]) -> list[list[float]]:
-        _check_pairs(queries, docs_lists)
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> list[list[float]]:
+        _check_pairs(queries, docs_per_query)
         missing: dict[str, dict[str, None]] = {}
-        for q, docs in zip(queries, docs_lists, strict=True):
+        for q, docs in zip(queries, docs_per_query, strict=True):
             for d in docs:
                 if (q, d) not in self._scores:
                     missing.setdefault(q, {})[d] = None
@@ -476,7 +333,7 @@ class CachedTeacher(BaseTeacher):
             scores = self.teacher.score_pairs([q for q, _ in todo], [docs for _, docs in todo])
             for (q, docs), values in zip(todo, scores, strict=True):
                 self._scores.update(((q, d), float(s)) for d, s in zip(docs, values, strict=True))
-        return [[self._scores[(q, d)] for d in docs] for q, docs in zip(queries, docs_lists, strict=True)]
+        return [[self._scores[(q, d)] for d in docs] for q, docs in zip(queries, docs_per_query, strict=True)]
 
     def describe(self) -> dict[str, Any]:
         inner = self.teacher.describe() if hasattr(self.teacher, "describe") else {"name": self.name}

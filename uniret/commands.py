@@ -126,7 +126,7 @@ def build_index(data: str | Path, cfg: RetrieverConfig, output: str | Path, *, a
 
 def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "auto") -> list[tuple[Document, float]]:
     """Search a saved index for one query; returns ``(document, score)`` best first."""
-    from uniret.eval.metrics import ranked  # TODO(merge): uniret.scores
+    from uniret.scores import ranked
 
     check_positive(k=k)
     backend = load_backend(index_dir, device=device)

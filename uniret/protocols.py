@@ -71,3 +71,19 @@ class SearchBackend(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """The identity written into reports: kind, encoder, settings."""
+
+
+# -- pair scorers (teachers, rerankers) -------------------------------------------------------------------------
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """Scores (query, document) pairs grouped by query; higher means more relevant.
+
+    ``docs_per_query[i]`` are the documents of ``queries[i]``; the result holds one list of scores per
+    query, in the order of its documents. Grouping lets an ensemble normalise per query, and lets the
+    scorer batch all pairs of all queries at once (a cross-encoder sorts them by length). Every teacher
+    (:mod:`uniret.train.teachers`) and the cross-encoder reranker implement exactly this, and the
+    reranking stage (:class:`uniret.index.rerank.RerankedBackend`) calls nothing else.
+    """
+
+    def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> list[list[float]]: ...
