@@ -148,6 +148,13 @@ class FaissIndex:
         self._search_index = index
         return index
 
+    def stored_vectors(self) -> tuple[list[str], np.ndarray] | None:
+        """The indexed document ids and their exact vectors, when the index keeps them (flat indexes); None
+        for compressed or graph indexes."""
+        if self._index is None or "Flat" != (self.factory or ""):
+            return None
+        return list(self._ids), self._index.reconstruct_n(0, self._index.ntotal)
+
     # -- searching ------------------------------------------------------------------------------
     def search(self, queries: Mapping[str, str], k: int = 10) -> Run:
         """``{qid: {doc_id: score}}``. An empty or whitespace-only query gets no hits (``{}``, logged as a

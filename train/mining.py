@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from uniret import families
 from uniret.data import BeirDataset, Corpus, Run
 from uniret.scores import FUSIONS, fuse_runs
 from uniret.train.negatives import (
@@ -74,12 +75,17 @@ from uniret.train.records import TrainingRecord, records_from_beir, write_record
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "FILTERS", "FUSIONS", "RETRIEVERS", "SAMPLING", "Candidate", "MiningConfig", "Split", "apply_filter",
+    "FILTERS", "FUSIONS", "HYBRID_MEMBERS", "SAMPLING", "Candidate", "MiningConfig", "Split", "apply_filter",
     "apply_filters", "filter_absolute", "filter_rank", "filter_relative", "filter_teacher", "fuse_runs", "mine",
     "rank_candidates", "reduce_positive", "run_mining", "sample_negatives",
 ]
 
-RETRIEVERS = ("bm25", "dense", "hybrid")
+HYBRID_MEMBERS = ("bm25", "dense")  # mining's hybrid: these two families fused
+
+
+def retrievers() -> list[str]:
+    """What mining can retrieve with: every searchable registered family, and the bm25 + dense hybrid."""
+    return [*families.names(searchable=True), "hybrid"]
 
 
 @dataclass
@@ -123,8 +129,8 @@ class MiningConfig:
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"MiningConfig.{name}: got {getattr(self, name)!r}; expected {expected}")
 
-        if self.retriever not in RETRIEVERS:
-            raise bad("retriever", "one of " + ", ".join(RETRIEVERS))
+        if self.retriever not in retrievers():
+            raise bad("retriever", "one of " + ", ".join(retrievers()))
         unknown = [s for s in self.filters if s not in FILTERS]
         if unknown or not self.filters:
             raise bad("filter", "one of " + ", ".join(FILTERS) + " or a comma-separated list of them")
@@ -152,6 +158,11 @@ class MiningConfig:
             raise bad("teacher_normalization", "minmax, zscore or none")
         if self.index_path is not None and self.retriever == "hybrid":
             raise bad("index_path", "None for the hybrid retriever (pass backend=[bm25, dense] to mine())")
+
+    @property
+    def members(self) -> list[str]:
+        """The families retrieved with (two for the hybrid, fused)."""
+        return list(HYBRID_MEMBERS) if self.retriever == "hybrid" else [self.retriever]
 
     @property
     def filters(self) -> list[str]:
@@ -239,34 +250,23 @@ def _build_retrievals(dataset: BeirDataset, config: MiningConfig, backend: Any) 
         from uniret.index import load_index
 
         loaded = load_index(config.index_path)
-        want = "lucene-bm25" if config.retriever == "bm25" else "faiss"
-        if loaded.kind != want:
+        if loaded.kind not in families.get(config.retriever).index_kinds:
             raise ValueError(f"MiningConfig.index_path: {config.index_path} holds a {loaded.kind!r} index; "
-                             f"retriever {config.retriever!r} expects {want!r}")
+                             f"retriever {config.retriever!r} expects one of {families.get(config.retriever).index_kinds}")
         return [_Retrieval(loaded, dataset, config)]
     out = []
-    if config.retriever in ("bm25", "hybrid"):
-        from uniret.index.lucene import LuceneBM25Index
-
-        bm25 = LuceneBM25Index(k1=config.bm25_k1, b=config.bm25_b)
-        bm25.index(dataset.corpus)
-        out.append(_Retrieval(bm25, dataset, config))
-    if config.retriever in ("dense", "hybrid"):
-        from uniret.index.faiss_index import FaissIndex
-        from uniret.retriever.dense import DenseEncoder
-
-        encoder = DenseEncoder(config.model, device=config.device, max_length=config.max_length,
-                               batch_size=config.batch_size, cache_embeddings=True)
-        ids, texts = [], []
-        for d in dataset.corpus:
-            ids.append(d.id)
-            texts.append(d.full_text())
-        emb = encoder.encode_documents(texts)
-        faiss_index = FaissIndex(encoder, "flat")
-        faiss_index.add_embeddings(ids, emb)
-        retrieval = _Retrieval(faiss_index, dataset, config)
-        retrieval.doc_embeddings = np.asarray(emb, dtype=np.float32)
-        retrieval.doc_rows = {d: i for i, d in enumerate(ids)}
+    for name in config.members:
+        family = families.get(name)
+        backend = family.build_backend(families.RetrieverConfig(
+            kind=name, model=config.model, device=config.device, max_length=config.max_length,
+            batch_size=config.batch_size, k1=config.bm25_k1, b=config.bm25_b, cache_embeddings=True))
+        backend.index(dataset.corpus)
+        retrieval = _Retrieval(backend, dataset, config)
+        stored = backend.stored_vectors() if hasattr(backend, "stored_vectors") else None
+        if stored is not None:  # exact document vectors, to score positives outside the top k
+            ids, vectors = stored
+            retrieval.doc_embeddings = np.asarray(vectors, dtype=np.float32)
+            retrieval.doc_rows = {d: i for i, d in enumerate(ids)}
         out.append(retrieval)
     return out
 

@@ -14,43 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from uniret.data import BeirDataset, Document, load_beir
+from uniret.families import RetrieverConfig, check_positive
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RetrieverConfig:
-    """Which retriever family to build (a name registered in :mod:`uniret.families`) and how. Each family's
-    builder reads the fields it needs."""
-
-    kind: str = "bm25"  # a searchable family: bm25 | dense | ...
-    model: str = "all-MiniLM-L6-v2"  # encoder families: alias, local folder or hub name
-    index_type: str = "flat"  # dense: flat | hnsw | ivf-pq | a faiss factory string
-    device: str = "auto"
-    batch_size: int = 32
-    max_length: int | None = None  # None: the model's own saved maximum length
-    query_prompt: str = ""
-    k1: float = 0.9  # bm25
-    b: float = 0.4  # bm25
-    cache_embeddings: bool = False
-
-    def __post_init__(self) -> None:
-        from uniret import families
-
-        family = families.get(self.kind)
-        if not family.searchable:
-            raise families.UnknownFamilyError(f"{self.kind!r} is a {family.role}, not a retriever; choose one of "
-                                              + ", ".join(families.names(searchable=True)))
-        check_positive(batch_size=self.batch_size)
-        if self.max_length is not None:
-            check_positive(max_length=self.max_length)
-
-
-def check_positive(**values: int | None) -> None:
-    """Raise ``ValueError`` naming the first argument that is not a positive integer (checked before any work)."""
-    for name, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
 
 
 def build_backend(cfg: RetrieverConfig, *, scratch: Path | None = None) -> Any:

@@ -172,6 +172,41 @@ def describe() -> list[str]:
     return lines
 
 
+# -- building from a config ------------------------------------------------------------------------------
+
+@dataclass
+class RetrieverConfig:
+    """Which retriever family to build (a name registered in :mod:`uniret.families`) and how. Each family's
+    builder reads the fields it needs."""
+
+    kind: str = "bm25"  # a searchable family: bm25 | dense | ...
+    model: str = "all-MiniLM-L6-v2"  # encoder families: alias, local folder or hub name
+    index_type: str = "flat"  # dense: flat | hnsw | ivf-pq | a faiss factory string
+    device: str = "auto"
+    batch_size: int = 32
+    max_length: int | None = None  # None: the model's own saved maximum length
+    query_prompt: str = ""
+    k1: float = 0.9  # bm25
+    b: float = 0.4  # bm25
+    cache_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        family = get(self.kind)
+        if not family.searchable:
+            raise UnknownFamilyError(f"{self.kind!r} is a {family.role}, not a retriever; choose one of "
+                                     + ", ".join(names(searchable=True)))
+        check_positive(batch_size=self.batch_size)
+        if self.max_length is not None:
+            check_positive(max_length=self.max_length)
+
+
+def check_positive(**values: int | None) -> None:
+    """Raise ``ValueError`` naming the first argument that is not a positive integer (checked before any work)."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
 # -- the built-in families ----------------------------------------------------------------------------------
 
 register(Family(
