@@ -125,7 +125,7 @@ def check_id(value: str, path: str | Path, lineno: int | None, field: str, allow
 def _warn_whitespace_ids(path: str | Path, count: int, first_line: int) -> None:
     if count:
         logger.warning("%s: %d lines hold an id with whitespace (first: line %d); a run file written with them "
-                       "(run.trec) cannot be read back by trec_eval", path, count, first_line)
+                       "(run.trec) percent-encodes them (Geneva%%20Durben)", path, count, first_line)
 
 
 def _text_field(record: dict[str, Any], name: str, path: Path, lineno: int) -> str:

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from uniret.data import BeirDataset, Corpus, Document, Qrels, Queries
+from uniret.data import BeirDataset, Corpus, Document, Qrels, Queries, _document_digest, check_id
 from uniret.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 
 
-def _corpus_from_table(table: Any, source: str) -> Corpus:
+def _corpus_from_table(table: Any, source: str, allow_whitespace_ids: bool = False) -> Corpus:
     if "_id" not in table.column_names:
         raise DataFormatError("missing column", path=source, field="_id", expected="columns _id, title, text")
     ids = [str(i) for i in table["_id"]]
@@ -32,6 +32,7 @@ def _corpus_from_table(table: Any, source: str) -> Corpus:
         raise DataFormatError("the corpus is empty", path=source, expected="at least one document")
     seen: dict[str, int] = {}
     for row, doc_id in enumerate(ids):
+        check_id(doc_id, source, row + 1, "_id", allow_whitespace_ids)
         if doc_id in seen:
             raise DataFormatError(f"duplicate id {doc_id!r} (first seen in row {seen[doc_id] + 1})", path=source,
                                   line=row + 1, field="_id", expected="unique document ids")
@@ -43,15 +44,20 @@ def _corpus_from_table(table: Any, source: str) -> Corpus:
             yield Document(id=str(record["_id"]), title=(record.get("title") or "") if has_title else "",
                            text=record.get("text") or "")
 
-    fingerprint = hashlib.sha256("\0".join(ids).encode()).hexdigest()[:16]
-    return Corpus(ids, iterate, source=source, fingerprint=fingerprint)
+    digest = hashlib.sha256()
+    for d in iterate():
+        digest.update(_document_digest(d.id, d.title, d.text))  # the same fingerprint as the BEIR files'
+    return Corpus(ids, iterate, source=source, fingerprint=digest.hexdigest()[:16])
 
 
-def _qrels_from_table(table: Any, split: str, source: str, queries: Queries, corpus: Corpus) -> Qrels:
+def _qrels_from_table(table: Any, split: str, source: str, queries: Queries, corpus: Corpus,
+                      allow_whitespace_ids: bool = False) -> Qrels:
     judgements: dict[str, dict[str, int]] = {}
     qrels = Qrels(judgements, split=split, source=source)
     for row, record in enumerate(table, 1):
         qid, did, grade = str(record["query-id"]), str(record["corpus-id"]), record["score"]
+        check_id(qid, source, row, "query-id", allow_whitespace_ids)
+        check_id(did, source, row, "corpus-id", allow_whitespace_ids)
         try:
             grade = int(grade)
         except (TypeError, ValueError):
@@ -64,15 +70,22 @@ def _qrels_from_table(table: Any, split: str, source: str, queries: Queries, cor
             qrels.unknown_documents += 1
             qrels.dropped_lines.append(row)
         else:
+            if grade < 0:
+                qrels.negative_grades += 1
             judgements.setdefault(qid, {})[did] = grade
+    if qrels.negative_grades:
+        logger.warning("%s: %d judgements have a negative grade (kept; scored as non-relevant)", source,
+                       qrels.negative_grades)
     if qrels.unknown_queries or qrels.unknown_documents:
         logger.warning("%s: dropped %d qrels rows naming unknown queries and %d naming unknown documents",
                        source, qrels.unknown_queries, qrels.unknown_documents)
     return qrels
 
 
-def load_hf(name_or_path: str | Path, revision: str | None = None) -> BeirDataset:
-    """Load a BEIR data set from ``datasets``: a folder written by :func:`save_hf` or a hub name."""
+def load_hf(name_or_path: str | Path, revision: str | None = None, *, allow_whitespace_ids: bool = False
+            ) -> BeirDataset:
+    """Load a BEIR data set from ``datasets``: a folder written by :func:`save_hf` or a hub name. Ids are
+    checked as :func:`uniret.data.load_beir` checks them."""
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is a core dependency
@@ -101,10 +114,12 @@ def load_hf(name_or_path: str | Path, revision: str | None = None) -> BeirDatase
         raise DataFormatError("qrels must be a DatasetDict with one split per BEIR split", path=str(name_or_path))
 
     source = str(name_or_path)
-    corpus = _corpus_from_table(corpus_t, f"{source}/corpus")
+    corpus = _corpus_from_table(corpus_t, f"{source}/corpus", allow_whitespace_ids)
     queries = Queries({str(r["_id"]): r.get("text") or "" for r in queries_t})
+    for row, qid in enumerate(queries, 1):
+        check_id(qid, f"{source}/queries", row, "_id", allow_whitespace_ids)
     queries.source = f"{source}/queries"
-    qrels = {split: _qrels_from_table(t, split, f"{source}/qrels[{split}]", queries, corpus)
+    qrels = {split: _qrels_from_table(t, split, f"{source}/qrels[{split}]", queries, corpus, allow_whitespace_ids)
              for split, t in qrels_d.items()}
     return BeirDataset(local if local.is_dir() else Path(name.replace("/", "__")), corpus, queries, {},
                        name=Path(name).name, qrels=qrels)

@@ -95,3 +95,15 @@ def test_a_models_own_max_length_wins_over_the_cli_default(tmp_path, scifact, ca
     assert main(["-q", "eval", "--data", str(data), "--retriever", "dense", "--model", str(model), "--max-length",
                  "32", "--output-dir", str(tmp_path / "ev32")]) == 0
     assert json.loads((tmp_path / "ev32" / "report.json").read_text())["retriever"]["encoder"]["max_length"] == 32
+
+
+def test_one_corpus_has_one_fingerprint_however_it_is_loaded(tmp_path, scifact):
+    from uniret.data import load_beir
+    from uniret.hf import load_hf, save_hf
+
+    sample = scifact.sample(num_queries=3, num_docs=20, split="test")
+    from_file = load_beir(save_beir(sample, tmp_path / "beir")).corpus.fingerprint
+    from_hf = load_hf(save_hf(sample, tmp_path / "hf")).corpus.fingerprint
+    assert sample.corpus.fingerprint == from_file == from_hf
+    other = scifact.sample(num_queries=3, num_docs=21, split="test")
+    assert other.corpus.fingerprint != sample.corpus.fingerprint
