@@ -102,6 +102,9 @@ def git_state(repo: Path = REPO) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+_GIT_AT_START = git_state()
+
+
 def command_line() -> str:
     """How this script was started, as a shell line (``python benchmarks/x.py --flag value``)."""
     return shlex.join(["python", *sys.argv])
@@ -119,7 +122,7 @@ class BenchmarkRun:
         self.started = started or utc_now()
         self.command = command_line()
         self.cwd = os.path.relpath(Path.cwd(), REPO) if Path.cwd().is_relative_to(REPO) else str(Path.cwd())
-        self.git = git_state()
+        self.git = _GIT_AT_START  # the code this process loaded, not what the tree holds later
 
     def record(self, result: dict[str, Any]) -> dict[str, Any]:
         return {

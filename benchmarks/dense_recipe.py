@@ -29,6 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import train_ablation  # loaded now: the sentence-transformers rows run the code as it was at the start
+
 from _common import REPO, RESULTS, BenchmarkRun
 from uniret.config import load_config, to_dict
 from uniret.train.config import TrainConfig
@@ -105,11 +107,9 @@ def run_recipe(base: TrainConfig, out: Path) -> dict[str, Any]:
 
 
 def run_st_row(base: TrainConfig, lr: float, out: Path) -> dict[str, Any]:
-    from train_ablation import run_st
-
     cfg = replace(base, trainer=replace(base.trainer, learning_rate=lr))
     start = time.perf_counter()
-    info = run_st(cfg, out)
+    info = train_ablation.run_st(cfg, out)
     train_wall = time.perf_counter() - start
     test, eval_wall = evaluate_test(cfg.data.data, out / "model", out / "test")
     return {
