@@ -12,6 +12,8 @@ never typed. A block whose file is missing says how to produce it.
 
     python benchmarks/render.py            # rewrite BENCHMARKS.md in place
     python benchmarks/render.py --check    # exit 1 with a diff if BENCHMARKS.md is not what the files render
+
+README.md is rendered the same way where it carries markers (blocks ``readme-demo``, ``readme-recipe``).
 """
 
 from __future__ import annotations
@@ -302,8 +304,9 @@ def block_dense_recipe_details(res: Results) -> str:
             continue
         st_test = dense_row(st)["test"]["ndcg@10"]
         diff = test - st_test
+        other = "" if machine_label(st) == machine_label(rec) else f"; measured on another machine: {machine_label(st)}"
         gaps.append(f"against sentence-transformers at {label} {'**met**' if diff >= 0.02 else '**not met**'} "
-                    f"({diff:+.4f}: {f4(test)} vs {f4(st_test)}, `{name}.json`)")
+                    f"({diff:+.4f}: {f4(test)} vs {f4(st_test)}, `{name}.json`{other})")
     lines.append(f"- Targets: test nDCG@10 ≥ 0.72 {'**met**' if test >= 0.72 else '**not met**'} ({f4(test)}). "
                  "Beating sentence-transformers by ≥ 0.02: " + "; ".join(gaps) + ".")
     return "\n".join(lines)
@@ -411,6 +414,45 @@ def block_reranker(res: Results) -> str:
               f"best {w:g}. " + source(fname, fusion))
 
 
+def block_readme_demo(res: Results) -> str:
+    """README's demo table and wall times (README.md may carry this block)."""
+    try:
+        name, rec = res.need("demo")
+    except MissingResult:
+        return missing("`demo.json`", "python benchmarks/demo.py")
+    rows = [[system, f4(m.get("ndcg@10")), f4(m.get("recall@100")), f4(m.get("mrr@10")), f4(m.get("map@100"))]
+            for system, m in rec["metrics"].items()]
+    quick = res.get("demo_quick")
+    quick_text = (f"; `uniret demo --quick` (50 queries over 400 documents) took {n0(quick['wall_seconds'])} s "
+                  f"({where_when(quick)}, `demo_quick.json`)" if quick else "")
+    return (table(["system", "ndcg@10", "recall@100", "mrr@10", "map@100"], "lrrrr", rows) + "\n\n"
+            + f"Measured by `python benchmarks/demo.py` on {where_when(rec)} (`benchmarks/results/{name}.json`): "
+              f"`uniret demo` took {n0(rec['wall_seconds'])} s wall in a fresh process{quick_text}. Load average at "
+              f"the end: {', '.join(str(x) for x in (rec['machine'].get('load_average') or [])) or 'not recorded'} "
+              "(the machine is shared; alone it is faster).")
+
+
+def block_readme_recipe(res: Results) -> str:
+    """README's one-sentence dense recipe result (README.md may carry this block)."""
+    try:
+        _, rec = res.need("scifact_dense_recipe")
+    except MissingResult:
+        return missing("`scifact_dense_recipe.json`", "python benchmarks/dense_recipe.py --rows recipe")
+    st = []
+    for label, names in (("with its default learning rate", ("scifact_dense_st_lr5e5", "train_ablation_100_st_lr5e5")),
+                         ("at ours", ("scifact_dense_st_lr1e4", "train_ablation_100_st_lr1e4"))):
+        try:
+            _, r = res.need(*names)
+            st.append(f"{f4(dense_row(r)['test']['ndcg@10'])} {label}")
+        except MissingResult:
+            st.append(f"not measured yet {label}")
+    return (f"the dense recipe reaches nDCG@10 {f4(rec['test']['ndcg@10'])} on SciFact test (dev "
+            f"{f4(metric(rec.get('dev'), 'ndcg@10'))}); training took {n0(rec['train_wall_seconds'] / 60)} min and the "
+            f"evaluation {n0(rec['eval_wall_seconds'] / 60)} min on {where_when(rec)} "
+            f"(sentence-transformers' own trainer at the same budget: {', '.join(st)}). "
+            "Source: `benchmarks/results/scifact_dense_*.json`.")
+
+
 BLOCKS: dict[str, Callable[[Results], str]] = {
     "provenance": block_provenance,
     "zero-shot": block_zero_shot,
@@ -423,7 +465,10 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "train-throughput": block_train_throughput,
     "decoder-embedder": block_decoder_embedder,
     "reranker": block_reranker,
+    "readme-demo": block_readme_demo,
+    "readme-recipe": block_readme_recipe,
 }
+DOCS = (DOC, HERE.parent / "README.md")  # README.md's numbers may be generated blocks too
 
 
 def render(text: str, results: Results | str | Path = RESULTS) -> str:
@@ -441,24 +486,30 @@ def render(text: str, results: Results | str | Path = RESULTS) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", action="store_true", help="do not write; exit 1 with a diff if the file differs")
-    ap.add_argument("--doc", default=str(DOC))
+    ap.add_argument("--check", action="store_true", help="do not write; exit 1 with a diff if a file differs")
+    ap.add_argument("--doc", action="append", default=None,
+                    help="document to render (repeatable; default BENCHMARKS.md and README.md, whose blocks are "
+                         "rendered only where it has markers)")
     ap.add_argument("--results", default=str(RESULTS))
     args = ap.parse_args(argv)
-    doc = Path(args.doc)
-    old = doc.read_text(encoding="utf-8")
-    new = render(old, args.results)
-    if args.check:
-        if old != new:
+    res = Results(args.results)
+    stale = []
+    for doc in [Path(d) for d in args.doc] if args.doc else [d for d in DOCS if d.is_file()]:
+        old = doc.read_text(encoding="utf-8")
+        new = render(old, res)
+        if old == new:
+            continue
+        if args.check:
             sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
                                                        f"{doc} (as committed)", f"{doc} (as rendered)"))
-            print(f"\n{doc} differs from what the results files render: run python benchmarks/render.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    if old != new:
-        doc.write_text(new, encoding="utf-8")
-        print(f"rewrote {doc}")
+            stale.append(str(doc))
+        else:
+            doc.write_text(new, encoding="utf-8")
+            print(f"rewrote {doc}")
+    if stale:
+        print(f"\n{', '.join(stale)} differ(s) from what the results files render: run python benchmarks/render.py",
+              file=sys.stderr)
+        return 1
     return 0
 
 
