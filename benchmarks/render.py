@@ -98,6 +98,13 @@ def date_label(rec: dict[str, Any]) -> str:
     return "date not recorded"
 
 
+def load_label(rec: dict[str, Any]) -> str:
+    """The load average (1, 5, 15 min) when the file was written, if recorded: how shared the machine was."""
+    m = rec.get("machine")
+    load = m.get("load_average") if isinstance(m, dict) else None
+    return " / ".join(f"{x:.1f}" for x in load) if load else "–"
+
+
 def where_when(rec: dict[str, Any]) -> str:
     return f"{machine_label(rec)}, {date_label(rec)}"
 
@@ -160,10 +167,10 @@ def block_provenance(res: Results) -> str:
         git = rec.get("git") or {}
         commit = (git.get("commit") or "")[:10]
         commit = (commit + (" (dirty)" if git.get("dirty") else "")) if commit else "–"
-        rows.append([f"`{name}.json`", f"`{command(rec)}`", machine_label(rec), date_label(rec),
+        rows.append([f"`{name}.json`", f"`{command(rec)}`", machine_label(rec), date_label(rec), load_label(rec),
                      v.get("torch", "–"), v.get("transformers", "–"), v.get("sentence-transformers", "–"), commit])
-    return table(["file", "command", "machine", "date (UTC)", "torch", "transformers", "sentence-transformers",
-                  "commit"], "llllllll", rows)
+    return table(["file", "command", "machine", "date (UTC)", "load avg at end", "torch", "transformers",
+                  "sentence-transformers", "commit"], "lllllllll", rows)
 
 
 DEMO_SYSTEMS = {"bm25": "BM25, Lucene via pyserini/Anserini (title + text, k1 0.9, b 0.4)",
@@ -191,11 +198,13 @@ def block_demo_wall(res: Results) -> str:
                        ("demo_quick", "`uniret demo --quick` (50 queries, 400 documents)")):
         rec = res.get(name)
         if rec is None:
-            rows.append([what, "–", "–", f"not measured: `python benchmarks/demo.py{' --quick' if 'quick' in name else ''}`"])
+            rows.append([what, "–", "–", f"not measured: `python benchmarks/demo.py{' --quick' if 'quick' in name else ''}`",
+                         "–"])
             continue
-        rows.append([what, n0(rec["wall_seconds"]), n0(rec["demo_total_seconds"]), where_when(rec)])
+        rows.append([what, n0(rec["wall_seconds"]), n0(rec["demo_total_seconds"]), where_when(rec), load_label(rec)])
         sources.append(f"`{name}.json` (`{command(rec)}`)")
-    out = table(["run", "wall s (child process)", "demo's own total s", "machine, date"], "lrrl", rows)
+    out = table(["run", "wall s (child process)", "demo's own total s", "machine, date", "load avg at end"], "lrrll",
+                rows)
     return out + ("\n\nRaw: " + ", ".join(sources) + "." if sources else "")
 
 
@@ -282,8 +291,7 @@ def block_dense_recipe_details(res: Results) -> str:
         return missing("`scifact_dense_recipe.json`", "python benchmarks/dense_recipe.py --rows recipe")
     mining = rec.get("mining") or {}
     removed = (mining.get("removed") or {}).get("relative")
-    lines.append(f"- Recipe run: `{command(rec)}` ({where_when(rec)}; load average at the end "
-                 f"{', '.join(str(x) for x in (rec['machine'].get('load_average') or [])) or 'not recorded'}). "
+    lines.append(f"- Recipe run: `{command(rec)}` ({where_when(rec)}; load average at the end {load_label(rec)}). "
                  f"Training {n0(rec['train_wall_seconds'])} s wall (preparation: mining and teacher scores "
                  f"{n0(rec['prep_seconds'])} s, of which teacher scoring {n0(rec.get('teacher_seconds'))} s; "
                  f"{rec['steps']} steps in {n0(rec['train_seconds'])} s at {n1(rec['examples_per_second'])} examples/s), "
@@ -428,8 +436,7 @@ def block_readme_demo(res: Results) -> str:
     return (table(["system", "ndcg@10", "recall@100", "mrr@10", "map@100"], "lrrrr", rows) + "\n\n"
             + f"Measured by `python benchmarks/demo.py` on {where_when(rec)} (`benchmarks/results/{name}.json`): "
               f"`uniret demo` took {n0(rec['wall_seconds'])} s wall in a fresh process{quick_text}. Load average at "
-              f"the end: {', '.join(str(x) for x in (rec['machine'].get('load_average') or [])) or 'not recorded'} "
-              "(the machine is shared; alone it is faster).")
+              f"the end: {load_label(rec)} (the machine is shared; alone it is faster).")
 
 
 def block_readme_recipe(res: Results) -> str:
