@@ -74,18 +74,22 @@ def gpu_name() -> str | None:
     return ", ".join(line.strip() for line in out.splitlines() if line.strip()) or None
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (how many runnable jobs shared the cores), or None."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     """The machine a result was measured on, read from the system, never typed."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    try:
-        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
     return {"system": f"{platform.system()} {platform.machine()}", **cpu_info(), "cores": os.cpu_count(),
-            "usable_cores": usable, "gpu": gpu_name(), "load_average": load}
+            "usable_cores": usable, "gpu": gpu_name(), "load_average": load_average()}
 
 
 def git_state(repo: Path = REPO) -> dict[str, Any]:
@@ -123,6 +127,7 @@ class BenchmarkRun:
         self.command = command_line()
         self.cwd = os.path.relpath(Path.cwd(), REPO) if Path.cwd().is_relative_to(REPO) else str(Path.cwd())
         self.git = _GIT_AT_START  # the code this process loaded, not what the tree holds later
+        self.load_at_start = load_average()
 
     def record(self, result: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -131,7 +136,7 @@ class BenchmarkRun:
             "cwd": self.cwd,
             "started_utc": self.started,
             "finished_utc": utc_now(),
-            "machine": machine_info(),
+            "machine": {**machine_info(), "load_average_at_start": self.load_at_start},
             "versions": library_versions(),
             "git": self.git,
             **result,
