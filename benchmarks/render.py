@@ -450,7 +450,8 @@ def block_readme_recipe(res: Results) -> str:
                          ("at ours", ("scifact_dense_st_lr1e4", "train_ablation_100_st_lr1e4"))):
         try:
             _, r = res.need(*names)
-            st.append(f"{f4(dense_row(r)['test']['ndcg@10'])} {label}")
+            other = "" if machine_label(r) == machine_label(rec) else f" (on {where_when(r)})"
+            st.append(f"{f4(dense_row(r)['test']['ndcg@10'])} {label}{other}")
         except MissingResult:
             st.append(f"not measured yet {label}")
     return (f"the dense recipe reaches nDCG@10 {f4(rec['test']['ndcg@10'])} on SciFact test (dev "
