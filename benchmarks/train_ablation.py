@@ -19,11 +19,17 @@ Rows (base: ``configs/scifact-dense.yaml``; each row changes only what its name 
 
 Results accumulate in ``benchmarks/results/train_ablation.json`` (a row already there is kept unless
 ``--rerun``). Mined records are cached under ``--out/records``.
+
+Both caches are tied to the configuration that made them: ``records/config.json`` holds the hash of the
+settings the records depend on (data, dev split, mining, teachers) and each result row the hash of its
+configuration. A cache made by a different configuration is refused with an error naming what differs;
+``--recompute-records`` re-mines the records, ``--rerun`` re-measures the rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -44,14 +50,68 @@ RECIPE = Path(__file__).resolve().parent.parent / "configs" / "scifact-dense.yam
 logger = logging.getLogger("ablation")
 
 
-def prepare(base: TrainConfig, out: Path) -> dict[str, Path]:
-    """Training records of each kind, mined once on the training view (dev queries removed)."""
+class StaleCacheError(RuntimeError):
+    """A cached record file or result row was made by a different configuration than this run's."""
+
+
+def config_hash(settings: Any) -> str:
+    """A stable hash of a JSON-able configuration (key order does not matter)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configurations, as ``key: old -> new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(f"{name}: (absent) -> {new[key]!r}")
+            elif key not in new:
+                out.append(f"{name}: {old[key]!r} -> (absent)")
+            else:
+                out.extend(config_diff(old[key], new[key], name))
+        return out
+    return [] if old == new else [f"{prefix or '(value)'}: {old!r} -> {new!r}"]
+
+
+def records_settings(base: TrainConfig) -> dict[str, Any]:
+    """What the cached records depend on: data set, split and dev split, mining and teachers."""
+    data = to_dict(base.data)
+    return {"data": {k: data[k] for k in ("data", "split", "holdout_queries", "holdout_seed")},
+            "mining": to_dict(base.mining) if base.mining is not None else None,
+            "teachers": to_dict(base.teachers) if base.teachers is not None else None}
+
+
+def check_cache(kind: str, where: Path | str, stored: dict[str, Any] | None, settings: dict[str, Any],
+                flag: str) -> None:
+    """Raise :class:`StaleCacheError` unless ``stored`` (``{"hash", "settings"}``) matches ``settings``."""
+    if stored is None or "hash" not in stored:
+        raise StaleCacheError(f"{kind} in {where} carry no configuration hash, so they may come from another "
+                              f"configuration; pass {flag} to recompute them")
+    if stored["hash"] == config_hash(settings):
+        return
+    diff = config_diff(stored.get("settings"), settings) or ["(settings not stored; hashes differ)"]
+    raise StaleCacheError(f"{kind} in {where} were made by a different configuration ({'; '.join(diff)}); "
+                          f"pass {flag} to recompute them, or use another --out / --result")
+
+
+def prepare(base: TrainConfig, out: Path, recompute: bool = False) -> dict[str, Path]:
+    """Training records of each kind, mined once on the training view (dev queries removed). Cached under
+    ``out/records`` with the hash of the settings they depend on; a cache from other settings is an error
+    (``recompute``: mine again and overwrite it)."""
     rec_dir = out / "records"
     rec_dir.mkdir(parents=True, exist_ok=True)
     paths = {"pairs": rec_dir / "pairs.jsonl", "unfiltered": rec_dir / "bm25_unfiltered.jsonl",
              "filtered": rec_dir / "bm25_relative.jsonl", "scored": rec_dir / "bm25_relative_scored.jsonl"}
-    if all(p.is_file() for p in paths.values()):
-        return paths
+    settings = records_settings(base)
+    stamp = rec_dir / "config.json"
+    if not recompute and any(p.is_file() for p in paths.values()):
+        stored = json.loads(stamp.read_text(encoding="utf-8")) if stamp.is_file() else None
+        check_cache("cached training records", rec_dir, stored, settings, "--recompute-records")
+        if all(p.is_file() for p in paths.values()):
+            return paths
+    stamp.unlink(missing_ok=True)  # written again only once every record file is complete
     dataset = load_beir(base.data.data)
     train_view, _ = holdout_split(dataset, base.data.split, base.data.holdout_queries, base.data.holdout_seed)
     stats: dict[str, Any] = {}
@@ -68,6 +128,8 @@ def prepare(base: TrainConfig, out: Path) -> dict[str, Path]:
     stats["teacher_seconds"] = time.perf_counter() - start
     write_records(records, paths["scored"])
     (rec_dir / "stats.json").write_text(json.dumps(stats, indent=2, default=str) + "\n", encoding="utf-8")
+    stamp.write_text(json.dumps({"hash": config_hash(settings), "settings": settings}, indent=2, default=str) + "\n",
+                     encoding="utf-8")
     return paths
 
 
@@ -83,6 +145,19 @@ def row_config(name: str, base: TrainConfig, paths: dict[str, Path]) -> TrainCon
         loss = base.loss
     data = replace(base.data, train_file=str(paths[train_file]))
     return replace(base, data=data, loss=loss, mining=None, teachers=None)
+
+
+def row_settings(name: str, base: TrainConfig, paths: dict[str, Path]) -> dict[str, Any]:
+    """Everything a row's result depends on (for the st row: its budget, model and data; for the others the
+    whole row configuration, with the records' own settings in place of their file path)."""
+    if name == "st":
+        data = to_dict(base.data)
+        return {"row": name, "trainer": to_dict(base.trainer), "model": to_dict(base.model),
+                "temperature": base.loss.temperature, "eval": to_dict(base.eval),
+                "data": {k: data[k] for k in ("data", "split", "holdout_queries", "holdout_seed")}}
+    cfg = to_dict(row_config(name, base, paths))
+    cfg["data"].pop("train_file", None)  # the run folder; the records are identified by their settings
+    return {"row": name, "config": cfg, "records": records_settings(base)}
 
 
 def evaluate_test(model_dir: Path, out: Path) -> dict[str, Any]:
@@ -144,7 +219,9 @@ def main() -> None:
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--config", default=str(RECIPE))
     ap.add_argument("--rows", default=",".join(ROWS))
-    ap.add_argument("--rerun", action="store_true")
+    ap.add_argument("--rerun", action="store_true", help="re-measure rows already in the results file")
+    ap.add_argument("--recompute-records", action="store_true",
+                    help="mine the cached records under OUT/records again (e.g. after a config change)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe value for every row, e.g. --set trainer.max_steps=40")
     ap.add_argument("--result", default="train_ablation",
@@ -159,10 +236,14 @@ def main() -> None:
     prior = RESULTS / f"{args.result}.json"
     rows: dict[str, Any] = json.loads(prior.read_text())["rows"] if prior.is_file() else {}
     names = args.rows.split(",")
-    paths = prepare(base, out) if any(n != "st" for n in names) else {}
+    paths = prepare(base, out, recompute=args.recompute_records) if any(n != "st" for n in names) else {}
     for name in names:
+        settings = row_settings(name, base, paths)
         if name in rows and not args.rerun:
-            logger.info("row %s already measured; skipping", name)
+            stored = rows[name].get("config_hash")
+            check_cache(f"result row {name!r}", prior, None if stored is None else
+                        {"hash": stored, "settings": rows[name].get("settings")}, settings, "--rerun")
+            logger.info("row %s already measured with this configuration; skipping", name)
             continue
         row_dir = out / name
         start = time.perf_counter()
@@ -176,7 +257,8 @@ def main() -> None:
                     "final_loss": summary["final_loss"]}
             cfg_dict = {"loss": to_dict(cfg.loss), "train_file": cfg.data.train_file}
         test = evaluate_test(row_dir / "model", row_dir / "test")
-        rows[name] = {**info, "test": test["metrics"], "wall_seconds": time.perf_counter() - start, "config": cfg_dict}
+        rows[name] = {**info, "test": test["metrics"], "wall_seconds": time.perf_counter() - start, "config": cfg_dict,
+                      "config_hash": config_hash(settings), "settings": settings}
         logger.info("row %s: test nDCG@10 %.4f", name, test["metrics"]["ndcg@10"])
         save_result(args.result, {"recipe": str(args.config), "overrides": args.set, "steps": base.trainer.max_steps,
                                        "batch_size": base.trainer.batch_size, "rows": rows})

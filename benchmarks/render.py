@@ -1,0 +1,525 @@
+"""Render BENCHMARKS.md's tables from the results files in ``benchmarks/results``.
+
+BENCHMARKS.md holds hand-written prose around generated blocks::
+
+    <!-- BEGIN: name -->
+    ...generated...
+    <!-- END: name -->
+
+Each block is produced by the function registered under ``name`` in :data:`BLOCKS` from the JSON files alone:
+every number, machine label and date in it is read from a results file (written by a script in this folder),
+never typed. A block whose file is missing says how to produce it.
+
+    python benchmarks/render.py            # rewrite BENCHMARKS.md in place
+    python benchmarks/render.py --check    # exit 1 with a diff if BENCHMARKS.md is not what the files render
+
+README.md is rendered the same way where it carries markers (blocks ``readme-demo``, ``readme-recipe``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DOC = HERE.parent / "BENCHMARKS.md"
+BLOCK = re.compile(r"(<!-- BEGIN: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END: (?P=name) -->)", re.S)
+
+
+class MissingResult(LookupError):
+    """A results file a block needs is not there."""
+
+
+class Results:
+    """The results files of one folder, loaded on demand."""
+
+    def __init__(self, root: str | Path = RESULTS) -> None:
+        self.root = Path(root)
+        self._cache: dict[str, dict[str, Any] | None] = {}
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        if name not in self._cache:
+            path = self.root / f"{name}.json"
+            self._cache[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return self._cache[name]
+
+    def need(self, *names: str) -> tuple[str, dict[str, Any]]:
+        """The first of ``names`` that exists, as (name, record)."""
+        for name in names:
+            rec = self.get(name)
+            if rec is not None:
+                return name, rec
+        raise MissingResult(" or ".join(f"{n}.json" for n in names))
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.json"))
+
+
+# ---------------------------------------------------------------- provenance, read from the file
+
+
+def machine_label(rec: dict[str, Any]) -> str:
+    """The machine as the file records it. New files: CPU model (+ speed-relevant flags), cores, GPU;
+    older files: their recorded ``machine`` line (system prefix dropped)."""
+    m = rec.get("machine")
+    if isinstance(m, dict):
+        cpu = m.get("cpu") or "CPU not recorded"
+        flags = [f.upper().replace("_", "-") for f in m.get("cpu_features") or [] if f in ("avx512_bf16", "amx_bf16")]
+        if not flags and "avx2" in (m.get("cpu_features") or []):
+            flags = ["AVX2"]
+        label = cpu + (f" ({', '.join(flags)})" if flags else "") + f", {m.get('cores')} cores"
+        return label + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")
+    if isinstance(m, str):
+        return re.sub(r"^Linux x86_64, ", "", m)
+    return "machine not recorded"
+
+
+def _utc(iso: str) -> tuple[str, str]:
+    day, _, clock = iso.rstrip("Z").partition("T")
+    return day, clock[:5]
+
+
+def date_label(rec: dict[str, Any]) -> str:
+    """When it ran, as the file records it: ``start–end UTC`` for new files; for older files, which recorded
+    only the time of saving, that time marked ``(end)``."""
+    if rec.get("started_utc") and rec.get("finished_utc"):
+        d0, t0 = _utc(rec["started_utc"])
+        d1, t1 = _utc(rec["finished_utc"])
+        return f"{d0} {t0}–{t1} UTC" if d0 == d1 else f"{d0} {t0} – {d1} {t1} UTC"
+    if rec.get("date"):
+        return f"{rec['date']} (end)"
+    return "date not recorded"
+
+
+def load_label(rec: dict[str, Any]) -> str:
+    """The load average (1, 5, 15 min) when the file was written, if recorded: how shared the machine was."""
+    m = rec.get("machine")
+    load = m.get("load_average") if isinstance(m, dict) else None
+    return " / ".join(f"{x:.1f}" for x in load) if load else "–"
+
+
+def where_when(rec: dict[str, Any]) -> str:
+    return f"{machine_label(rec)}, {date_label(rec)}"
+
+
+def command(rec: dict[str, Any]) -> str:
+    cmd = rec.get("command") or "command not recorded"
+    cwd = rec.get("cwd")
+    return f"cd {cwd} && {cmd}" if cwd not in (None, ".") else cmd
+
+
+def source(name: str, rec: dict[str, Any]) -> str:
+    """One line naming a block's file, command, machine and date."""
+    return f"Raw: `benchmarks/results/{name}.json` — `{command(rec)}` — {where_when(rec)}."
+
+
+def missing(what: str, how: str) -> str:
+    return f"*Not measured yet: no {what}. Produce it with `{how}`, then `python benchmarks/render.py`.*"
+
+
+# ---------------------------------------------------------------- number formats
+
+
+def f4(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
+def f2(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def n0(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def n1(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.1f}"
+
+
+def metric(metrics: dict[str, Any] | None, key: str) -> float | None:
+    return None if not metrics else metrics.get(key)
+
+
+def table(header: list[str], align: str, rows: list[list[str]]) -> str:
+    """A markdown table; ``align`` has one character per column: ``l`` or ``r``."""
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(sep) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- blocks
+
+
+def block_provenance(res: Results) -> str:
+    """Every results file: its command, machine, date, main library versions and commit."""
+    rows = []
+    for name in res.names():
+        rec = res.get(name) or {}
+        v = rec.get("versions") or {}
+        git = rec.get("git") or {}
+        commit = (git.get("commit") or "")[:10]
+        commit = (commit + (" (dirty)" if git.get("dirty") else "")) if commit else "–"
+        rows.append([f"`{name}.json`", f"`{command(rec)}`", machine_label(rec), date_label(rec), load_label(rec),
+                     v.get("torch", "–"), v.get("transformers", "–"), v.get("sentence-transformers", "–"), commit])
+    return table(["file", "command", "machine", "date (UTC)", "load avg at end", "torch", "transformers",
+                  "sentence-transformers", "commit"], "lllllllll", rows)
+
+
+DEMO_SYSTEMS = {"bm25": "BM25, Lucene via pyserini/Anserini (title + text, k1 0.9, b 0.4)",
+                "dense (all-MiniLM-L6-v2)": "all-MiniLM-L6-v2, FAISS flat, max length 256"}
+
+
+def block_zero_shot(res: Results) -> str:
+    try:
+        name, rec = res.need("demo")
+    except MissingResult:
+        return missing("`demo.json`", "python benchmarks/demo.py")
+    rows = []
+    for system, label in DEMO_SYSTEMS.items():
+        m = rec["metrics"].get(system, {})
+        pub = (rec.get("published") or {}).get(system, {})
+        rows.append([label, f4(m.get("ndcg@10")), f4(m.get("recall@100")), f4(m.get("mrr@10")), f4(m.get("map@100")),
+                     f"{f4(pub.get('ndcg@10'))} ({pub.get('source', '–')})"])
+    return table(["system (SciFact test, 300 queries, 5,183 documents)", "nDCG@10", "R@100", "MRR@10", "MAP@100",
+                  "published nDCG@10"], "lrrrrl", rows) + "\n\n" + source(name, rec)
+
+
+def block_demo_wall(res: Results) -> str:
+    rows, sources = [], []
+    for name, what in (("demo", "`uniret demo` (full SciFact test)"),
+                       ("demo_quick", "`uniret demo --quick` (50 queries, 400 documents)")):
+        rec = res.get(name)
+        if rec is None:
+            rows.append([what, "–", "–", f"not measured: `python benchmarks/demo.py{' --quick' if 'quick' in name else ''}`",
+                         "–"])
+            continue
+        rows.append([what, n0(rec["wall_seconds"]), n0(rec["demo_total_seconds"]), where_when(rec), load_label(rec)])
+        sources.append(f"`{name}.json` (`{command(rec)}`)")
+    out = table(["run", "wall s (child process)", "demo's own total s", "machine, date", "load avg at end"], "lrrll",
+                rows)
+    return out + ("\n\nRaw: " + ", ".join(sources) + "." if sources else "")
+
+
+def block_encode_throughput(res: Results) -> str:
+    try:
+        name, rec = res.need("encode_throughput")
+    except MissingResult:
+        return missing("`encode_throughput.json`", "python benchmarks/encode_throughput.py")
+    d = rec["docs_per_s"]
+    rows = [["`SentenceTransformer.encode`", n1(d["sentence_transformers"])], ["uniret `DenseEncoder`", n1(d["uniret"])],
+            ["**ratio uniret / sentence-transformers**", f"**{f2(rec['ratio_uniret_over_st'])}**"]]
+    return (table(["encoder", "docs/s"], "lr", rows) + "\n\n"
+            + f"{n0(rec['documents'])} SciFact documents, batch size {rec['batch_size']}, max length "
+              f"{rec['max_length']}, {rec['torch_threads']} torch threads, {rec['rounds']} alternating rounds; "
+              f"embeddings agree to {rec['max_abs_diff']:.0e} (max absolute difference).\n\n" + source(name, rec))
+
+
+def block_bm25_qps(res: Results) -> str:
+    try:
+        name, rec = res.need("bm25_qps")
+    except MissingResult:
+        return missing("`bm25_qps.json`", "python benchmarks/bm25_qps.py")
+    rows = []
+    for k, r in sorted(rec["per_k"].items(), key=lambda kv: int(kv[0])):
+        rows.append([k, n0(r["uniret_lucene_qps"]), n0(r["bm25s_qps"]), f2(r["ratio_uniret_over_bm25s"]),
+                     f4(r["uniret_lucene_ndcg@10"]), f4(r["bm25s_ndcg@10"])])
+    idx = rec["index_seconds"]
+    return (table(["k", "uniret (Lucene) q/s", "bm25s q/s", "ratio", "nDCG@10 uniret", "nDCG@10 bm25s"], "rrrrrr", rows)
+            + f"\n\n{n0(rec['queries'])} queries, {rec['repeat']} timed passes after a warm-up pass; search threads "
+              f"uniret {rec['search_threads']['uniret_lucene']}, bm25s {rec['search_threads']['bm25s']}. Index build: "
+              f"uniret/Lucene {n1(idx['uniret_lucene'])} s (JVM start included), bm25s {n1(idx['bm25s'])} s.\n\n"
+            + source(name, rec))
+
+
+# The dense recipe table: one row per results file (the first file of each tuple that exists).
+DENSE_ROWS = (
+    ("sentence-transformers `SentenceTransformerTrainer` + MNRL on `mine_hard_negatives` defaults, lr 5e-5 "
+     "(the `TrainingArguments` default)", ("scifact_dense_st_lr5e5", "train_ablation_100_st_lr5e5"),
+     "python benchmarks/dense_recipe.py --rows st5e5"),
+    ("sentence-transformers, same, at the recipe's lr 1e-4", ("scifact_dense_st_lr1e4", "train_ablation_100_st_lr1e4"),
+     "python benchmarks/dense_recipe.py --rows st1e4"),
+    ("**uniret full recipe** (`configs/scifact-dense.yaml`)", ("scifact_dense_recipe",),
+     "python benchmarks/dense_recipe.py --rows recipe"),
+)
+
+
+def dense_row(rec: dict[str, Any]) -> dict[str, Any]:
+    """A dense-recipe row from a ``dense_recipe.py`` file or an older ``train_ablation.py`` file (row ``st``)."""
+    if "rows" in rec:  # train_ablation.py layout
+        r = rec["rows"]["st"]
+        return {"test": r["test"], "dev": r.get("dev"), "train_wall": r["mine_seconds"] + r["train_seconds"],
+                "eval_wall": None, "wall": r["wall_seconds"], "steps": rec.get("steps"), "batch": rec.get("batch_size")}
+    return {"test": rec["test"], "dev": rec.get("dev"), "train_wall": rec["train_wall_seconds"],
+            "eval_wall": rec["eval_wall_seconds"], "wall": rec["train_wall_seconds"] + rec["eval_wall_seconds"],
+            "steps": rec.get("steps"), "batch": rec.get("batch_size")}
+
+
+def block_dense_recipe(res: Results) -> str:
+    rows = []
+    demo = res.get("demo")
+    if demo is not None:
+        for system, label in (("dense (all-MiniLM-L6-v2)", "all-MiniLM-L6-v2 zero-shot"), ("bm25", "BM25 (Lucene)")):
+            m = demo["metrics"][system]
+            rows.append([label, "–", f4(m["ndcg@10"]), f4(m["recall@100"]), f4(m["mrr@10"]), "–", "–", "–",
+                         where_when(demo), "`demo.json`"])
+    for label, names, how in DENSE_ROWS:
+        try:
+            name, rec = res.need(*names)
+        except MissingResult:
+            rows.append([label, "–", "–", "–", "–", "–", "–", "–", f"not measured yet: `{how}`", "–"])
+            continue
+        r = dense_row(rec)
+        rows.append([label, f"{r['steps']} × {r['batch']}", f4(metric(r["test"], "ndcg@10")),
+                     f4(metric(r["test"], "recall@100")), f4(metric(r["test"], "mrr@10")), f4(metric(r["dev"], "ndcg@10")),
+                     n0(r["train_wall"]), n0(r["eval_wall"]), where_when(rec), f"`{name}.json`"])
+    return table(["model", "steps × batch", "test nDCG@10", "test R@100", "test MRR@10", "dev nDCG@10",
+                  "train wall s (with mining)", "test eval s", "machine, date", "raw"], "llrrrrrrll", rows)
+
+
+def block_dense_recipe_details(res: Results) -> str:
+    lines = []
+    rec = res.get("scifact_dense_recipe")
+    if rec is None:
+        return missing("`scifact_dense_recipe.json`", "python benchmarks/dense_recipe.py --rows recipe")
+    mining = rec.get("mining") or {}
+    removed = (mining.get("removed") or {}).get("relative")
+    lines.append(f"- Recipe run: `{command(rec)}` ({where_when(rec)}; load average at the end {load_label(rec)}). "
+                 f"Training {n0(rec['train_wall_seconds'])} s wall (preparation: mining and teacher scores "
+                 f"{n0(rec['prep_seconds'])} s, of which teacher scoring {n0(rec.get('teacher_seconds'))} s; "
+                 f"{rec['steps']} steps in {n0(rec['train_seconds'])} s at {n1(rec['examples_per_second'])} examples/s), "
+                 f"then the test evaluation {n0(rec['eval_wall_seconds'])} s.")
+    if mining:
+        lines.append(f"- Mining: {n0(mining.get('queries'))} training queries; the relative-margin filter removed "
+                     f"{n0(removed)} of {n0(mining.get('candidates'))} candidates and left "
+                     f"{n0(mining.get('queries_without_negatives'))} queries without negatives; "
+                     f"{n0(mining.get('negatives'))} negatives kept.")
+    test = rec["test"]["ndcg@10"]
+    gaps = []
+    for label, names in (("its default lr 5e-5", ("scifact_dense_st_lr5e5", "train_ablation_100_st_lr5e5")),
+                         ("the same lr 1e-4", ("scifact_dense_st_lr1e4", "train_ablation_100_st_lr1e4"))):
+        try:
+            name, st = res.need(*names)
+        except MissingResult:
+            gaps.append(f"against sentence-transformers at {label}: not measured yet")
+            continue
+        st_test = dense_row(st)["test"]["ndcg@10"]
+        diff = test - st_test
+        other = "" if machine_label(st) == machine_label(rec) else f"; measured on another machine: {machine_label(st)}"
+        gaps.append(f"against sentence-transformers at {label} {'**met**' if diff >= 0.02 else '**not met**'} "
+                    f"({diff:+.4f}: {f4(test)} vs {f4(st_test)}, `{name}.json`{other})")
+    lines.append(f"- Targets: test nDCG@10 ≥ 0.72 {'**met**' if test >= 0.72 else '**not met**'} ({f4(test)}). "
+                 "Beating sentence-transformers by ≥ 0.02: " + "; ".join(gaps) + ".")
+    return "\n".join(lines)
+
+
+ABLATION_ROWS = (("inbatch", "InfoNCE, in-batch only"), ("bm25", "+ BM25 hard negatives, unfiltered"),
+                 ("margin", "+ relative-margin filter (0.95)"),
+                 ("distill", "+ soft-label distillation (BM25 + MiniLM ensemble)"),
+                 ("full", "+ focal / mixing / curriculum (full)"),
+                 ("st", "sentence-transformers baseline (MNRL, `mine_hard_negatives`)"))
+
+
+def block_ablation_40(res: Results) -> str:
+    try:
+        name, rec = res.need("train_ablation")
+    except MissingResult:
+        return missing("`train_ablation.json`", "python benchmarks/train_ablation.py --out runs/ablation")
+    rows = []
+    for key, label in ABLATION_ROWS:
+        r = rec["rows"].get(key)
+        if r is None:
+            continue
+        train = n0(r["train_seconds"]) + (f" (+{n0(r['mine_seconds'])} mining)" if "mine_seconds" in r else "")
+        rows.append([label, f4(metric(r.get("dev"), "ndcg@10")), f4(r["test"]["ndcg@10"]), f4(r["test"]["recall@100"]),
+                     f4(r["test"]["mrr@10"]), train, n0(r["wall_seconds"])])
+    return (table(["row", "dev nDCG@10", "test nDCG@10", "test R@100", "test MRR@10", "train s", "wall s"], "lrrrrrr",
+                  rows) + f"\n\n{rec['steps']} steps × batch {rec['batch_size']}. " + source(name, rec))
+
+
+THROUGHPUT_FILES = ("train_throughput_2026_11_25", "train_throughput", "train_throughput_bf16", "train_throughput_attn0")
+THROUGHPUT_COMMON = re.compile(r"--(steps|batch-size|max-length|result) \S+")
+
+
+def throughput_flags(rec: dict[str, Any]) -> str:
+    """The flags a throughput row adds to the common command line, read from its recorded command."""
+    cmd = rec.get("command", "")
+    rest = THROUGHPUT_COMMON.sub("", cmd.split("train_throughput.py", 1)[-1]).split()
+    return f"`{' '.join(rest)}`" if rest else "(none: identical computation, fp32)"
+
+
+def block_train_throughput(res: Results) -> str:
+    rows = []
+    for name in THROUGHPUT_FILES:
+        rec = res.get(name)
+        if rec is None:
+            continue
+        e = rec["examples_per_s"]
+        ratio = f2(rec["ratio_uniret_over_st"])
+        rows.append([throughput_flags(rec), where_when(rec), f2(e["sentence_transformers"]), f2(e["uniret"]),
+                     f"**{ratio}**" if rec["ratio_uniret_over_st"] >= 1.2 else ratio,
+                     "same" if rec.get("identical_computation", True) else "**different** (recipes compared)",
+                     f"`{name}.json`"])
+    if not rows:
+        return missing("`train_throughput*.json`", "python benchmarks/train_throughput.py")
+    return table(["flags", "machine, date", "`SentenceTransformerTrainer` ex/s", "uniret ex/s", "ratio", "computation",
+                  "raw"], "llrrrll", rows)
+
+
+DECODER_ROWS = (("minilm-zero-shot", "all-MiniLM-L6-v2 (reference)"),
+                ("last-token", "SmolLM2-135M, causal, last-token (EOS) pooling"),
+                ("bidirectional-mean", "SmolLM2-135M, bidirectional attention, mean pooling"))
+
+
+def block_decoder_embedder(res: Results) -> str:
+    out = []
+    for name in ("decoder_embedder_12steps", "decoder_embedder_40steps"):
+        rec = res.get(name)
+        if rec is None:
+            continue
+        rows = []
+        for key, label in DECODER_ROWS:
+            r = rec["rows"].get(key)
+            if r is None:
+                continue
+            zero = r["test"] if key == "minilm-zero-shot" else r["zero_shot_test"]
+            after = "–" if key == "minilm-zero-shot" else f4(r["test"]["ndcg@10"])
+            rows.append([label, f4(zero["ndcg@10"]), after, n0(r.get("train_seconds"))])
+        ts = rec["test_slice"]
+        out.append(f"{rec['steps']} steps (batch {rec['batch_size']}, max length {rec['max_length']}, lr {rec['lr']:g}, "
+                   f"LoRA r {rec['lora']['r']} / α {rec['lora']['alpha']}; {ts['queries']} test queries against "
+                   f"{ts['docs']} documents):\n\n"
+                   + table(["model (reduced test corpus)", "zero-shot nDCG@10", f"after {rec['steps']} steps",
+                            "train s"], "lrrr", rows) + "\n\n" + source(name, rec))
+    return "\n\n".join(out) if out else missing("`decoder_embedder_*.json`", "python benchmarks/decoder_embedder.py")
+
+
+def block_reranker(res: Results) -> str:
+    try:
+        name, rec = res.need("reranker_bm25")
+        fname, fusion = res.need("reranker_fusion")
+    except MissingResult as e:
+        return missing(f"`{e.args[0]}`", "python benchmarks/reranker_bm25.py; python benchmarks/reranker_fusion.py")
+    w = fusion["best_weight"]
+    fused = fusion["test"][str(w)] if str(w) in fusion["test"] else fusion["test"][f"{w:.1f}"]
+    rows = [["BM25 (first stage)", f4(rec["bm25"]["ndcg@10"]), f4(rec["bm25"]["recall@100"]), f4(rec["bm25"]["mrr@10"])],
+            [f"BM25 top {rec['depth']} → reranker score alone", f4(rec["bm25+rerank"]["ndcg@10"]),
+             f4(rec["bm25+rerank"]["recall@100"]), f4(rec["bm25+rerank"]["mrr@10"])],
+            [f"**BM25 top {fusion['depth']} → {w:g} × reranker + {1 - w:g} × BM25** (min-max per query; weight chosen "
+             "on dev)", f"**{f4(fused['ndcg@10'])}**", f4(fused["recall@100"]), f4(fused["mrr@10"])]]
+    sweep = ", ".join(f"{float(k):g}: {v:.3f}" for k, v in sorted(fusion["dev_ndcg@10"].items(), key=lambda kv: float(kv[0])))
+    return (table(["system (SciFact test, 300 queries)", "nDCG@10", "R@100", "MRR@10"], "lrrr", rows) + "\n\n"
+            + f"Reranker: {rec['train_steps']} training steps in {n0(rec['train_seconds'])} s; reranking the test "
+              f"queries' top {rec['depth']} took {n0(rec['rerank_wall_seconds'])} s. " + source(name, rec) + "\n\n"
+            + f"Fusion weight w on the {fusion['dev_queries']} dev queries (nDCG@10; w 0 is BM25 alone): {sweep}; "
+              f"best {w:g}. " + source(fname, fusion))
+
+
+def block_readme_demo(res: Results) -> str:
+    """README's demo table and wall times (README.md may carry this block)."""
+    try:
+        name, rec = res.need("demo")
+    except MissingResult:
+        return missing("`demo.json`", "python benchmarks/demo.py")
+    rows = [[system, f4(m.get("ndcg@10")), f4(m.get("recall@100")), f4(m.get("mrr@10")), f4(m.get("map@100"))]
+            for system, m in rec["metrics"].items()]
+    quick = res.get("demo_quick")
+    quick_text = (f"; `uniret demo --quick` (50 queries over 400 documents) took {n0(quick['wall_seconds'])} s "
+                  f"({where_when(quick)}, `demo_quick.json`)" if quick else "")
+    return (table(["system", "ndcg@10", "recall@100", "mrr@10", "map@100"], "lrrrr", rows) + "\n\n"
+            + f"Measured by `python benchmarks/demo.py` on {where_when(rec)} (`benchmarks/results/{name}.json`): "
+              f"`uniret demo` took {n0(rec['wall_seconds'])} s wall in a fresh process{quick_text}. Load average at "
+              f"the end: {load_label(rec)} (the machine is shared; alone it is faster).")
+
+
+def block_readme_recipe(res: Results) -> str:
+    """README's one-sentence dense recipe result (README.md may carry this block)."""
+    try:
+        _, rec = res.need("scifact_dense_recipe")
+    except MissingResult:
+        return missing("`scifact_dense_recipe.json`", "python benchmarks/dense_recipe.py --rows recipe")
+    st = []
+    for label, names in (("with its default learning rate", ("scifact_dense_st_lr5e5", "train_ablation_100_st_lr5e5")),
+                         ("at ours", ("scifact_dense_st_lr1e4", "train_ablation_100_st_lr1e4"))):
+        try:
+            _, r = res.need(*names)
+            other = "" if machine_label(r) == machine_label(rec) else f" (on {where_when(r)})"
+            st.append(f"{f4(dense_row(r)['test']['ndcg@10'])} {label}{other}")
+        except MissingResult:
+            st.append(f"not measured yet {label}")
+    return (f"the dense recipe reaches nDCG@10 {f4(rec['test']['ndcg@10'])} on SciFact test (dev "
+            f"{f4(metric(rec.get('dev'), 'ndcg@10'))}); training took {n0(rec['train_wall_seconds'] / 60)} min and the "
+            f"evaluation {n0(rec['eval_wall_seconds'] / 60)} min on {where_when(rec)} "
+            f"(sentence-transformers' own trainer at the same budget: {', '.join(st)}). "
+            "Source: `benchmarks/results/scifact_dense_*.json`.")
+
+
+BLOCKS: dict[str, Callable[[Results], str]] = {
+    "provenance": block_provenance,
+    "zero-shot": block_zero_shot,
+    "demo-wall": block_demo_wall,
+    "encode-throughput": block_encode_throughput,
+    "bm25-qps": block_bm25_qps,
+    "dense-recipe": block_dense_recipe,
+    "dense-recipe-details": block_dense_recipe_details,
+    "ablation-40": block_ablation_40,
+    "train-throughput": block_train_throughput,
+    "decoder-embedder": block_decoder_embedder,
+    "reranker": block_reranker,
+    "readme-demo": block_readme_demo,
+    "readme-recipe": block_readme_recipe,
+}
+DOCS = (DOC, HERE.parent / "README.md")  # README.md's numbers may be generated blocks too
+
+
+def render(text: str, results: Results | str | Path = RESULTS) -> str:
+    """``text`` with every marked block regenerated from ``results``; unknown block names are an error."""
+    res = results if isinstance(results, Results) else Results(results)
+
+    def fill(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name not in BLOCKS:
+            raise KeyError(f"BENCHMARKS.md has a block {name!r} that render.py does not know; known: {', '.join(BLOCKS)}")
+        return f"{m.group(1)}{BLOCKS[name](res).rstrip()}\n{m.group(4)}"
+
+    return BLOCK.sub(fill, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="do not write; exit 1 with a diff if a file differs")
+    ap.add_argument("--doc", action="append", default=None,
+                    help="document to render (repeatable; default BENCHMARKS.md and README.md, whose blocks are "
+                         "rendered only where it has markers)")
+    ap.add_argument("--results", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    res = Results(args.results)
+    stale = []
+    for doc in [Path(d) for d in args.doc] if args.doc else [d for d in DOCS if d.is_file()]:
+        old = doc.read_text(encoding="utf-8")
+        new = render(old, res)
+        if old == new:
+            continue
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                       f"{doc} (as committed)", f"{doc} (as rendered)"))
+            stale.append(str(doc))
+        else:
+            doc.write_text(new, encoding="utf-8")
+            print(f"rewrote {doc}")
+    if stale:
+        print(f"\n{', '.join(stale)} differ(s) from what the results files render: run python benchmarks/render.py",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

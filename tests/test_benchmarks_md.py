@@ -1,0 +1,111 @@
+"""BENCHMARKS.md is what ``benchmarks/render.py`` renders from ``benchmarks/results``; labels come from the files.
+
+Fast and offline: the renderer reads JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import render  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["BENCHMARKS.md", "README.md"])
+def test_document_equals_what_the_results_render(name: str) -> None:
+    doc = (REPO / name).read_text(encoding="utf-8")
+    rendered = render.render(doc, render.RESULTS)
+    assert rendered == doc, f"{name} differs from its results files: run python benchmarks/render.py"
+
+
+def test_every_benchmarks_md_block_is_in_the_document() -> None:
+    names = {m.group("name") for m in render.BLOCK.finditer((REPO / "BENCHMARKS.md").read_text(encoding="utf-8"))}
+    assert names == {n for n in render.BLOCKS if not n.startswith("readme-")}
+
+
+def _throughput(cpu: str, start: str, end: str) -> dict:
+    return {"benchmark": "train_throughput", "command": "python benchmarks/train_throughput.py --steps 3",
+            "started_utc": start, "finished_utc": end,
+            "machine": {"system": "Linux x86_64", "cpu": cpu, "cpu_features": ["avx2", "avx512_bf16"], "cores": 7,
+                        "gpu": None},
+            "examples_per_s": {"sentence_transformers": 2.0, "uniret": 3.0}, "ratio_uniret_over_st": 1.5}
+
+
+def test_machine_and_date_labels_come_from_the_file(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "train_throughput.json").write_text(
+        json.dumps(_throughput("Imaginary CPU 9000", "2031-02-03T04:05:06Z", "2031-02-03T04:50:00Z")))
+    legacy = {"command": "python benchmarks/encode_throughput.py", "date": "2030-01-02 03:04 UTC",
+              "machine": "Linux x86_64, 3 cores, Old CPU", "documents": 10, "batch_size": 4, "max_length": 16,
+              "torch_threads": 3, "rounds": 1, "docs_per_s": {"sentence_transformers": 1.0, "uniret": 2.0},
+              "ratio_uniret_over_st": 2.0, "max_abs_diff": 1e-7}
+    (results / "encode_throughput.json").write_text(json.dumps(legacy))
+    doc = ("x\n<!-- BEGIN: train-throughput -->\nstale\n<!-- END: train-throughput -->\n"
+           "<!-- BEGIN: encode-throughput -->\n<!-- END: encode-throughput -->\ny\n")
+    out = render.render(doc, results)
+    assert "Imaginary CPU 9000 (AVX512-BF16), 7 cores, no GPU, 2031-02-03 04:05–04:50 UTC" in out
+    assert "3 cores, Old CPU, 2030-01-02 03:04 UTC (end)" in out  # an older file: its recorded line and save time
+    assert "stale" not in out and out.startswith("x\n") and out.endswith("y\n")
+    # the label follows the file, not the document
+    (results / "train_throughput.json").write_text(
+        json.dumps(_throughput("Other CPU", "2031-02-04T00:00:00Z", "2031-02-05T01:00:00Z")))
+    out = render.render(doc, results)
+    assert "Other CPU (AVX512-BF16), 7 cores, no GPU, 2031-02-04 00:00 – 2031-02-05 01:00 UTC" in out
+    assert "Imaginary" not in out
+
+
+def test_missing_file_says_how_to_produce_it(tmp_path: Path) -> None:
+    out = render.render("<!-- BEGIN: dense-recipe-details -->\n<!-- END: dense-recipe-details -->\n", tmp_path)
+    assert "Not measured yet" in out and "benchmarks/dense_recipe.py" in out
+
+
+def test_unknown_block_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="no-such-table"):
+        render.render("<!-- BEGIN: no-such-table -->\n<!-- END: no-such-table -->\n", tmp_path)
+
+
+def test_check_fails_with_a_diff_then_passes_after_rewrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "train_throughput.json").write_text(
+        json.dumps(_throughput("Imaginary CPU 9000", "2031-02-03T04:05:06Z", "2031-02-03T04:50:00Z")))
+    doc = tmp_path / "B.md"
+    doc.write_text("<!-- BEGIN: train-throughput -->\n| hand typed |\n<!-- END: train-throughput -->\n")
+    assert render.main(["--check", "--doc", str(doc), "--results", str(results)]) == 1
+    assert "-| hand typed |" in capsys.readouterr().out
+    assert render.main(["--doc", str(doc), "--results", str(results)]) == 0
+    assert render.main(["--check", "--doc", str(doc), "--results", str(results)]) == 0
+
+
+def test_results_record_their_provenance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import _common
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 avx512f\n")
+    assert _common.cpu_info(cpuinfo) == {"cpu": "Test CPU", "cpu_features": ["avx2", "avx512f"]}
+    monkeypatch.setattr(sys, "argv", ["benchmarks/x.py", "--flag", "a b"])
+    run = _common.BenchmarkRun("x", results_dir=tmp_path)
+    rec = json.loads(run.save({"value": 1}).read_text())
+    assert rec["command"] == "python benchmarks/x.py --flag 'a b'"
+    assert rec["started_utc"] <= rec["finished_utc"] and rec["finished_utc"].endswith("Z")
+    assert set(rec["machine"]) >= {"cpu", "cores", "gpu"} and set(rec["git"]) == {"commit", "dirty"}
+    assert rec["value"] == 1 and "torch" in rec["versions"]
+
+
+def test_ablation_refuses_a_cache_from_another_config() -> None:
+    import train_ablation as ta
+
+    old = {"mining": {"retriever": "bm25", "k": 100}, "data": {"split": "train"}}
+    new = {"mining": {"retriever": "dense", "k": 100}, "data": {"split": "train"}}
+    ta.check_cache("records", "R", {"hash": ta.config_hash(new), "settings": new}, new, "--recompute-records")
+    with pytest.raises(ta.StaleCacheError, match=r"mining\.retriever: 'bm25' -> 'dense'.*--recompute-records"):
+        ta.check_cache("records", "R", {"hash": ta.config_hash(old), "settings": old}, new, "--recompute-records")
+    with pytest.raises(ta.StaleCacheError, match="no configuration hash"):
+        ta.check_cache("records", "R", None, new, "--recompute-records")
