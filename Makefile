@@ -47,6 +47,9 @@ test-slow: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy uniret retriever index eval train
+	# import contracts (pyproject): lint-imports on the installed layout; a bare `lint-imports` in the repo
+	# root cannot see the wings, which live in top-level folders mapped to uniret.<wing>
+	$(PY) -m pytest -q tests/test_layering.py
 
 bench: setup
 	$(PY) benchmarks/encode_throughput.py
