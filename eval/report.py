@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from uniret.atomic import write_text_atomic
 from uniret.trec import read_trec_run, write_trec_run
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,8 @@ def metrics_table(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str
 
 
 def write_json(data: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """``data`` as indented JSON, written atomically (:func:`uniret.atomic.write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def write_markdown_report(report: Mapping[str, Any], path: str | Path) -> None:

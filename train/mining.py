@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from uniret import families
+from uniret.atomic import write_text_atomic
 from uniret.data import BeirDataset, Corpus, Run
 from uniret.scores import FUSIONS, fuse_runs
 from uniret.train.negatives import (
@@ -441,8 +442,6 @@ def run_mining(data: str | Path | BeirDataset, output: str | Path, config: Minin
     write_records(records, output)
     stats["output"] = str(output)
     stats_path = output.with_name(output.name + ".stats.json")
-    tmp = stats_path.with_name(stats_path.name + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(stats_path)
+    write_text_atomic(stats_path, json.dumps(stats, indent=2) + "\n")
     logger.info("wrote %d records to %s and statistics to %s", len(records), output, stats_path)
     return stats
