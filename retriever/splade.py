@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from uniret.protocols import SparseVectors
 from uniret.retriever.batching import map_sorted, progress_bar
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class SpladeEncoder:
         self.max_length = max_length
         self.pooling = pooling
         self._hash: str | None = None
+        self._vocabulary: list[str] | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -116,11 +118,22 @@ class SpladeEncoder:
             return map_sorted(lambda rows: self._encode_batch([texts[i] for i in rows]), [len(t) for t in texts],
                               self.batch_size, bar=bar)
 
-    def encode_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> list[SparseVector]:
-        return self.encode(texts, desc="splade: queries", show_progress=show_progress)
+    @property
+    def vocabulary(self) -> list[str]:
+        """Term id -> token string (the model's vocabulary, in id order)."""
+        if self._vocabulary is None:
+            self._vocabulary = self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+        return self._vocabulary
 
-    def encode_documents(self, texts: Sequence[str], show_progress: bool | None = None) -> list[SparseVector]:
-        return self.encode(texts, desc="splade: documents", show_progress=show_progress)
+    def batch(self, vectors: Sequence[SparseVector]) -> SparseVectors:
+        indptr, indices, values = to_csr(vectors)
+        return SparseVectors(indptr, indices.astype(np.int32), values, self.vocabulary)
+
+    def encode_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> SparseVectors:
+        return self.batch(self.encode(texts, desc="splade: queries", show_progress=show_progress))
+
+    def encode_documents(self, texts: Sequence[str], show_progress: bool | None = None) -> SparseVectors:
+        return self.batch(self.encode(texts, desc="splade: documents", show_progress=show_progress))
 
     def to_terms(self, vector: SparseVector) -> dict[str, float]:
         """The vector as ``{token: weight}``, by weight descending."""

@@ -37,8 +37,10 @@ def test_encoder_matches_sentence_transformers_sparse_encoder(splade):
 
     from uniret.assets import resolve_model
 
-    q = splade.encode_queries([QUERY])[0]
-    docs = splade.encode_documents(DOCS)
+    q = splade.encode([QUERY])[0]
+    docs = splade.encode(DOCS)
+    batch = splade.encode_documents(DOCS)
+    assert len(batch) == 3 and batch.row(0) == splade.to_terms(docs[0])
     assert len(docs) == 3 and all(isinstance(v, SparseVector) for v in docs)
     assert np.all(np.diff(q.indices) > 0) and np.all(q.values > 0)
     ours = [sparse_dot(q, d) for d in docs]
