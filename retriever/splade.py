@@ -1,24 +1,45 @@
-"""SPLADE encoding: a masked-language-model backbone plus the log-saturation pooling of SPLADE (Formal et
-al., 2021), giving one sparse vocabulary-sized vector per text.
+"""Learned sparse retrieval (SPLADE): a language model's vocabulary head plus SPLADE pooling, on an MLM
+encoder or on a decoder-only causal LM, with an optional inference-free query side.
 
-For every token position the MLM logits over the vocabulary pass through ``log(1 + relu(.))``, are masked
+For every token position the LM logits over the vocabulary pass through ``log(1 + relu(.))``, are masked
 by the attention mask, and are pooled over positions by ``max`` (SPLADE v2 / SPLADE++) or ``sum`` (the
-first SPLADE). Only non-zero weights are kept: a vector is a :class:`SparseVector` of term ids and
-weights (scipy-free; :func:`to_csr` stacks several into CSR arrays). The score of a query and a document
-is the dot product of their vectors (:func:`sparse_dot`).
+first SPLADE). A text becomes one vocabulary-sized vector whose few non-zero weights name terms; the score
+of a query and a document is the dot product.
 
-The default backbone is ``splade-tiny`` (packaged weights, see :mod:`uniret.assets`); any folder or hub
-name of a masked-LM works. Texts are encoded in length-sorted batches (:mod:`uniret.retriever.batching`).
+The model is composed from sentence-transformers' sparse modules, so that ``SparseEncoder(path)`` loads
+what :meth:`SparseModel.save` writes:
+
+- **MLM encoder** (``variant="mlm"``, e.g. SPLADE-tiny): ``Transformer(transformer_task="fill-mask")`` +
+  ``SpladePooling``.
+- **Decoder-only LM** (SmolLM2): :class:`DecoderSpladeTransformer` (written here: sentence-transformers has
+  no causal-LM input for SPLADE) + ``SpladePooling``, in one of two variants, switches on the same class:
+  ``echo`` (the input is repeated and only the second copy's logits are pooled, so every pooled position
+  has seen the whole text; Mistral-SPLADE) and ``bidirectional`` (non-causal attention,
+  :mod:`uniret.retriever.bidirectional`). Loading these with sentence-transformers needs
+  ``SparseEncoder(path, trust_remote_code=True)`` and uniret installed (the module class lives here).
+- **Inference-free** (``idf`` given): a ``Router`` whose query route is ``SparseStaticEmbedding`` holding
+  per-token IDF weights (tokenizer + lookup, no model at query time) and whose document route is the SPLADE
+  model.
+
+:class:`SparseModel` is the trainable module (``tokenize`` / ``tokenize_queries`` / ``forward`` for the
+bi-encoder trainer); :class:`SpladeEncoder` is the encoder protocol over it, returning
+:class:`~uniret.protocols.SparseVectors`, with top-k pruning and a weight threshold at inference.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+from sentence_transformers.base.modules.transformer import Transformer
 
 from uniret.protocols import SparseVectors
 from uniret.retriever.batching import map_sorted, progress_bar
@@ -26,6 +47,9 @@ from uniret.retriever.batching import map_sorted, progress_bar
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("max", "sum")
+VARIANTS = ("mlm", "echo", "bidirectional")
+DECODER_VARIANTS = ("echo", "bidirectional")
+CONFIG_FILE = "uniret_sparse.json"
 
 
 class SparseVector(NamedTuple):
@@ -55,88 +79,449 @@ def to_csr(vectors: Sequence[SparseVector]) -> tuple[np.ndarray, np.ndarray, np.
             np.concatenate([v.values for v in vectors]).astype(np.float32))
 
 
-class SpladeEncoder:
-    """The encoder protocol (``encode_queries`` / ``encode_documents``) for a SPLADE model, returning
-    :class:`SparseVector` lists instead of dense arrays."""
+def splade_pool(logits: torch.Tensor, mask: torch.Tensor, pooling: str = "max") -> torch.Tensor:
+    """``pool_t log(1 + relu(logits[:, t]))`` over the positions where ``mask`` is 1: ``(B, L, V) -> (B, V)``."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown SPLADE pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    weights = torch.log1p(torch.relu(logits)) * mask.unsqueeze(-1).to(logits.dtype)
+    return weights.amax(dim=1) if pooling == "max" else weights.sum(dim=1)
 
-    def __init__(self, model: str | Path = "splade-tiny", *, device: str | None = "auto", batch_size: int = 16,
-                 max_length: int = 256, pooling: str = "max") -> None:
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+def prune(rep: torch.Tensor, *, top_k: int | None = None, threshold: float = 0.0) -> SparseVector:
+    """The non-zero entries of one vocabulary-sized vector above ``threshold``, keeping the ``top_k`` largest."""
+    idx = torch.nonzero(rep > threshold, as_tuple=True)[0]
+    if top_k is not None and idx.numel() > top_k:
+        keep = torch.topk(rep[idx], top_k).indices
+        idx = torch.sort(idx[keep]).values
+    return SparseVector(idx.numpy().astype(np.int64), rep[idx].numpy().astype(np.float32))
+
+
+def compute_idf(tokenizer: Any, texts: Sequence[str], vocab_size: int, *, batch_size: int = 1000) -> torch.Tensor:
+    """BM25's IDF per vocabulary token over ``texts``: ``log(1 + (N - df + 0.5) / (df + 0.5))``; tokens that
+    never occur get the largest value. Special tokens are not counted."""
+    df = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[start : start + batch_size]), add_special_tokens=False)["input_ids"]
+        for ids in enc:
+            df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
+    n = len(texts)
+    return torch.tensor(np.log1p((n - df + 0.5) / (df + 0.5)), dtype=torch.float32)
+
+
+# -- the decoder input module --------------------------------------------------------------------------------
+
+class DecoderSpladeTransformer(Transformer):
+    """A decoder-only causal LM as a sentence-transformers input module whose ``token_embeddings`` are its
+    vocabulary logits, for ``SpladePooling``.
+
+    ``variant="echo"``: each text is fed twice (``text text``) and the attention mask handed to pooling covers
+    only the second copy, whose positions have all seen the whole text under causal attention.
+    ``variant="bidirectional"``: attention is made non-causal (every token sees every real token).
+    """
+
+    config_keys = [*Transformer.config_keys, "max_seq_length", "variant"]
+
+    def __init__(self, model_name_or_path: str, *, variant: str = "echo", **kwargs: Any) -> None:
+        from uniret.retriever.bidirectional import enable_bidirectional
+
+        if variant not in DECODER_VARIANTS:
+            raise ValueError(f"unknown decoder SPLADE variant {variant!r}; expected one of "
+                             + ", ".join(DECODER_VARIANTS))
+        kwargs["transformer_task"] = "text-generation"
+        super().__init__(model_name_or_path, **kwargs)
+        self.variant = variant
+        tokenizer: Any = self.tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if variant == "bidirectional":
+            enable_bidirectional(self.auto_model)
+
+    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, processing_kwargs: Any = None,
+                   **kwargs: Any) -> dict[str, Any]:
+        from uniret.retriever.dense import pad_token_ids, token_ids
+
+        if not all(isinstance(x, str) for x in inputs):
+            raise TypeError(f"{type(self).__name__} encodes text only")
+        texts = [prompt + t for t in inputs] if prompt else list(inputs)
+        tokenizer: Any = self.tokenizer
+        ids = token_ids(tokenizer, texts, self.max_seq_length, append_eos=False)
+        if self.variant == "echo":
+            ids = [x + x for x in ids]
+        batch = pad_token_ids(ids, pad_id=tokenizer.pad_token_id, padding_side="right")
+        if self.variant == "echo":
+            pool = torch.zeros_like(batch["attention_mask"])
+            for row, x in enumerate(ids):
+                pool[row, len(x) // 2 : len(x)] = 1
+            batch["pool_mask"] = pool
+        return batch
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        from uniret.retriever.bidirectional import padding_only_mask
+
+        mask = features["attention_mask"]
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        attn = padding_only_mask(self.auto_model, mask) if self.variant == "bidirectional" else mask
+        logits = self.auto_model(input_ids=features["input_ids"], attention_mask=attn, position_ids=position_ids,
+                                 use_cache=False).logits
+        out = dict(features)  # the caller's features stay as they were (gradient caching replays them)
+        out["token_embeddings"] = logits
+        out["attention_mask"] = features.get("pool_mask", mask)
+        return out
+
+
+# -- the trainable model -------------------------------------------------------------------------------------
+
+def _is_decoder(path: str) -> bool:
+    from transformers import AutoConfig
+
+    from uniret.retriever.embedder import backbone_kind
+
+    return backbone_kind(AutoConfig.from_pretrained(path)) == "decoder"
+
+
+class SparseModel(torch.nn.Module):
+    """A SPLADE model (sentence-transformers ``SparseEncoder`` inside) with the bi-encoder trainer's API:
+    ``format_queries``, ``tokenize``, ``tokenize_queries``, ``forward`` (``(B, vocab)`` float32), ``save``."""
+
+    def __init__(self, st_model: Any, *, name: str, variant: str, pooling: str, max_length: int,
+                 path: str | None = None, top_k: int | None = None, threshold: float = 0.0,
+                 history: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.st = st_model
+        self.name = name
+        self.variant = variant
+        self.pooling = pooling
+        self.max_length = max_length
+        self.path = path
+        self.top_k = top_k
+        self.threshold = threshold
+        self.history = history or {}
+        self._weights_version = self._parameter_version()
+        self._hash: str | None = None
+        self._vocabulary: list[str] | None = None
+
+    # -- building and loading -----------------------------------------------------------------------
+    @classmethod
+    def build(cls, backbone: str | Path = "splade-tiny", *, variant: str | None = None, pooling: str = "max",
+              max_length: int = 256, idf: torch.Tensor | Sequence[str] | None = None, lora: dict[str, Any] | None = None,
+              gradient_checkpointing: bool = False, device: str | None = "auto", top_k: int | None = None,
+              threshold: float = 0.0) -> SparseModel:
+        """A fresh model on ``backbone``'s weights. ``variant``: ``mlm`` for masked-LM encoders (the default for
+        them); ``echo`` or ``bidirectional`` for decoder-only LMs (required for them). ``idf``: a per-token
+        weight vector, or the corpus texts to compute it from (:func:`compute_idf`), makes the model
+        inference-free (queries: tokenizer + these weights)."""
+        from sentence_transformers import SparseEncoder
+        from sentence_transformers.sparse_encoder.modules import SpladePooling
 
         from uniret.assets import resolve_model
         from uniret.runtime import resolve_device
 
         if pooling not in POOLINGS:
             raise ValueError(f"unknown SPLADE pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
-        self.name = str(model)
-        self.path = resolve_model(model)
-        self.device = resolve_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModelForMaskedLM.from_pretrained(self.path).to(self.device).eval()
-        self.batch_size = batch_size
+        path = resolve_model(backbone)
+        decoder = _is_decoder(path)
+        if variant is None:
+            if decoder:
+                raise ValueError(f"{backbone} is a decoder-only LM: choose variant 'echo' or 'bidirectional'")
+            variant = "mlm"
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown sparse variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+        if decoder != (variant in DECODER_VARIANTS):
+            kind = "a decoder-only LM" if decoder else "a masked-LM encoder"
+            raise ValueError(f"variant {variant!r} does not fit {backbone}, which is {kind}")
+        device = resolve_device(device)
+        if variant == "mlm":
+            lm: Any = Transformer(path, transformer_task="fill-mask", max_seq_length=max_length)
+        else:
+            lm = DecoderSpladeTransformer(path, variant=variant, max_seq_length=max_length)
+        doc_modules = [lm, SpladePooling(pooling_strategy=pooling)]  # type: ignore[arg-type]
+        if idf is not None:
+            from sentence_transformers.base.modules import Router
+            from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
+
+            if not isinstance(idf, torch.Tensor):
+                idf = compute_idf(lm.tokenizer, list(idf), lm.auto_model.config.vocab_size)
+            if idf.shape != (lm.auto_model.config.vocab_size,):
+                raise ValueError(f"idf has shape {tuple(idf.shape)}; expected ({lm.auto_model.config.vocab_size},)")
+            query = SparseStaticEmbedding(tokenizer=lm.tokenizer, weight=idf.float().clone(), frozen=True)
+            modules: list[Any] = [Router.for_query_document(query_modules=[query], document_modules=doc_modules)]
+        else:
+            modules = doc_modules
+        st = SparseEncoder(modules=modules, device=device)
+        model = cls(st, name=str(backbone), variant=variant, pooling=pooling, max_length=max_length,
+                    top_k=top_k, threshold=threshold,
+                    history={"base_model": str(backbone), "variant": variant})
+        if lora:
+            model.add_lora(lora)
+        if gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        return model
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = "auto", max_length: int | None = None,
+             top_k: int | None = None, threshold: float | None = None) -> SparseModel:
+        """A model saved by :meth:`save` (any variant), a sentence-transformers ``SparseEncoder`` folder, or
+        the weights of a masked-LM (SPLADE pooling ``max`` added)."""
+        from uniret.assets import resolve_model
+
+        folder = Path(resolve_model(path))
+        cfg_file = folder / CONFIG_FILE
+        if cfg_file.is_file():
+            from sentence_transformers import SparseEncoder
+
+            from uniret.runtime import resolve_device
+
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+            st = SparseEncoder(str(folder), device=resolve_device(device), trust_remote_code=True)
+            model = cls(st, name=str(path), variant=cfg["variant"], pooling=cfg["pooling"],
+                        max_length=int(cfg["max_length"]), path=str(folder),
+                        top_k=cfg.get("top_k") if top_k is None else top_k,
+                        threshold=cfg.get("threshold", 0.0) if threshold is None else threshold,
+                        history=cfg.get("history"))
+            if max_length is not None and max_length != model.max_length:
+                model.set_max_length(max_length)
+            return model
+        if (folder / "modules.json").is_file():
+            logger.info("%s: a sentence-transformers folder without %s; reading its modules", folder, CONFIG_FILE)
+        model = cls.build(folder, max_length=max_length or 256, device=device, top_k=top_k,
+                          threshold=threshold or 0.0)
+        model.name, model.path = str(path), str(folder)
+        model._weights_version = model._parameter_version()
+        return model
+
+    def set_max_length(self, max_length: int) -> None:
         self.max_length = max_length
-        self.pooling = pooling
-        self._hash: str | None = None
-        self._vocabulary: list[str] | None = None
+        self._lm().max_seq_length = max_length
+
+    # -- parts -------------------------------------------------------------------------------------------
+    @property
+    def inference_free(self) -> bool:
+        from sentence_transformers.base.modules import Router
+
+        return isinstance(self.st[0], Router)
+
+    def _doc_modules(self) -> list[Any]:
+        if self.inference_free:
+            return list(self.st[0].sub_modules["document"])
+        return list(self.st)
+
+    def _lm(self) -> Any:
+        return self._doc_modules()[0]
+
+    @property
+    def idf(self) -> torch.Tensor | None:
+        if not self.inference_free:
+            return None
+        return self.st[0].sub_modules["query"][0].weight.detach()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._lm().tokenizer
 
     @property
     def vocab_size(self) -> int:
-        return int(self.model.config.vocab_size)
+        return int(self._lm().auto_model.config.vocab_size)
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """Term id -> token string, in id order."""
+        if self._vocabulary is None:
+            self._vocabulary = [str(t) for t in self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))]
+        return self._vocabulary
+
+    @property
+    def device(self) -> str:
+        return str(next(self.parameters()).device)
+
+    def add_lora(self, lora: dict[str, Any]) -> None:
+        """LoRA adapters on the LM; only they train (the vocabulary head stays tied and frozen)."""
+        from peft import get_peft_model
+
+        from uniret.retriever.embedder import _lora_config
+
+        lm = self._lm()
+        config = _lora_config(lora, "decoder" if self.variant in DECODER_VARIANTS else "encoder")
+        lm.auto_model = get_peft_model(lm.auto_model, config)
+        self.history["lora"] = {"r": config.r, "target_modules": sorted(config.target_modules or [])}
+        self._weights_version = self._parameter_version()
+
+    def enable_gradient_checkpointing(self) -> None:
+        model = self._lm().auto_model
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # -- the trainer's API ------------------------------------------------------------------------------
+    def format_queries(self, queries: list[str], tasks: list[str | None] | None = None,
+                       instructions: list[str | None] | None = None) -> list[str]:
+        return list(queries)
+
+    def _features(self, texts: Sequence[str], task: str) -> dict[str, Any]:
+        kwargs = {"task": task} if self.inference_free else {}
+        features = self.st.preprocess(list(texts), **kwargs)
+        device = self.device
+        out = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
+        if self.inference_free:
+            out["task"] = task
+        return out
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Document features (the SPLADE side)."""
+        return self._features(texts, "document")
+
+    def tokenize_queries(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Query features (the IDF lookup side when inference-free, else the SPLADE side)."""
+        return self._features(texts, "query")
+
+    def forward(self, features: dict[str, Any]) -> torch.Tensor:
+        """Sparse representations ``(B, vocab)`` in float32 (differentiable on the SPLADE side)."""
+        kwargs = {"task": features["task"]} if "task" in features else {}
+        return self.st(dict(features), **kwargs)["sentence_embedding"].float()
+
+    # -- identity and saving ------------------------------------------------------------------------------
+    def _parameter_version(self) -> int:
+        return sum(p._version for p in self.parameters())
+
+    def settings(self) -> dict[str, Any]:
+        return {"format": 1, "variant": self.variant, "pooling": self.pooling, "max_length": self.max_length,
+                "inference_free": self.inference_free, "vocab_size": self.vocab_size, "top_k": self.top_k,
+                "threshold": self.threshold}
 
     @property
     def identity(self) -> dict[str, Any]:
         from uniret.assets import content_hash
 
-        if self._hash is None:
-            self._hash = content_hash(self.path) if Path(self.path).exists() else f"hub:{self.path}"
-        return {"type": "splade", "name": self.name, "path": self.path, "hash": self._hash,
-                "dimension": self.vocab_size, "similarity": "dot", "max_length": self.max_length,
-                "pooling": self.pooling}
+        saved = self.path is not None and self._parameter_version() == self._weights_version
+        if saved:
+            if self._hash is None:
+                self._hash = content_hash(self.path)  # type: ignore[arg-type]
+            digest = self._hash
+        else:
+            digest = "unsaved-" + hashlib.sha256(json.dumps([self.name, self.history, self.settings(), id(self),
+                                                             self._parameter_version()]).encode()).hexdigest()[:16]
+        vocab_hash = hashlib.sha256("\n".join(self.vocabulary).encode()).hexdigest()[:16]
+        return {"type": "splade", "name": self.name, "path": self.path if saved else None, "hash": digest,
+                "dimension": self.vocab_size, "similarity": "dot", "vocabulary_hash": vocab_hash,
+                **{k: v for k, v in self.settings().items() if k != "format"}}
 
-    def _encode_batch(self, texts: Sequence[str]) -> list[SparseVector]:
-        import torch
+    def save(self, path: str | Path) -> Path:
+        """A sentence-transformers ``SparseEncoder`` folder plus ``uniret_sparse.json``, written atomically;
+        LoRA adapters are merged."""
+        from uniret import __version__
+        from uniret.atomic import atomic_directory
 
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
-                             return_tensors="pt").to(self.device)
-        logits = self.model(**enc).logits
-        weights = torch.log1p(torch.relu(logits)) * enc["attention_mask"].unsqueeze(-1)
-        reps = (weights.amax(dim=1) if self.pooling == "max" else weights.sum(dim=1)).float().cpu()
-        out = []
-        for rep in reps:
-            idx = torch.nonzero(rep, as_tuple=True)[0]
-            out.append(SparseVector(idx.numpy(), rep[idx].numpy()))
-        return out
+        path = Path(path).resolve()
+        lm = self._lm()
+        live = lm.auto_model
+        if hasattr(live, "merge_and_unload"):
+            lm.auto_model = copy.deepcopy(live).merge_and_unload()
+        try:
+            with atomic_directory(path, kind="model") as tmp:
+                self.st.save(str(tmp))
+                (tmp / CONFIG_FILE).write_text(json.dumps({**self.settings(), "uniret_version": __version__,
+                                                           "history": self.history}, indent=2) + "\n",
+                                               encoding="utf-8")
+        finally:
+            lm.auto_model = live
+        self.path, self._hash = str(path), None
+        self._weights_version = self._parameter_version()
+        logger.info("saved sparse model (%s, %s pooling%s) to %s", self.variant, self.pooling,
+                    ", inference-free" if self.inference_free else "", path)
+        return path
 
-    def encode(self, texts: Sequence[str], desc: str = "splade: encoding",
-               show_progress: bool | None = None) -> list[SparseVector]:
-        """One sparse vector per text, in length-sorted batches (by characters)."""
-        import torch
-
+    # -- inference -------------------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], *, queries: bool = False, batch_size: int = 16,
+               show_progress: bool | None = None, desc: str | None = None) -> list[SparseVector]:
+        """One pruned sparse vector per text, in length-sorted batches (by characters)."""
+        tokenize = self.tokenize_queries if queries else self.tokenize
         if show_progress is None:
-            show_progress = logger.isEnabledFor(logging.INFO) and len(texts) > self.batch_size
-        with torch.inference_mode(), progress_bar(len(texts), desc, unit="text", show=show_progress) as bar:
-            return map_sorted(lambda rows: self._encode_batch([texts[i] for i in rows]), [len(t) for t in texts],
-                              self.batch_size, bar=bar)
+            show_progress = logger.isEnabledFor(logging.INFO) and len(texts) > batch_size
+        desc = desc or ("splade: queries" if queries else "splade: documents")
+
+        def batch(rows: list[int]) -> list[SparseVector]:
+            reps = self.forward(tokenize([texts[i] for i in rows])).cpu()
+            return [prune(r, top_k=self.top_k, threshold=self.threshold) for r in reps]
+
+        was_training = self.training
+        self.train(False)
+        try:
+            with torch.inference_mode(), progress_bar(len(texts), desc, unit="text", show=show_progress) as bar:
+                return map_sorted(batch, [len(t) for t in texts], batch_size, bar=bar)
+        finally:
+            self.train(was_training)
+
+
+class SpladeEncoder:
+    """The encoder protocol (``encode_queries`` / ``encode_documents`` -> :class:`SparseVectors`) over a
+    :class:`SparseModel`: a saved folder, an alias (``splade-tiny``), masked-LM weights, or a live model."""
+
+    def __init__(self, model: str | Path | SparseModel = "splade-tiny", *, device: str | None = "auto",
+                 batch_size: int = 16, max_length: int | None = None, pooling: str | None = None,
+                 top_k: int | None = None, threshold: float | None = None) -> None:
+        if pooling is not None and pooling not in POOLINGS:
+            raise ValueError(f"unknown SPLADE pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+        if isinstance(model, SparseModel):
+            self.model = model
+        else:
+            self.model = SparseModel.load(model, device=device, max_length=max_length, top_k=top_k,
+                                          threshold=threshold)
+        if pooling is not None and pooling != self.model.pooling:
+            self.model.pooling = pooling
+            self.model._doc_modules()[1].pooling_strategy = pooling
+        if max_length is not None and max_length != self.model.max_length:
+            self.model.set_max_length(max_length)
+        self.name = self.model.name
+        self.batch_size = batch_size
+
+    @property
+    def path(self) -> str | None:
+        return self.model.path
+
+    @property
+    def max_length(self) -> int:
+        return self.model.max_length
+
+    @property
+    def pooling(self) -> str:
+        return self.model.pooling
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.vocab_size
 
     @property
     def vocabulary(self) -> list[str]:
-        """Term id -> token string (the model's vocabulary, in id order)."""
-        if self._vocabulary is None:
-            self._vocabulary = self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
-        return self._vocabulary
+        return self.model.vocabulary
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self.model.identity
 
     def batch(self, vectors: Sequence[SparseVector]) -> SparseVectors:
         indptr, indices, values = to_csr(vectors)
         return SparseVectors(indptr, indices.astype(np.int32), values, self.vocabulary)
 
+    def encode(self, texts: Sequence[str], desc: str = "splade: encoding", show_progress: bool | None = None,
+               *, queries: bool = False) -> list[SparseVector]:
+        """One sparse vector per text (the document side unless ``queries``)."""
+        return self.model.encode(texts, queries=queries, batch_size=self.batch_size, show_progress=show_progress,
+                                 desc=desc)
+
     def encode_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> SparseVectors:
-        return self.batch(self.encode(texts, desc="splade: queries", show_progress=show_progress))
+        return self.batch(self.encode(texts, "splade: queries", show_progress, queries=True))
 
     def encode_documents(self, texts: Sequence[str], show_progress: bool | None = None) -> SparseVectors:
-        return self.batch(self.encode(texts, desc="splade: documents", show_progress=show_progress))
+        return self.batch(self.encode(texts, "splade: documents", show_progress))
 
     def to_terms(self, vector: SparseVector) -> dict[str, float]:
         """The vector as ``{token: weight}``, by weight descending."""
-        tokens = self.tokenizer.convert_ids_to_tokens(vector.indices.tolist())
-        pairs = sorted(zip(tokens, vector.values.tolist(), strict=True), key=lambda x: -x[1])
-        return dict(pairs)
+        vocab = self.vocabulary
+        pairs = sorted(zip(vector.indices.tolist(), vector.values.tolist(), strict=True), key=lambda x: (-x[1], x[0]))
+        return {vocab[i]: w for i, w in pairs}
+
+
+def mean_nonzeros(vectors: SparseVectors) -> float:
+    """Mean number of non-zero weights per row."""
+    return float(np.diff(vectors.indptr).mean()) if len(vectors) else math.nan

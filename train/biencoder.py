@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,6 +57,10 @@ class LossConfig:
     mixing: int = 0  # synthetic negatives per query (0: off)
     mixing_hardest: int = 8
     curriculum_steps: int = 0  # 0: off; else weights reach uniform at this step
+
+
+# (queries (B, dim), documents (B*(1+H), dim), which documents are real (not padding)) -> (loss, logs)
+Regularizer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass
@@ -193,10 +197,12 @@ class BiEncoderModule:
     saving. ``embedder`` follows :class:`uniret.retriever.embedder.Embedder` (``format_queries``,
     ``tokenize``, ``forward``, ``save``)."""
 
-    def __init__(self, embedder: Any, loss: LossConfig, grad_cache_chunk: int | None = None) -> None:
+    def __init__(self, embedder: Any, loss: LossConfig, grad_cache_chunk: int | None = None,
+                 regularizer: Regularizer | None = None) -> None:
         self.embedder = embedder
         self.loss = loss
         self.grad_cache_chunk = grad_cache_chunk
+        self.regularizer = regularizer
         self._forward = embedder.forward
 
     def use_mixed_precision(self, mode: str) -> None:
@@ -214,9 +220,12 @@ class BiEncoderModule:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> Any:
         return self.embedder.load_state_dict(state)
 
-    def _chunks(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
+    def _chunks(self, texts: list[str], queries: bool = False) -> list[dict[str, torch.Tensor]]:
         size = self.grad_cache_chunk or len(texts)
-        return [self.embedder.tokenize(texts[i : i + size]) for i in range(0, len(texts), size)]
+        # an embedder whose queries take another path (an inference-free sparse model) has tokenize_queries
+        tokenize = getattr(self.embedder, "tokenize_queries", self.embedder.tokenize) if queries else \
+            self.embedder.tokenize
+        return [tokenize(texts[i : i + size]) for i in range(0, len(texts), size)]
 
     def step(self, records: Sequence[TrainingRecord], rng: random.Random, step: int) -> dict[str, float]:
         batch = make_batch(records, self.loss, rng, self.embedder.format_queries)
@@ -225,11 +234,16 @@ class BiEncoderModule:
 
         def loss_fn(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
             loss, out = batch_loss(q, d, batch, self.loss, step, generator)
+            if self.regularizer is not None:
+                valid = torch.cat([torch.ones(len(records), dtype=torch.bool), batch.negative_valid.reshape(-1)])
+                reg, reg_logs = self.regularizer(q, d, valid)
+                loss = loss + reg
+                out = {**out, **reg_logs, "loss": float(loss.detach())}
             logs.update(out)
             return loss
 
         runner = cached_step if self.grad_cache_chunk else plain_step
-        runner(self._forward, self._chunks(batch.queries), self._chunks(batch.docs), loss_fn)
+        runner(self._forward, self._chunks(batch.queries, queries=True), self._chunks(batch.docs), loss_fn)
         return logs
 
     def save(self, path: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from uniret.train.biencoder import LossConfig
 from uniret.train.crossencoder import RerankLossConfig
+from uniret.train.losses.flops import FlopsConfig
 from uniret.train.mining import MiningConfig
 from uniret.train.trainer import TrainerConfig
 
@@ -16,7 +17,7 @@ from uniret.train.trainer import TrainerConfig
 class ModelConfig:
     kind: str = "dense"  # a trainable family of uniret.families: dense | cross-encoder
     backbone: str = "all-MiniLM-L6-v2"  # alias, local folder or hub name
-    pooling: Literal["cls", "mean", "last-token", "weighted-mean"] = "mean"
+    pooling: Literal["cls", "mean", "last-token", "weighted-mean", "max", "sum"] = "mean"  # sparse: max | sum
     normalize: bool = True
     bidirectional: bool = False  # decoder backbones only
     max_length: int = 256
@@ -30,6 +31,9 @@ class ModelConfig:
     attention_dropout: float | None = None  # None: the backbone's; 0 lets fused attention kernels train (faster)
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on CPU
+    variant: str | None = None  # sparse: mlm (encoders, the default) | echo | bidirectional (decoder-only LMs)
+    inference_free: bool = False  # sparse: queries are tokenizer + IDF weights from the training corpus
+    top_k: int | None = None  # sparse: keep at most this many terms per vector at inference
 
     def __post_init__(self) -> None:
         from uniret import families
@@ -77,6 +81,7 @@ class TrainConfig:
     teachers: TeachersConfig | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     rerank_loss: RerankLossConfig = field(default_factory=RerankLossConfig)
+    flops: FlopsConfig = field(default_factory=FlopsConfig)  # sparse models' sparsity regulariser
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     remine_every_epochs: int = 0  # iterative re-mining with the model being trained (ANCE-style)
     average_last_checkpoints: int = 0  # > 1: the final model is the mean of the last N checkpoints

@@ -17,6 +17,7 @@ class TrainingHooks:
     build: Callable[[Any], tuple[Any, Any]]  # TrainConfig -> (model, training module)
     loss_section: str  # the TrainConfig field holding this family's loss settings
     search_backend: Callable[[Any], Any] | None = None  # model -> an empty search backend over it
+    callbacks: Callable[[Any, Any], list[Any]] | None = None  # (TrainConfig, module) -> extra trainer callbacks
 
 
 def _build_dense(cfg: Any) -> tuple[Any, Any]:
@@ -50,5 +51,48 @@ def _build_cross_encoder(cfg: Any) -> tuple[Any, Any]:
     return model, CrossEncoderModule(model, cfg.rerank_loss, chunk=cfg.trainer.grad_cache_chunk)
 
 
+def _build_sparse(cfg: Any) -> tuple[Any, Any]:
+    from uniret.retriever.splade import POOLINGS, SparseModel
+    from uniret.train.biencoder import BiEncoderModule
+    from uniret.train.losses.flops import FlopsRegularizer
+
+    m = cfg.model
+    if m.pooling not in POOLINGS:
+        raise ValueError(f"model.pooling: a sparse model pools with {' or '.join(POOLINGS)}, got {m.pooling!r}")
+    idf = None
+    if m.inference_free:
+        from uniret.data import load_beir
+
+        idf = [d.full_text() for d in load_beir(cfg.data.data).corpus]  # IDF over the training data's corpus
+    model = SparseModel.build(m.backbone, variant=m.variant, pooling=m.pooling, max_length=m.max_length, idf=idf,
+                              lora=m.lora, gradient_checkpointing=m.gradient_checkpointing, device=m.device,
+                              top_k=m.top_k)
+    f = cfg.flops
+    regularizer = None
+    if f.query_weight > 0 or f.document_weight > 0:
+        regularizer = FlopsRegularizer(f, model.idf, queries_trainable=not model.inference_free)
+    elif f.idf_aware:
+        raise ValueError("flops.idf_aware is set but flops.query_weight and flops.document_weight are 0")
+    return model, BiEncoderModule(model, cfg.loss, grad_cache_chunk=cfg.trainer.grad_cache_chunk,
+                                  regularizer=regularizer)
+
+
+def _sparse_backend(model: Any) -> Any:
+    from uniret.index.sparse import SparseIndex
+    from uniret.retriever.splade import SpladeEncoder
+
+    return SparseIndex(SpladeEncoder(model))
+
+
+def _sparse_callbacks(cfg: Any, module: Any) -> list[Any]:
+    from uniret.train.losses.flops import FlopsWarmup
+
+    if module.regularizer is None or cfg.flops.warmup_steps <= 0:
+        return []
+    return [FlopsWarmup(module.regularizer)]
+
+
 DENSE = TrainingHooks(build=_build_dense, loss_section="loss", search_backend=_dense_backend)
 CROSS_ENCODER = TrainingHooks(build=_build_cross_encoder, loss_section="rerank_loss")
+SPARSE = TrainingHooks(build=_build_sparse, loss_section="loss", search_backend=_sparse_backend,
+                       callbacks=_sparse_callbacks)

@@ -72,5 +72,6 @@ def cached_step(forward: ForwardFn, query_chunks: Sequence[Features], doc_chunks
     for chunk, state, grad in zip([*query_chunks, *doc_chunks], states, grads, strict=True):
         with state:
             emb = forward(chunk)
-        emb.backward(grad)
+        if emb.requires_grad:  # a side without parameters (an inference-free query lookup) has nothing to train
+            emb.backward(grad)
     return loss.detach()

@@ -318,7 +318,10 @@ def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> di
     distributed.barrier()
     prep_seconds = time.perf_counter() - start
     model, module = build_model(cfg)
-    callbacks: list[Callback] = []
+    from uniret import families
+
+    extra = families.get(cfg.model.kind).hooks().callbacks
+    callbacks: list[Callback] = list(extra(cfg, module)) if extra is not None else []
     remining = None
     if cfg.remine_every_epochs > 0:
         if search_backend(cfg, model) is None:

@@ -222,6 +222,10 @@ register(Family(
     requires=(("faiss", "cpu"),), training="uniret.train.families:DENSE",
 ))
 register(Family(
+    name="sparse", description="learned sparse (SPLADE on an MLM encoder or a decoder-only LM; inference-free)",
+    training="uniret.train.families:SPARSE",
+))
+register(Family(
     name="cross-encoder", description="cross-encoder reranker (a reranking stage and a teacher)",
     training="uniret.train.families:CROSS_ENCODER", role="reranker",
 ))

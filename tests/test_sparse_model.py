@@ -1,0 +1,269 @@
+"""Learned sparse models (:mod:`uniret.retriever.splade`) and their regularisers
+(:mod:`uniret.train.losses.flops`): pooling and FLOPS / IDF-FLOPS against hand computations, the decoder
+variants' attention, the inference-free query side, sentence-transformers round trips, and one training step.
+Tiny random decoders for the units; the real SPLADE-tiny on real SciFact text for the round trips."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from uniret.retriever.splade import SparseModel, SpladeEncoder, compute_idf, prune, splade_pool
+from uniret.train.losses.flops import (
+    FlopsConfig,
+    FlopsRegularizer,
+    FlopsWarmup,
+    flops,
+    idf_penalty_weights,
+    quadratic_warmup,
+)
+
+WORDS = "the a of protein cell gene vitamin study claim cancer risk patients in with drug trial heart".split()
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory):
+    """A random 2-layer Llama causal LM (vocabulary head tied) with a word-level tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="</s>",
+                                  bos_token="<s>")
+    config = AutoConfig.for_model("llama", vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, head_dim=8,
+                                  pad_token_id=0, bos_token_id=2, eos_token_id=3, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-llama-lm")
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def splade_tiny():
+    return SparseModel.build("splade-tiny", max_length=64, device="cpu")
+
+
+# -- pooling, pruning, IDF -----------------------------------------------------------------------------------
+
+def test_splade_pooling_matches_a_hand_computation():
+    logits = torch.tensor([[[1.0, -2.0, 0.5], [3.0, 0.0, -1.0], [9.0, 9.0, 9.0]]])  # third position is padding
+    mask = torch.tensor([[1, 1, 0]])
+    f = lambda x: math.log1p(max(x, 0.0))  # noqa: E731
+    assert splade_pool(logits, mask, "max")[0].tolist() == pytest.approx([f(3.0), 0.0, f(0.5)])
+    assert splade_pool(logits, mask, "sum")[0].tolist() == pytest.approx([f(1.0) + f(3.0), 0.0, f(0.5)])
+    with pytest.raises(ValueError, match="max, sum"):
+        splade_pool(logits, mask, "mean")
+
+
+def test_pruning_keeps_the_top_k_above_the_threshold_in_id_order():
+    rep = torch.tensor([0.0, 0.5, 2.0, 0.05, 1.0, 3.0])
+    v = prune(rep)
+    assert v.indices.tolist() == [1, 2, 3, 4, 5] and v.values.dtype == np.float32
+    v = prune(rep, top_k=2)
+    assert v.indices.tolist() == [2, 5] and v.values.tolist() == [2.0, 3.0]
+    assert prune(rep, threshold=0.1, top_k=10).indices.tolist() == [1, 2, 4, 5]
+
+
+def test_idf_is_bm25s_idf_over_the_corpus(tiny_llm):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llm)
+    texts = ["the protein", "the cell the", "vitamin"]
+    idf = compute_idf(tok, texts, len(tok))
+    bm25_idf = lambda df: math.log(1 + (3 - df + 0.5) / (df + 0.5))  # noqa: E731
+    vocab = tok.get_vocab()
+    assert idf[vocab["the"]].item() == pytest.approx(bm25_idf(2))  # counted once per document
+    assert idf[vocab["protein"]].item() == pytest.approx(bm25_idf(1))
+    assert idf[vocab["gene"]].item() == pytest.approx(bm25_idf(0))  # never seen: the largest weight
+
+
+# -- FLOPS --------------------------------------------------------------------------------------------------
+
+def test_flops_and_idf_aware_flops_match_hand_computations():
+    reps = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    # mean |w| per term: [2, 0, 1] -> squares [4, 0, 1]
+    assert flops(reps).item() == pytest.approx(5.0)
+    idf = torch.tensor([0.5, 1.0, 2.0])
+    w = idf_penalty_weights(idf)  # 1/idf = [2, 1, 0.5], mean 7/6
+    assert w.tolist() == pytest.approx([12 / 7, 6 / 7, 3 / 7])
+    assert flops(reps, w).item() == pytest.approx(4 * 12 / 7 + 1 * 3 / 7)
+    # a low-IDF (frequent) term costs more than a high-IDF one of the same weight
+    assert flops(torch.tensor([[1.0, 0.0, 0.0]]), w) > flops(torch.tensor([[0.0, 0.0, 1.0]]), w)
+
+
+def test_regularizer_weights_queries_and_documents_separately_and_skips_padding():
+    q = torch.tensor([[1.0, 1.0]], requires_grad=True)
+    d = torch.tensor([[2.0, 0.0], [0.0, 0.0], [100.0, 100.0]])  # the last document is padding
+    valid = torch.tensor([True, True, False])
+    reg = FlopsRegularizer(FlopsConfig(query_weight=0.5, document_weight=0.1))
+    loss, logs = reg(q, d, valid)
+    # queries: mean [1, 1] -> 2; documents (first two): mean [1, 0] -> 1
+    assert loss.item() == pytest.approx(0.5 * 2 + 0.1 * 1)
+    assert logs["flops_q"] == pytest.approx(2.0) and logs["flops_d"] == pytest.approx(1.0)
+    assert logs["nnz_d"] == pytest.approx(0.5) and logs["nnz_q"] == pytest.approx(2.0)
+    frozen = FlopsRegularizer(FlopsConfig(query_weight=0.5, document_weight=0.1), queries_trainable=False)
+    assert frozen(q, d, valid)[0].item() == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="needs IDF weights"):
+        FlopsRegularizer(FlopsConfig(document_weight=0.1, idf_aware=True))
+    with pytest.raises(ValueError, match="flops.query_weight must be >= 0"):
+        FlopsConfig(query_weight=-1.0)
+
+
+def test_quadratic_warmup_callback_follows_the_step():
+    assert [quadratic_warmup(s, 4) for s in (0, 1, 2, 4, 9)] == [0.0, 1 / 16, 0.25, 1.0, 1.0]
+    assert quadratic_warmup(0, 0) == 1.0
+    reg = FlopsRegularizer(FlopsConfig(document_weight=1.0, warmup_steps=4))
+    assert reg.scale == 0.0
+    cb = FlopsWarmup(reg)
+
+    class _Trainer:
+        step = 2  # a resumed run starts at its checkpoint's step
+
+    cb.on_train_start(_Trainer())
+    assert reg.scale == 0.25
+    cb.on_step_end(_Trainer(), 3, {})
+    assert reg.scale == pytest.approx(9 / 16)
+
+
+# -- the decoder variants ---------------------------------------------------------------------------------
+
+def test_echo_pools_only_the_second_copy_and_sees_the_whole_text(tiny_llm):
+    echo = SparseModel.build(tiny_llm, variant="echo", max_length=16, device="cpu")
+    feats = echo.tokenize(["protein cell gene", "vitamin"])
+    assert feats["input_ids"][0].tolist()[:6] == feats["input_ids"][0].tolist()[:3] * 2
+    assert feats["pool_mask"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 1, 0, 0, 0, 0]]
+    assert feats["attention_mask"].tolist() == [[1] * 6, [1, 1, 0, 0, 0, 0]]
+    # the pooled output equals SPLADE pooling of the LM's logits over the second copy only
+    with torch.no_grad():
+        logits = echo._lm().auto_model(input_ids=feats["input_ids"], attention_mask=feats["attention_mask"]).logits
+        expected = splade_pool(logits, feats["pool_mask"], "max")
+        got = echo.forward(echo.tokenize(["protein cell gene", "vitamin"]))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert feats["attention_mask"].tolist()[0] == [1] * 6  # forward left the caller's features unchanged
+
+
+def _first_position_logits(model, text):
+    lm = model._lm()
+    feats = lm.preprocess([text])
+    out = lm.forward(feats)
+    return out["token_embeddings"][0, 0]
+
+
+@pytest.mark.parametrize("variant, first_sees_last", [("bidirectional", True), ("echo", False)])
+def test_bidirectional_makes_the_first_token_see_later_ones_and_echo_stays_causal(tiny_llm, variant,
+                                                                                    first_sees_last):
+    model = SparseModel.build(tiny_llm, variant=variant, max_length=16, device="cpu")
+    with torch.no_grad():
+        a = _first_position_logits(model, "protein cell gene")
+        b = _first_position_logits(model, "protein cell drug")
+    assert (not torch.allclose(a, b, atol=1e-6)) == first_sees_last
+
+
+def test_echo_second_copy_sees_the_last_token(tiny_llm):
+    model = SparseModel.build(tiny_llm, variant="echo", max_length=16, device="cpu")
+    lm = model._lm()
+    with torch.no_grad():
+        a = lm.forward(lm.preprocess(["protein cell gene"]))["token_embeddings"][0, 3]  # copy 2, first token
+        b = lm.forward(lm.preprocess(["protein cell drug"]))["token_embeddings"][0, 3]
+    assert not torch.allclose(a, b, atol=1e-6)
+
+
+def test_variant_must_fit_the_backbone(tiny_llm):
+    with pytest.raises(ValueError, match="decoder-only LM: choose variant 'echo' or 'bidirectional'"):
+        SparseModel.build(tiny_llm, device="cpu")
+    with pytest.raises(ValueError, match="does not fit"):
+        SparseModel.build(tiny_llm, variant="mlm", device="cpu")
+    with pytest.raises(ValueError, match="does not fit"):
+        SparseModel.build("splade-tiny", variant="echo", device="cpu")
+    with pytest.raises(ValueError, match="unknown sparse variant"):
+        SparseModel.build(tiny_llm, variant="mirror", device="cpu")
+
+
+@pytest.mark.parametrize("variant", ["echo", "bidirectional"])
+def test_decoder_model_saves_and_loads_with_sentence_transformers(tiny_llm, variant, tmp_path):
+    from sentence_transformers import SparseEncoder
+
+    model = SparseModel.build(tiny_llm, variant=variant, max_length=16, device="cpu")
+    texts = ["protein cell gene", "vitamin study of the heart"]
+    with torch.no_grad():
+        ours = model.forward(model.tokenize(texts))
+    path = model.save(tmp_path / "m")
+    assert json.loads((path / "uniret_sparse.json").read_text())["variant"] == variant
+    ref = SparseEncoder(str(path), device="cpu", trust_remote_code=True)
+    theirs = ref.encode_document(texts, convert_to_tensor=True, convert_to_sparse_tensor=False)
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-6)
+    again = SpladeEncoder(path, device="cpu")
+    assert again.identity["variant"] == variant and again.identity["path"] == str(path)
+    vecs = again.encode_documents(texts)
+    dense = np.zeros((2, again.vocab_size), dtype=np.float32)
+    for i in range(2):
+        lo, hi = vecs.indptr[i], vecs.indptr[i + 1]
+        dense[i, vecs.indices[lo:hi]] = vecs.data[lo:hi]
+    np.testing.assert_allclose(dense, ours.numpy(), atol=1e-5)
+
+
+# -- real SPLADE-tiny --------------------------------------------------------------------------------------
+
+def test_encoder_splade_round_trips_through_sentence_transformers(splade_tiny, scifact_small, tmp_path):
+    from sentence_transformers import SparseEncoder
+
+    docs = [d.full_text() for d in list(scifact_small.corpus)[:6]]
+    path = splade_tiny.save(tmp_path / "splade")
+    ref = SparseEncoder(str(path), device="cpu")
+    theirs = ref.encode_document(docs, convert_to_tensor=True, convert_to_sparse_tensor=False)
+    enc = SpladeEncoder(path, device="cpu", batch_size=4)
+    ours = enc.encode_documents(docs)
+    assert enc.identity["path"] == str(path) and enc.identity["variant"] == "mlm"
+    for i in range(len(docs)):
+        row = theirs[i]
+        idx = torch.nonzero(row, as_tuple=True)[0].numpy()
+        lo, hi = ours.indptr[i], ours.indptr[i + 1]
+        np.testing.assert_array_equal(ours.indices[lo:hi], idx)
+        np.testing.assert_allclose(ours.data[lo:hi], row[idx].numpy(), rtol=1e-4, atol=1e-5)
+    assert ours.row(0) and list(ours.row(0).values()) == sorted(ours.row(0).values(), reverse=True)
+
+
+def test_inference_free_queries_are_idf_lookups_and_round_trip(scifact_small, tmp_path):
+    from sentence_transformers import SparseEncoder
+
+    corpus = [d.full_text() for d in scifact_small.corpus]
+    model = SparseModel.build("splade-tiny", idf=corpus, max_length=64, device="cpu")
+    assert model.inference_free and model.idf is not None
+    query = "vitamin d deficiency and bone density"
+    q = model.forward(model.tokenize_queries([query]))[0]
+    ids = set(model.tokenizer(query, add_special_tokens=False)["input_ids"])
+    assert set(torch.nonzero(q, as_tuple=True)[0].tolist()) == ids
+    for i in ids:
+        assert q[i].item() == pytest.approx(model.idf[i].item())
+    assert not q.requires_grad  # nothing to train on the query side
+    path = model.save(tmp_path / "if")
+    ref = SparseEncoder(str(path), device="cpu")
+    rq = ref.encode_query([query], convert_to_tensor=True, convert_to_sparse_tensor=False)[0]
+    torch.testing.assert_close(rq, q)
+    enc = SpladeEncoder(path, device="cpu")
+    assert enc.identity["inference_free"] and set(enc.encode_queries([query]).row(0)) == \
+        set(model.tokenizer.convert_ids_to_tokens(sorted(ids)))
+
+
+def test_one_training_step_with_flops_moves_the_model(scifact):
+    from uniret.train.biencoder import BiEncoderModule, LossConfig
+    from uniret.train.records import records_from_beir
+
+    model = SparseModel.build("splade-tiny", max_length=32, device="cpu")
+    records = list(itertools.islice(records_from_beir(scifact, "train"), 4))
+    module = BiEncoderModule(model, LossConfig(temperature=1.0, hard_negatives=0),
+                             regularizer=FlopsRegularizer(FlopsConfig(query_weight=1e-3, document_weight=1e-3)))
+    logs = module.step(records, random.Random(0), 0)
+    assert {"infonce", "flops_q", "flops_d", "nnz_q", "nnz_d", "loss"} <= set(logs)
+    assert logs["loss"] == pytest.approx(logs["infonce"] + 1e-3 * (logs["flops_q"] + logs["flops_d"]), rel=1e-5)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
