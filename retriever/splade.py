@@ -341,7 +341,7 @@ class SparseModel(torch.nn.Module):
 
         lm = self._lm()
         config = _lora_config(lora, "decoder" if self.variant in DECODER_VARIANTS else "encoder")
-        lm.auto_model = get_peft_model(lm.auto_model, config)
+        lm.model = get_peft_model(lm.model, config)  # ``auto_model`` is a read-only alias of ``model``
         self.history["lora"] = {"r": config.r, "target_modules": sorted(config.target_modules or [])}
         self._weights_version = self._parameter_version()
 
@@ -414,9 +414,9 @@ class SparseModel(torch.nn.Module):
 
         path = Path(path).resolve()
         lm = self._lm()
-        live = lm.auto_model
+        live = lm.model
         if hasattr(live, "merge_and_unload"):
-            lm.auto_model = copy.deepcopy(live).merge_and_unload()
+            lm.model = copy.deepcopy(live).merge_and_unload()
         try:
             with atomic_directory(path, kind="model") as tmp:
                 self.st.save(str(tmp))
@@ -424,7 +424,7 @@ class SparseModel(torch.nn.Module):
                                                            "history": self.history}, indent=2) + "\n",
                                                encoding="utf-8")
         finally:
-            lm.auto_model = live
+            lm.model = live
         self.path, self._hash = str(path), None
         self._weights_version = self._parameter_version()
         logger.info("saved sparse model (%s, %s pooling%s) to %s", self.variant, self.pooling,

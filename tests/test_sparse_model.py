@@ -267,3 +267,27 @@ def test_one_training_step_with_flops_moves_the_model(scifact):
     assert {"infonce", "flops_q", "flops_d", "nnz_q", "nnz_d", "loss"} <= set(logs)
     assert logs["loss"] == pytest.approx(logs["infonce"] + 1e-3 * (logs["flops_q"] + logs["flops_d"]), rel=1e-5)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_lora_trains_only_adapters_and_saves_merged(tiny_llm, tmp_path):
+    pytest.importorskip("peft")
+    from sentence_transformers import SparseEncoder
+
+    model = SparseModel.build(tiny_llm, variant="echo", max_length=16, device="cpu",
+                              lora={"r": 4, "alpha": 8, "dropout": 0.0}, gradient_checkpointing=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    with torch.no_grad():  # move the adapters off zero so that merging matters
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.05)
+    texts = ["protein cell gene", "vitamin"]
+    model.train(False)
+    with torch.no_grad():
+        ours = model.forward(model.tokenize(texts))
+    path = model.save(tmp_path / "lora")
+    assert not any("lora" in f.name for f in path.iterdir())
+    theirs = SparseEncoder(str(path), device="cpu", trust_remote_code=True).encode_document(
+        texts, convert_to_tensor=True, convert_to_sparse_tensor=False)
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
+    assert model.history["lora"]["r"] == 4
