@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, RESULTS, BenchmarkRun
 from dense_recipe import SMOKE_OVERRIDES, smoke_dataset
+
+from _common import REPO, RESULTS, BenchmarkRun
 from uniret.config import load_config, to_dict
 from uniret.train.config import TrainConfig
 
