@@ -115,7 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       model_given=args.model is not None or args.max_length is not None, depth=args.depth,
                       rerank=args.rerank, rerank_depth=args.rerank_depth, rerank_fusion=args.rerank_fusion,
                       allow_corpus_mismatch=args.allow_corpus_mismatch,
-                      allow_whitespace_ids=args.allow_whitespace_ids)
+                      allow_whitespace_ids=args.allow_whitespace_ids, use_mteb=args.mteb)
     print(metrics_table({result.name: result.metrics}, [*DEFAULT_METRICS, "p@10"]))
     encoder = (result.report.get("retriever") or {}).get("encoder") or {}
     if encoder.get("max_length"):
@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hits per query the reranker re-scores (default 100)")
     p.add_argument("--rerank-fusion", type=float, default=None, metavar="W",
                    help="final score = W x min-max(reranker) + (1 - W) x min-max(first stage), per query")
+    p.add_argument("--mteb", action="store_true",
+                   help="evaluate through mteb (the eval extra): the data set becomes a local mteb retrieval task, "
+                        "the retriever an mteb search model; report.json has the same metric keys")
     p.add_argument("--output-dir", required=True, help="report directory to write")
     p.set_defaults(func=cmd_eval)
 

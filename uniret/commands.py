@@ -108,8 +108,9 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output
              split: str = "test", index_dir: str | Path | None = None, model_given: bool = False,
              name: str | None = None, depth: int = 1000, rerank: str | Path | None = None, rerank_depth: int = 100,
              rerank_fusion: float | None = None, allow_corpus_mismatch: bool = False,
-             allow_whitespace_ids: bool = False) -> Any:
+             allow_whitespace_ids: bool = False, use_mteb: bool = False) -> Any:
     """Evaluate a retriever on a BEIR split and write the report directory; returns the EvalResult.
+    ``use_mteb``: mteb indexes, searches (through the backend) and scores (:mod:`uniret.eval.mteb_adapter`).
     With ``index_dir`` the saved index is searched (its manifest names the family; ``cfg`` may be None) and
     its corpus must be the data set's. ``rerank``: a cross-encoder reranker (folder or name) re-scoring the
     top ``rerank_depth`` hits."""
@@ -119,6 +120,9 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output
     check_positive(depth=depth, rerank_depth=rerank_depth)
     if cfg is None and index_dir is None:
         raise ValueError("--retriever is needed when no --index is given")
+    if use_mteb and (index_dir is not None or rerank is not None):
+        raise ValueError("--mteb indexes the corpus itself and scores first-stage runs: it takes neither --index "
+                         "nor --rerank")
     dataset = data if isinstance(data, BeirDataset) else load_beir(data, allow_whitespace_ids=allow_whitespace_ids)
     check_output(output_dir, protect=[dataset.root, *([index_dir] if index_dir else [])], what="--output-dir")
     corpus_note = None
@@ -146,6 +150,13 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output
         if not built:
             backend.set_corpus(dataset.corpus)
         depth = min(depth, rerank_depth)
+    if use_mteb:
+        from uniret.eval.mteb_adapter import evaluate_backend_mteb
+
+        with output_directory(output_dir, kind="report", protect=[dataset.root]):
+            return evaluate_backend_mteb(backend, dataset, split=split, name=name or kind, output_dir=output_dir,
+                                         config={"retriever": asdict(cfg) if cfg is not None else None,
+                                                 "family": kind, "split": split, "evaluator": "mteb"})
     with output_directory(output_dir, kind="report", protect=[dataset.root]):
         return evaluate_backend(backend, dataset, split=split, name=name or kind + ("+rerank" if rerank else ""),
                                 build_index=built, depth=depth, output_dir=output_dir,
