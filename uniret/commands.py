@@ -90,17 +90,24 @@ def build_index(data: str | Path, cfg: RetrieverConfig, output: str | Path, *, a
     return read_manifest(output)
 
 
-def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "auto") -> list[tuple[Document, float]]:
-    """Search a saved index for one query; returns ``(document, score)`` best first."""
+def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "auto", *, explain: int = 0
+                 ) -> list[tuple[Document, float]] | list[tuple[Document, float, dict[str, float]]]:
+    """Search a saved index for one query; returns ``(document, score)`` best first. With ``explain=N``,
+    ``(document, score, terms)``: a backend that offers ``explain(query, doc_id, top)`` (the sparse family)
+    gives the top N matching terms and their contributions to the score; others ``{}``."""
     from uniret.scores import ranked
 
     check_positive(k=k)
     backend = load_backend(index_dir, device=device)
     hits = ranked(backend.search({"q": query}, k=k).get("q", {}))
-    out = []
+    out: list[Any] = []
     for doc_id, score in hits:
         doc = backend.document(doc_id) or Document(id=doc_id, text="")
-        out.append((doc, score))
+        if explain:
+            terms = backend.explain(query, doc_id, top=explain) if hasattr(backend, "explain") else {}
+            out.append((doc, score, terms))
+        else:
+            out.append((doc, score))
     return out
 
 

