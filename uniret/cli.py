@@ -52,8 +52,8 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
                    help=f"retriever family: {' | '.join(names)}" + ("" if required else
                         " (not needed with --index: the index's manifest decides)"))
     p.add_argument("--model", default=None,
-                   help="encoder: alias (all-MiniLM-L6-v2), local sentence-transformers folder or hub name "
-                        "(default all-MiniLM-L6-v2)")
+                   help="encoder: alias (all-MiniLM-L6-v2, splade-tiny), local folder or hub name (default: the "
+                        "family's own: dense all-MiniLM-L6-v2, sparse splade-tiny)")
     p.add_argument("--index-type", default="flat",
                    help="dense: flat | hnsw | ivf-pq | a faiss factory string (checked before encoding)")
     p.add_argument("--engine", default="auto",
