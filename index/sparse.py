@@ -50,7 +50,14 @@ from uniret.index.manifest import (
     read_manifest,
     write_manifest,
 )
-from uniret.index.sparse_engines import ENGINES, ImpactVectors, Query, default_threads, escape_terms, resolve_engine
+from uniret.index.sparse_engines import (
+    ENGINES,
+    ImpactVectors,
+    Query,
+    default_threads,
+    escape_terms,
+    resolve_engine,
+)
 from uniret.protocols import SparseVectors
 
 logger = logging.getLogger(__name__)
@@ -137,6 +144,7 @@ class SparseIndex:
         self._source_dir: Path | None = None
         self._source_manifest: dict[str, Any] | None = None
         self._query_cache: dict[str, Query] = {}
+        self._rows: dict[str, int] = {}
         self.index_seconds: float | None = None
 
     # -- building -------------------------------------------------------------------------------
@@ -177,7 +185,7 @@ class SparseIndex:
         engine = ENGINES[self.engine_name]
         engine.build(folder, self._ids, self._vectors, self._terms, threads=self.threads)
         self._engine = engine.open(folder, self._ids, self._terms)
-        self._query_cache = {}
+        self._query_cache, self._rows = {}, {}
 
     def _check_vocabulary(self, vocabulary: Sequence[str]) -> None:
         expected = getattr(self.encoder, "vocabulary", None)
@@ -232,7 +240,7 @@ class SparseIndex:
         return {term: c / denominator for term, c in shared[:top]}
 
     def _row_of(self) -> dict[str, int]:
-        if not hasattr(self, "_rows") or len(self._rows) != len(self._ids):
+        if len(self._rows) != len(self._ids):
             self._rows = {d: i for i, d in enumerate(self._ids)}
         return self._rows
 

@@ -77,7 +77,7 @@ def escape_terms(vocabulary: Sequence[str]) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for i, token in enumerate(vocabulary):
-        parts = []
+        parts: list[str] = []
         for ch in token:
             if ch == "%" or ch.isspace() or not ch.isprintable():
                 parts.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))

@@ -89,9 +89,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from uniret.commands import search_index
+    from uniret.commands import search_index_explained
 
-    hits = search_index(args.index, args.query, k=args.k, device=args.device, explain=5)
+    hits = search_index_explained(args.index, args.query, k=args.k, device=args.device, top_terms=5)
     if not hits:
         print("no hits")
     for rank, (doc, score, terms) in enumerate(hits, 1):
