@@ -462,7 +462,8 @@ def block_readme_recipe(res: Results) -> str:
 
 
 ENGINE_LABELS = {"pisa": "PISA, block-max WAND (**default**, exact)", "lucene": "uniret `lucene` engine (Anserini "
-                 "SimpleImpactSearcher)", "pyserini_impact_searcher": "pyserini `LuceneImpactSearcher` (baseline)",
+                 "SimpleImpactSearcher)", "pyserini_impact_searcher": "pyserini `LuceneImpactSearcher.search`",
+                 "pyserini_impact_searcher_batch": "pyserini `LuceneImpactSearcher.batch_search` (1 thread)",
                  "seismic": "Seismic (approximate)"}
 
 
@@ -478,7 +479,8 @@ def block_sparse_engines(res: Results) -> str:
                  [[f"uniret `sparse` (max length {e['max_length']}, {e['pooling']} pooling, weights x{e['scale']} "
                    "rounded)", f4(e["ndcg@10"]), f4(e["recall@100"]), f4(e["reference_ndcg@10"]),
                    n1(e["mean_nnz_per_doc"]), n1(e["mean_nnz_per_query"])]])]
-    base = rec["engines"]["pyserini_impact_searcher"]
+    base = max((rec["engines"][k] for k in ("pyserini_impact_searcher", "pyserini_impact_searcher_batch")
+                if k in rec["engines"]), key=lambda r: r["qps"])
     rows = []
     for key, label in ENGINE_LABELS.items():
         r = rec["engines"].get(key)
@@ -488,7 +490,7 @@ def block_sparse_engines(res: Results) -> str:
                      f4(r["recall@10_vs_exact"]), f4(r["ndcg@10"])])
     s = rec["engine_settings"]
     out.append(table(["engine (same quantised vectors, 300 queries encoded beforehand, top 10, 1 thread)", "q/s",
-                      "x pyserini", "queries with the exact top-10", "recall@10 vs exact", "nDCG@10"], "lrrrrr", rows))
+                      "x pyserini (faster mode)", "queries with the exact top-10", "recall@10 vs exact", "nDCG@10"], "lrrrrr", rows))
     out.append(f"Exact = the brute-force integer dot product; a top-10 is exact when its scores and every document "
                f"above the 10th score match (order within ties free). {rec['repeat']} timed passes after a warm-up; "
                f"PISA `{s['pisa']['algorithm']}`, Seismic query_cut {s['seismic']['query_cut']}, heap_factor "
@@ -511,7 +513,7 @@ def block_sparse_engines(res: Results) -> str:
     repro = "met" if abs(e["ndcg@10"] - e["reference_ndcg@10"]) <= 0.005 else "not met"
     targets = [f"SPLADE-tiny reproduces the reference (within 0.005): {repro} ({f4(e['ndcg@10'])} vs "
                f"{f4(e['reference_ndcg@10'])})",
-               f"default engine >= 10x pyserini's impact searcher at identical top-10: "
+               f"default engine >= 10x pyserini's impact searcher (its faster mode) at identical top-10: "
                f"{'met' if pisa and pisa['qps'] >= 10 * base['qps'] and pisa['exact_top10_share'] == 1 else 'not met'}"
                f" ({f2(pisa.get('qps', 0) / base['qps'])}x, exact top-10 on "
                f"{pisa.get('exact_top10_share', 0) * 100:.1f}% of queries)"]
