@@ -28,12 +28,15 @@ escaped tokens (readable, for interoperability); PISA (whose query parser lower-
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import json
 import logging
 import os
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +92,29 @@ def escape_terms(vocabulary: Sequence[str]) -> list[str]:
         seen.add(term)
         out.append(term)
     return out
+
+
+@contextlib.contextmanager
+def _native_output(what: str) -> Iterator[None]:
+    """Capture what native code (PISA's spdlog and progress lines, Seismic's prints) writes to the process's
+    stdout and stderr, and log it at debug level instead: ``uniret search`` prints only its hits."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()
+            if text:
+                logger.debug("%s: %s", what, text[-2000:])
 
 
 def _damaged(path: Path, what: str) -> IndexMismatchError:
@@ -218,8 +244,9 @@ class PisaEngine:
     def _prepare(directory: Path, scorer: str = "quantized", **params: float) -> Any:
         pisa = pisathon()
         context = pisa.RetrievalContext()
-        pisa.prepare_index(context, str(directory), PISA_ENCODING, scorer, "", block_size=PISA_BLOCK, quantize=0,
-                           stop_fname="", **params)
+        with _native_output("PISA"):
+            pisa.prepare_index(context, str(directory), PISA_ENCODING, scorer, "", block_size=PISA_BLOCK,
+                               quantize=0, stop_fname="", **params)
         return context
 
     @classmethod
@@ -301,8 +328,9 @@ def write_pisa_collection(directory: Path, ids: Sequence[str], indptr: np.ndarra
     (directory / "inv.sizes").write_bytes(np.array([n], dtype=np.uint32).tobytes() + sizes.tobytes())
     (directory / "fwd.documents").write_text("".join(d + "\n" for d in ids), encoding="utf-8")
     (directory / "fwd.terms").write_text("".join(used_terms[j] + "\n" for j in order), encoding="utf-8")
-    pisa.build_binlex(str(directory / "fwd.documents"), str(directory / "fwd.doclex"))
-    pisa.build_binlex(str(directory / "fwd.terms"), str(directory / "fwd.termlex"))
+    with _native_output("PISA"):
+        pisa.build_binlex(str(directory / "fwd.documents"), str(directory / "fwd.doclex"))
+        pisa.build_binlex(str(directory / "fwd.terms"), str(directory / "fwd.termlex"))
 
 
 # -- Seismic --------------------------------------------------------------------------------------------
@@ -349,9 +377,10 @@ class SeismicEngine:
         if added == 0:
             raise ValueError("every document has an empty sparse vector: nothing for Seismic to index")
         index_class = seismic.SeismicIndexLV if large else seismic.SeismicIndex
-        index = index_class.build_from_dataset(dataset, num_threads=threads)
         directory.mkdir(parents=True, exist_ok=True)
-        index.save(str(directory / "index"))
+        with _native_output("Seismic"):
+            index = index_class.build_from_dataset(dataset, num_threads=threads)
+            index.save(str(directory / "index"))
         (directory / "settings.json").write_text(json.dumps({"large_vocabulary": large}), encoding="utf-8")
 
     @classmethod
@@ -364,7 +393,8 @@ class SeismicEngine:
         large = json.loads((directory / "settings.json").read_text(encoding="utf-8")).get("large_vocabulary")
         index_class = seismic.SeismicIndexLV if large else seismic.SeismicIndex
         try:
-            index = index_class.load(str(files[0]))
+            with _native_output("Seismic"):
+                index = index_class.load(str(files[0]))
         except BaseException as e:  # noqa: BLE001 - a Rust panic surfaces as PanicException (a BaseException)
             if isinstance(e, KeyboardInterrupt | SystemExit):
                 raise
