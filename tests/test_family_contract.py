@@ -7,6 +7,7 @@ until it does."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -29,10 +30,19 @@ def _dense_mismatch():
     return families.get("dense").build_encoder(RetrieverConfig(kind="dense", max_length=32, device="cpu"))
 
 
+def _sparse_mismatch():
+    return families.get("sparse").build_encoder(RetrieverConfig(kind="sparse", max_length=32, device="cpu"))
+
+
+_NO_PISA = pytest.mark.skipif(importlib.util.find_spec("pyterrier_pisa") is None,
+                              reason="needs the sparse extra (pyterrier-pisa)")
+
 # family -> (its RetrieverConfig, a different encoder/analyzer that its indexes must refuse, marks)
 CASES = {
     "bm25": (RetrieverConfig(kind="bm25"), _bm25_mismatch, [pytest.mark.java]),
     "dense": (RetrieverConfig(kind="dense", max_length=64, device="cpu"), _dense_mismatch, []),
+    "sparse": (RetrieverConfig(kind="sparse", model="splade-tiny", max_length=64, device="cpu"), _sparse_mismatch,
+               [_NO_PISA]),
 }
 
 

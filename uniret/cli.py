@@ -52,10 +52,13 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
                    help=f"retriever family: {' | '.join(names)}" + ("" if required else
                         " (not needed with --index: the index's manifest decides)"))
     p.add_argument("--model", default=None,
-                   help="encoder: alias (all-MiniLM-L6-v2), local sentence-transformers folder or hub name "
-                        "(default all-MiniLM-L6-v2)")
+                   help="encoder: alias (all-MiniLM-L6-v2, splade-tiny), local folder or hub name (default: the "
+                        "family's own: dense all-MiniLM-L6-v2, sparse splade-tiny)")
     p.add_argument("--index-type", default="flat",
                    help="dense: flat | hnsw | ivf-pq | a faiss factory string (checked before encoding)")
+    p.add_argument("--engine", default="auto",
+                   help="sparse: auto (the fastest exact engine installed: pisa, else lucene) | pisa | lucene | "
+                        "seismic (approximate)")
     p.add_argument("--device", default="auto", help="auto (a GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
     p.add_argument("--max-length", type=_positive_int, default=None,
@@ -69,7 +72,7 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     if args.retriever is None:
         return None
-    kw = {"kind": args.retriever, "index_type": args.index_type, "device": args.device,
+    kw = {"kind": args.retriever, "index_type": args.index_type, "engine": args.engine, "device": args.device,
           "batch_size": args.batch_size, "max_length": args.max_length, "cache_embeddings": args.cache_embeddings}
     if args.model:
         kw["model"] = args.model
@@ -86,14 +89,16 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from uniret.commands import search_index
+    from uniret.commands import search_index_explained
 
-    hits = search_index(args.index, args.query, k=args.k, device=args.device)
+    hits = search_index_explained(args.index, args.query, k=args.k, device=args.device, top_terms=5)
     if not hits:
         print("no hits")
-    for rank, (doc, score) in enumerate(hits, 1):
+    for rank, (doc, score, terms) in enumerate(hits, 1):
         title = doc.title or doc.text[:80]
         print(f"{rank:>3}  {score:10.4f}  {doc.id}  {title}")
+        if terms:  # backends that explain their hits (sparse): the top matching terms
+            print("       matched: " + ", ".join(f"{t} {w:.2f}" for t, w in terms.items()))
     return 0
 
 

@@ -92,15 +92,23 @@ def build_index(data: str | Path, cfg: RetrieverConfig, output: str | Path, *, a
 
 def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "auto") -> list[tuple[Document, float]]:
     """Search a saved index for one query; returns ``(document, score)`` best first."""
+    return [(doc, score) for doc, score, _ in search_index_explained(index_dir, query, k, device, top_terms=0)]
+
+
+def search_index_explained(index_dir: str | Path, query: str, k: int = 10, device: str = "auto", *,
+                           top_terms: int = 5) -> list[tuple[Document, float, dict[str, float]]]:
+    """Like :func:`search_index`, with each hit's top matching terms and their contributions to the score,
+    from backends that offer ``explain(query, doc_id, top)`` (the sparse family); ``{}`` from others."""
     from uniret.scores import ranked
 
     check_positive(k=k)
     backend = load_backend(index_dir, device=device)
     hits = ranked(backend.search({"q": query}, k=k).get("q", {}))
+    explain = getattr(backend, "explain", None) if top_terms else None
     out = []
     for doc_id, score in hits:
         doc = backend.document(doc_id) or Document(id=doc_id, text="")
-        out.append((doc, score))
+        out.append((doc, score, explain(query, doc_id, top=top_terms) if explain else {}))
     return out
 
 

@@ -55,6 +55,7 @@ class Family:
     requires: tuple[tuple[str, str], ...] = ()  # (importable module, extra that installs it)
     training: str | None = None  # "module:attr" of a TrainingHooks object; None: not trainable
     role: str = "retriever"  # retriever | reranker
+    default_model: str | None = None  # the model a RetrieverConfig of this family gets when none is named
 
     @property
     def searchable(self) -> bool:
@@ -180,18 +181,21 @@ class RetrieverConfig:
     builder reads the fields it needs."""
 
     kind: str = "bm25"  # a searchable family: bm25 | dense | ...
-    model: str = "all-MiniLM-L6-v2"  # encoder families: alias, local folder or hub name
+    model: str | None = None  # encoder families: alias, local folder or hub name (None: the family's default)
     index_type: str = "flat"  # dense: flat | hnsw | ivf-pq | a faiss factory string
     device: str = "auto"
     batch_size: int = 32
     max_length: int | None = None  # None: the model's own saved maximum length
     query_prompt: str = ""
+    engine: str = "auto"  # sparse: auto | pisa | lucene | seismic (see uniret.index.sparse_engines)
     k1: float = 0.9  # bm25
     b: float = 0.4  # bm25
     cache_embeddings: bool = False
 
     def __post_init__(self) -> None:
         family = get(self.kind)
+        if self.model is None:
+            self.model = family.default_model or "all-MiniLM-L6-v2"
         if not family.searchable:
             raise UnknownFamilyError(f"{self.kind!r} is a {family.role}, not a retriever; choose one of "
                                      + ", ".join(names(searchable=True)))
@@ -219,7 +223,13 @@ register(Family(
     name="dense", description="dense embedder (encoder or decoder backbone) over a FAISS index",
     backend="uniret.index.faiss_index:FaissIndex", builder="uniret.index.builders:build_dense",
     encoder="uniret.index.builders:dense_encoder", index_kinds=("faiss",),
-    requires=(("faiss", "cpu"),), training="uniret.train.families:DENSE",
+    requires=(("faiss", "cpu"),), training="uniret.train.families:DENSE", default_model="all-MiniLM-L6-v2",
+))
+register(Family(
+    name="sparse", description="learned sparse (SPLADE) over a quantised impact index (PISA, Lucene or Seismic)",
+    backend="uniret.index.sparse:SparseIndex", builder="uniret.index.builders:build_sparse",
+    encoder="uniret.index.builders:sparse_encoder", index_kinds=("sparse",),
+    requires=(("pyterrier_pisa", "sparse"), ("seismic", "sparse")), default_model="splade-tiny",
 ))
 register(Family(
     name="sparse", description="learned sparse (SPLADE on an MLM encoder or a decoder-only LM; inference-free)",

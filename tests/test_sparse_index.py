@@ -1,0 +1,315 @@
+"""The sparse family's index: quantisation, the engines (PISA, Lucene, Seismic) on identical quantised vectors
+of SPLADE-tiny on a real SciFact slice, round trips, explanations, bad input and the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from uniret.errors import IndexMismatchError
+from uniret.protocols import SparseVectors
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("pyterrier_pisa") is None
+                                or importlib.util.find_spec("seismic") is None,
+                                reason="needs the sparse extra (pyterrier-pisa, tbb, pyseismic-lsr)")
+
+
+# -- quantisation and terms (no model) ------------------------------------------------------------------------
+
+def test_quantise_against_hand_computation():
+    from uniret.index.sparse import quantise
+
+    # (float32-exact inputs) row 0: 0.0048828125 x 100 = 0.488 -> 0 and 0.00390625 -> 0.39 -> 0 (dropped),
+    # 0.0078125 -> 0.78 -> 1, 1.25 -> 125; row 1: empty; row 2: 0.125 -> 12.5 -> 12 and 0.375 -> 37.5 -> 38
+    # (halves round to even)
+    v = SparseVectors(np.array([0, 4, 4, 6]), np.array([7, 3, 9, 1, 2, 5], dtype=np.int32),
+                      np.array([0.0048828125, 0.00390625, 0.0078125, 1.25, 0.125, 0.375], dtype=np.float32),
+                      ["t"] * 10)
+    q = quantise(v)
+    assert q.indptr.tolist() == [0, 2, 2, 4]
+    assert q.indices.tolist() == [9, 1, 2, 5]
+    assert q.values.tolist() == [1, 125, 12, 38]
+    assert q.values.dtype == np.int32 and q.indices.dtype == np.int32
+    with pytest.raises(ValueError, match="non-negative"):
+        quantise(SparseVectors(np.array([0, 1]), np.array([0], dtype=np.int32), np.array([-1.0], np.float32), ["t"]))
+
+
+def test_escaped_terms_are_injective_and_whitespace_free():
+    from uniret.index.sparse_engines import escape_terms
+
+    vocab = ["the", "##ing", "[CLS]", "%", "x y", "", "the", "tab\there", "Ġthe"]
+    terms = escape_terms(vocab)
+    assert terms[:6] == ["the", "##ing", "[CLS]", "%25", "x%20y", "%"]
+    assert terms[6] == "the%#6" and terms[7] == "tab%09here" and terms[8] == "Ġthe"
+    assert len(set(terms)) == len(terms) and not any(any(c.isspace() for c in t) for t in terms)
+
+
+# -- real data: SPLADE-tiny on a SciFact slice ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def splade():
+    from uniret.retriever.splade import SpladeEncoder
+
+    return SpladeEncoder("splade-tiny", device="cpu", max_length=96, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def slice_(scifact):
+    data = scifact.sample(num_queries=20, num_docs=200, split="test", seed=3)
+    return data, data.split_queries("test")
+
+
+@pytest.fixture(scope="module")
+def encoded(splade, slice_):
+    from uniret.index.sparse import quantise
+
+    data, queries = slice_
+    ids = [d.id for d in data.corpus]
+    docs = quantise(splade.encode_documents([d.full_text() for d in data.corpus]))
+    qv = quantise(splade.encode_queries(list(queries.values())))
+    q = [dict(zip(*(a.tolist() for a in qv.row(i)), strict=True)) for i in range(len(qv))]
+    return ids, docs, q
+
+
+def brute_force(docs, queries, k):
+    """Exact integer dot products with numpy: per query ``[(row, score)]`` for every matching document."""
+    import scipy.sparse as sp
+
+    n_terms = int(max(docs.indices.max(), max(max(q) for q in queries if q))) + 1
+    d = sp.csr_matrix((docs.values.astype(np.int64), docs.indices, docs.indptr), shape=(len(docs), n_terms))
+    out = []
+    for q in queries:
+        vec = np.zeros(n_terms, dtype=np.int64)
+        vec[list(q)] = list(q.values())
+        scores = d @ vec
+        out.append({int(r): int(scores[r]) for r in np.nonzero(scores)[0]})
+    return out
+
+
+def assert_same_top_k(hits, exact, k):
+    """``hits`` (best first) is a correct top-k of the exact scores: same scores, same documents up to ties."""
+    want = sorted(exact.values(), reverse=True)[:k]
+    assert [s for _, s in hits] == want
+    for row, s in hits:
+        assert exact[row] == s
+    if len(want) == k:  # every document scoring above the k-th score is in the top-k
+        assert {r for r, s in exact.items() if s > want[-1]} <= {r for r, _ in hits}
+
+
+def _build(engine_cls, tmp_path, ids, docs, vocabulary):
+    from uniret.index.sparse_engines import escape_terms
+
+    terms = escape_terms(vocabulary)
+    folder = tmp_path / engine_cls.name
+    engine_cls.build(folder, ids, docs, terms)
+    return engine_cls.open(folder, ids, terms), terms
+
+
+@pytest.mark.java
+def test_pisa_and_lucene_return_the_exact_top10_on_real_data(encoded, splade, tmp_path):
+    """Given identical quantised vectors, PISA's and Lucene's top-10 equal the brute-force dot product's (so each
+    other's) up to ties: SPLADE-tiny on 200 SciFact documents and 20 queries."""
+    from uniret.index.sparse_engines import LuceneImpactEngine, PisaEngine
+
+    ids, docs, queries = encoded
+    exact = brute_force(docs, queries, 10)
+    pisa, _ = _build(PisaEngine, tmp_path, ids, docs, splade.vocabulary)
+    lucene, _ = _build(LuceneImpactEngine, tmp_path, ids, docs, splade.vocabulary)
+    p_hits, l_hits = pisa.search(queries, 10), lucene.search(queries, 10)
+    assert all(len(h) == 10 for h in p_hits)
+    for p, lu, ex in zip(p_hits, l_hits, exact, strict=True):
+        assert_same_top_k(p, ex, 10)
+        assert_same_top_k(lu, ex, 10)
+        assert [s for _, s in p] == [s for _, s in lu]
+
+
+def test_seismic_is_close_to_exact(encoded, splade, tmp_path):
+    from uniret.index.sparse_engines import SeismicEngine
+
+    ids, docs, queries = encoded
+    exact = brute_force(docs, queries, 10)
+    seismic, _ = _build(SeismicEngine, tmp_path, ids, docs, splade.vocabulary)
+    hits = seismic.search(queries, 10)
+    recall = []
+    for h, ex in zip(hits, exact, strict=True):
+        top = {r for r, _ in sorted(ex.items(), key=lambda x: -x[1])[:10]}
+        recall.append(len(top & {r for r, _ in h}) / 10)
+        assert all(ex[r] == s for r, s in h)  # Seismic's scores are exact for what it returns
+    assert np.mean(recall) >= 0.9
+
+
+@pytest.mark.java
+def test_pyserini_impact_searcher_opens_our_lucene_index(encoded, splade, tmp_path):
+    from uniret.index.java import ensure_jvm
+    from uniret.index.sparse_engines import LuceneImpactEngine
+
+    ids, docs, queries = encoded
+    engine, terms = _build(LuceneImpactEngine, tmp_path, ids, docs, splade.vocabulary)
+    ensure_jvm()
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    class Encoded:  # a pyserini query encoder that returns our quantised query as {term: weight}
+        def encode(self, q):
+            return q
+
+    searcher = LuceneImpactSearcher(str(engine.directory), Encoded(), min_idf=-1)
+    assert searcher.num_docs == len(ids)
+    ours = engine.search(queries[:5], 10)
+    for q, mine in zip(queries[:5], ours, strict=True):
+        theirs = searcher.search({terms[t]: w for t, w in q.items()}, k=10)
+        assert [(h.docid, round(h.score)) for h in theirs] == [(ids[r], s) for r, s in mine]
+
+
+# -- the backend: round trip, explanations, bad input ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def built(splade, slice_, tmp_path_factory):
+    from uniret.index.sparse import SparseIndex
+
+    data, queries = slice_
+    index = SparseIndex(splade, "pisa")
+    index.index(data.corpus)
+    before = index.search(queries, k=10)
+    path = index.save(tmp_path_factory.mktemp("sparse") / "idx")
+    return index, path, before
+
+
+def test_round_trip_and_manifest(built, splade, slice_):
+    from uniret.index import read_manifest
+    from uniret.index.sparse import SparseIndex, vocabulary_hash
+
+    index, path, before = built
+    data, queries = slice_
+    manifest = read_manifest(path)
+    assert manifest["kind"] == "sparse" and manifest["settings"]["engine"] == "pisa"
+    assert manifest["settings"]["scale"] == 100
+    assert manifest["settings"]["vocabulary_hash"] == vocabulary_hash(splade.vocabulary)
+    assert manifest["encoder"]["max_length"] == 96 and manifest["encoder"]["hash"]
+    loaded = SparseIndex.load(path, encoder=splade)
+    assert loaded.search(queries, k=10) == before
+    assert loaded.document(next(iter(data.corpus)).id) == next(iter(data.corpus))
+    # the same stored vectors served by another engine give the same ranking (up to ties: same scores)
+    seismic = SparseIndex.load(path, encoder=splade, engine="seismic")
+    assert seismic.engine_name == "seismic"
+    for q in before:
+        assert list(seismic.search({q: queries[q]}, k=3)[q].values()) == list(before[q].values())[:3]
+
+
+def test_explain_gives_the_shared_terms_that_make_the_score(built, slice_):
+    index, _, before = built
+    _, queries = slice_
+    qid = next(iter(before))
+    doc_id, score = next(iter(before[qid].items()))
+    terms = index.explain(queries[qid], doc_id, top=10_000)
+    assert sum(terms.values()) == pytest.approx(score, abs=1e-9)
+    assert list(terms.values()) == sorted(terms.values(), reverse=True)
+    top = index.explain(queries[qid], doc_id, top=3)
+    assert list(top) == list(terms)[:3] and all(isinstance(t, str) for t in top)
+
+
+def test_empty_documents_and_queries(splade, tmp_path):
+    from uniret.data import Corpus, Document
+    from uniret.index.sparse import SparseIndex
+
+    index = SparseIndex(splade, "pisa")
+    corpus = Corpus.from_documents([Document("a", "vitamin d deficiency and bone density"), Document("e", ""),
+                                    Document("b", "randomised trial of statins")])
+    index.index(corpus)  # an empty text is encoded like any other (special tokens only): no crash
+    # a document whose vector is empty (nothing survives quantisation) is kept and matches nothing
+    empty = SparseVectors(np.array([0, 2, 2]), np.array([5, 6], dtype=np.int32), np.array([1.0, 2.0], np.float32),
+                          splade.vocabulary)
+    index.add_vectors(["x", "empty"], empty)
+    assert index.stored_vectors()[0] == ["x", "empty"]
+    path = index.save(tmp_path / "idx")
+    loaded = SparseIndex.load(path, encoder=splade)
+    assert loaded.search_vectors(["q"], [{5: 3, 6: 1}], 10) == {"q": {"x": (3 * 100 + 200) / 100**2}}
+    assert loaded.search({"blank": "   "}, k=5) == {"blank": {}}
+
+
+def test_encoder_and_vocabulary_mismatch_are_clear_errors(built):
+    from uniret.index.sparse import SparseIndex
+    from uniret.retriever.splade import SpladeEncoder
+
+    index, path, _ = built
+    with pytest.raises(IndexMismatchError, match="max_length=96"):
+        SparseIndex.load(path, encoder=SpladeEncoder("splade-tiny", device="cpu", max_length=64))
+
+    class OtherVocabulary:  # the same model identity, another vocabulary (a changed tokenizer)
+        identity = index.encoder.identity
+        vocabulary = [*index.encoder.vocabulary[:-1], "[NEW]"]
+
+    with pytest.raises(IndexMismatchError, match="vocabulary"):
+        SparseIndex.load(path, encoder=OtherVocabulary())
+
+
+def test_damaged_or_missing_files_are_clear_errors(built, splade, tmp_path):
+    import shutil
+
+    from uniret.index.sparse import SparseIndex
+
+    _, path, _ = built
+
+    def damaged(name, how):
+        bad = tmp_path / name.replace("/", "_")
+        shutil.copytree(path, bad)
+        how(bad / name)
+        return bad
+
+    bad = damaged("vectors/values.npy", lambda p: p.write_bytes(p.read_bytes()[:90]))
+    with pytest.raises(IndexMismatchError, match=r"values\.npy: corrupt"):
+        SparseIndex.load(bad, encoder=splade)
+    bad = damaged("vectors/docids.json", lambda p: p.unlink())
+    with pytest.raises(IndexMismatchError, match=r"docids\.json: missing"):
+        SparseIndex.load(bad, encoder=splade)
+    bad = damaged("vectors/indices.npy", lambda p: np.save(p, np.load(p)[:-1]))
+    with pytest.raises(IndexMismatchError, match="inconsistent"):
+        SparseIndex.load(bad, encoder=splade)
+    bad = damaged("engine/pisa/inv.docs", lambda p: p.unlink())
+    with pytest.raises(IndexMismatchError, match=r"inv\.docs: missing"):
+        SparseIndex.load(bad, encoder=splade)
+    bad = damaged("engine/pisa", lambda p: shutil.rmtree(p))
+    with pytest.raises(IndexMismatchError, match="missing"):
+        SparseIndex.load(bad, encoder=splade)
+
+
+def test_failed_save_leaves_no_half_index(built, tmp_path, monkeypatch):
+    index, _, _ = built
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        index.save(tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_unknown_engine_fails_before_encoding():
+    from uniret.commands import RetrieverConfig, build_backend
+
+    with pytest.raises(ValueError, match="unknown sparse engine 'faiss'; expected auto or one of"):
+        build_backend(RetrieverConfig(kind="sparse", engine="faiss", device="cpu"))
+
+
+# -- CLI end to end ---------------------------------------------------------------------------------------
+
+def test_cli_index_search_eval(tmp_path, scifact, capsys):
+    from uniret.cli import main
+    from uniret.data import save_beir
+
+    small = save_beir(scifact.sample(num_queries=10, num_docs=80, seed=5), tmp_path / "data")
+    assert main(["-q", "index", "--data", str(small), "--retriever", "sparse", "--max-length", "64",
+                 "--device", "cpu", "--output", str(tmp_path / "idx")]) == 0
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["settings"]["engine"] == "pisa"
+    capsys.readouterr()
+    assert main(["-q", "search", "--index", str(tmp_path / "idx"), "--query", "vitamin D deficiency", "-k", "3",
+                 "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6 and lines[0].split()[0] == "1" and lines[1].strip().startswith("matched: ")
+    assert main(["-q", "eval", "--data", str(small), "--retriever", "sparse", "--model", "splade-tiny",
+                 "--max-length", "64", "--device", "cpu", "--output-dir", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["retriever"]["kind"] == "sparse" and report["metrics"]["ndcg@10"] > 0.3
