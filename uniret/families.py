@@ -226,13 +226,11 @@ register(Family(
     requires=(("faiss", "cpu"),), training="uniret.train.families:DENSE", default_model="all-MiniLM-L6-v2",
 ))
 register(Family(
-    name="sparse", description="learned sparse (SPLADE) over a quantised impact index (PISA, Lucene or Seismic)",
+    name="sparse", description="learned sparse (SPLADE on an MLM encoder or a decoder-only LM, or inference-free) "
+    "over a quantised impact index (PISA, Lucene or Seismic)",
     backend="uniret.index.sparse:SparseIndex", builder="uniret.index.builders:build_sparse",
     encoder="uniret.index.builders:sparse_encoder", index_kinds=("sparse",),
     requires=(("pyterrier_pisa", "sparse"), ("seismic", "sparse")), default_model="splade-tiny",
-))
-register(Family(
-    name="sparse", description="learned sparse (SPLADE on an MLM encoder or a decoder-only LM; inference-free)",
     training="uniret.train.families:SPARSE",
 ))
 register(Family(
