@@ -11,11 +11,12 @@ Besides nDCG@10 each row reports the mean number of non-zero weights per documen
 - ``decoder-echo`` / ``decoder-bidirectional``: ``configs/scifact-splade-decoder.yaml`` (SmolLM2-135M) with
   ``model.variant`` set; hours on 2 CPU cores, meant for a GPU machine (``--smoke`` checks the path here).
 
-The inference-free rows reuse the ``splade`` row's training records (mined negatives and teacher scores,
-``OUT/splade/train_records.jsonl``) when that row has run, so the three encoder-family rows differ only in the
-model and the regulariser.
+``--records FILE`` trains every row on ready training records (``train_records.jsonl`` of an earlier run of the
+same record stage: mined negatives and teacher scores) instead of mining and scoring again; the rows then differ
+only in the model and the regulariser, and the results file records the overrides.
 
     python benchmarks/sparse_recipe.py [--rows splade,inference-free,inference-free-plain] [--out runs/sparse_recipe]
+                                       [--records runs/sparse_recipe/records/train_records.jsonl]
     python benchmarks/sparse_recipe.py --smoke --rows decoder-echo --out runs/sparse_smoke   # a slice, 2 steps
 """
 
@@ -41,7 +42,6 @@ ROWS: dict[str, tuple[str, list[str]]] = {  # row -> (config, overrides)
     "decoder-echo": ("scifact-splade-decoder.yaml", ["model.variant=echo"]),
     "decoder-bidirectional": ("scifact-splade-decoder.yaml", ["model.variant=bidirectional"]),
 }
-SHARES_RECORDS = ("inference-free", "inference-free-plain")
 logger = logging.getLogger("sparse_recipe")
 
 
@@ -96,6 +96,7 @@ def main() -> None:
                     help=f"comma-separated subset of {','.join(ROWS)}")
     ap.add_argument("--out", default="runs/sparse_recipe", help="run folders (one per row)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    ap.add_argument("--records", default=None, help="ready training records (skips mining and teachers)")
     ap.add_argument("--smoke", action="store_true",
                     help="a SciFact slice and 2 steps, results under OUT/results (checks the script, measures nothing)")
     args = ap.parse_args()
@@ -115,9 +116,8 @@ def main() -> None:
     for name in names:
         config, row_overrides = ROWS[name]
         overrides = [*smoke, *row_overrides, *args.set]
-        shared = out / "splade" / "train_records.jsonl"
-        if name in SHARES_RECORDS and shared.is_file():
-            overrides += [f"data.train_file={shared.resolve()}", "teachers=null", "mining=null"]
+        if args.records:
+            overrides += [f"data.train_file={Path(args.records).resolve()}", "teachers=null", "mining=null"]
         cfg = load_config(CONFIGS / config, TrainConfig, overrides=parse_overrides(overrides))
         run = BenchmarkRun(f"scifact_sparse_{name.replace('-', '_')}" + ("_smoke" if args.smoke else ""),
                            results_dir=results_dir)
