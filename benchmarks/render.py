@@ -531,6 +531,64 @@ def block_sparse_engines(res: Results) -> str:
     return "\n\n".join(out)
 
 
+SPARSE_ROWS = (  # results file -> label
+    ("scifact_sparse_splade", "encoder SPLADE (`configs/scifact-splade.yaml`, from SPLADE-tiny)"),
+    ("scifact_sparse_inference_free", "inference-free, IDF-aware FLOPS (`configs/scifact-splade-inference-free.yaml`)"),
+    ("scifact_sparse_inference_free_plain", "inference-free, plain FLOPS (same, `flops.idf_aware=false`)"),
+    ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
+    ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
+)
+SPARSE_TARGETS = {"scifact_sparse_splade": 0.70, "scifact_sparse_inference_free": 0.679,
+                  "scifact_sparse_decoder_echo": 0.679, "scifact_sparse_decoder_bidirectional": 0.679}
+
+
+def block_sparse_recipe(res: Results) -> str:
+    """Trained sparse models on SciFact test (full corpus), with their sparsity; hybrid; the decoder's cost."""
+    rows, sources, notes = [], [], []
+    for name, label in SPARSE_ROWS:
+        rec = res.get(name)
+        if rec is None:
+            rows.append([label, "–", "–", "–", "–", "–", f"≥ {SPARSE_TARGETS[name]}" if name in SPARSE_TARGETS
+                         else "–", "not measured"])
+            continue
+        sp = rec["sparsity"]
+        target = SPARSE_TARGETS.get(name)
+        ndcg = metric(rec["test"], "ndcg@10")
+        verdict = "–" if target is None else ("met" if ndcg is not None and ndcg >= target else "not met")
+        rows.append([label, f4(ndcg), f4(metric(rec.get("dev"), "ndcg@10")), f4(metric(rec["test"], "recall@100")),
+                     n1(sp["terms_per_document"]), n1(sp["terms_per_query"]),
+                     f"≥ {target}" if target is not None else "–", verdict])
+        budget = f"{rec['steps']} steps x {rec['batch_size']}"
+        notes.append(f"{label.split(' (')[0]}: {budget}, training {n0(rec['train_seconds'])} s, evaluation "
+                     f"{n0(rec['eval_wall_seconds'])} s")
+        sources.append(source(name, rec))
+    out = [table(["SciFact test, full corpus, max length 256", "nDCG@10", "dev nDCG@10", "R@100",
+                  "non-zeros / doc (quantised)", "non-zeros / query", "target", ""], "lrrrrrrl", rows)]
+    if notes:
+        out.append("Budgets and wall times: " + "; ".join(notes) + ".")
+    hyb = res.get("scifact_sparse_hybrid")
+    if hyb is not None:
+        hrows = [[k, f4(v["ndcg@10"]), f4(v["recall@100"])] for k, v in hyb["rows"].items()]
+        out.append(table(["hybrid (runs fused by `uniret.scores.fuse_runs`, equal weights)", "nDCG@10", "R@100"],
+                         "lrr", hrows))
+        out.append(f"Fusion beats the best single run: {'yes' if hyb['fusion_beats_best_single'] else 'no'} "
+                   f"({f4(hyb['best_fused_ndcg@10'])} vs {f4(hyb['best_single_ndcg@10'])}).")
+        sources.append(source("scifact_sparse_hybrid", hyb))
+    cost = res.get("sparse_decoder_cost")
+    if cost is not None:
+        crow = [[k, f2(v["docs_per_second"]), f"{v['slowdown_vs_minilm']:.1f}x",
+                 n0(v["projected_scifact_encode_seconds"]), n0(v.get("train_step_seconds")),
+                 n0(v.get("projected_recipe_train_seconds"))] for k, v in cost["rows"].items()]
+        out.append(table([f"cost on this machine ({cost['documents']} SciFact documents, max length 256)", "docs/s",
+                          "slower than MiniLM", "SciFact encode (s, projected)",
+                          f"train step (s, {next(iter(v['train_batch'] for v in cost['rows'].values() if 'train_batch' in v), '?')} queries)",
+                          "100 x 32 steps (s, projected)"], "lrrrrr", crow))
+        sources.append(source("sparse_decoder_cost", cost))
+    if not sources:
+        return "\n\n".join(out + [missing("`scifact_sparse_*.json`", "python benchmarks/sparse_recipe.py")])
+    return "\n\n".join(out + sources)
+
+
 BLOCKS: dict[str, Callable[[Results], str]] = {
     "provenance": block_provenance,
     "zero-shot": block_zero_shot,
@@ -544,6 +602,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "decoder-embedder": block_decoder_embedder,
     "reranker": block_reranker,
     "sparse-engines": block_sparse_engines,
+    "sparse-recipe": block_sparse_recipe,
     "readme-demo": block_readme_demo,
     "readme-recipe": block_readme_recipe,
 }
