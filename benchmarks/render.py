@@ -461,10 +461,11 @@ def block_readme_recipe(res: Results) -> str:
             "Source: `benchmarks/results/scifact_dense_*.json`.")
 
 
-ENGINE_LABELS = {"pisa": "PISA, block-max WAND (**default**, exact)", "lucene": "uniret `lucene` engine (Anserini "
+ENGINE_LABELS = {"pisa": "PISA (**default**, exact)", "lucene": "uniret `lucene` engine (Anserini "
                  "SimpleImpactSearcher)", "pyserini_impact_searcher": "pyserini `LuceneImpactSearcher.search`",
                  "pyserini_impact_searcher_batch": "pyserini `LuceneImpactSearcher.batch_search` (1 thread)",
-                 "pisa_maxscore": "PISA, MaxScore (exact)", "pisa_block_max_maxscore": "PISA, block-max MaxScore (exact)",
+                 "pisa_maxscore": "PISA, MaxScore (exact)", "pisa_block_max_wand": "PISA, block-max WAND (exact)",
+                 "pisa_block_max_maxscore": "PISA, block-max MaxScore (exact)",
                  "seismic": "Seismic (approximate)"}
 
 

@@ -7,7 +7,7 @@ product ``sum(q_t * d_t)``:
 - ``lucene``: an Anserini impact index (``JsonVectorCollection``, ``IndexCollection -impact -pretokenized``),
   searched with Anserini's ``SimpleImpactSearcher`` (the Java class behind pyserini's ``LuceneImpactSearcher``,
   which opens the same folder). Exact; the interoperable format.
-- ``pisa``: PISA (block-max WAND over a compressed inverted index, the ``quantized`` scorer: the dot product of
+- ``pisa``: PISA (MaxScore over a compressed inverted index with block-max data, the ``quantized`` scorer: the dot product of
   query term counts and document impacts), through the compiled extension of the ``pyterrier-pisa`` wheel. The
   extension is loaded directly, without the wheel's Python package (which would pull in python-terrier and
   ir_datasets); it needs the ``tbb`` wheel's ``libtbb.so.2``. Exact.
@@ -216,6 +216,9 @@ def pisathon() -> Any:
     return _PISATHON
 
 
+PISA_ALGORITHM = "maxscore"
+"""PISA's query algorithm: MaxScore, measured ~4x faster than block-max WAND on SPLADE-tiny's SciFact vectors (about
+50 query terms; BENCHMARKS.md "Learned sparse"); both are exact."""
 PISA_ENCODING = "block_simdbp"
 PISA_BLOCK = 64
 
@@ -251,7 +254,7 @@ class PisaEngine:
 
     @classmethod
     def open(cls, directory: Path, ids: Sequence[str], terms: Sequence[str] | None = None, *,
-             algorithm: str = "block_max_wand", scorer: str = "quantized", **params: float) -> PisaEngine:
+             algorithm: str = PISA_ALGORITHM, scorer: str = "quantized", **params: float) -> PisaEngine:
         for name in ("inv.docs", "inv.freqs", "inv.sizes", "fwd.termlex", "fwd.doclex"):
             if not (directory / name).is_file():
                 raise _damaged(directory / name, "missing (a file of the PISA index)")

@@ -63,12 +63,21 @@ def slice_(scifact):
 
 
 @pytest.fixture(scope="module")
-def encoded(splade, slice_):
-    from uniret.index.sparse import quantise
+def module_cache(tmp_path_factory):
+    """A cache folder for this module's fixtures (set up before the per-test isolated cache of conftest)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNIRET_CACHE", str(tmp_path_factory.mktemp("sparse-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def encoded(splade, slice_, module_cache):
+    from uniret.index.sparse import encode_cached, quantise
 
     data, queries = slice_
     ids = [d.id for d in data.corpus]
-    docs = quantise(splade.encode_documents([d.full_text() for d in data.corpus]))
+    # cached (under this session's UNIRET_CACHE), so that the backend's index() below reuses the vectors
+    docs = quantise(encode_cached(splade, [d.full_text() for d in data.corpus], "documents", cache=True))
     qv = quantise(splade.encode_queries(list(queries.values())))
     q = [dict(zip(*(a.tolist() for a in qv.row(i)), strict=True)) for i in range(len(qv))]
     return ids, docs, q
@@ -108,16 +117,24 @@ def _build(engine_cls, tmp_path, ids, docs, vocabulary):
     return engine_cls.open(folder, ids, terms), terms
 
 
+@pytest.fixture(scope="module")
+def lucene_engine(encoded, splade, tmp_path_factory):
+    from uniret.index.sparse_engines import LuceneImpactEngine
+
+    ids, docs, _ = encoded
+    return _build(LuceneImpactEngine, tmp_path_factory.mktemp("lucene"), ids, docs, splade.vocabulary)
+
+
 @pytest.mark.java
-def test_pisa_and_lucene_return_the_exact_top10_on_real_data(encoded, splade, tmp_path):
+def test_pisa_and_lucene_return_the_exact_top10_on_real_data(encoded, splade, lucene_engine, tmp_path):
     """Given identical quantised vectors, PISA's and Lucene's top-10 equal the brute-force dot product's (so each
     other's) up to ties: SPLADE-tiny on 200 SciFact documents and 20 queries."""
-    from uniret.index.sparse_engines import LuceneImpactEngine, PisaEngine
+    from uniret.index.sparse_engines import PisaEngine
 
     ids, docs, queries = encoded
     exact = brute_force(docs, queries, 10)
     pisa, _ = _build(PisaEngine, tmp_path, ids, docs, splade.vocabulary)
-    lucene, _ = _build(LuceneImpactEngine, tmp_path, ids, docs, splade.vocabulary)
+    lucene, _ = lucene_engine
     p_hits, l_hits = pisa.search(queries, 10), lucene.search(queries, 10)
     assert all(len(h) == 10 for h in p_hits)
     for p, lu, ex in zip(p_hits, l_hits, exact, strict=True):
@@ -144,9 +161,12 @@ def test_seismic_is_close_to_exact(encoded, splade, tmp_path):
 @pytest.mark.java
 def test_pyserini_impact_searcher_opens_our_lucene_index(encoded, splade, tmp_path):
     from uniret.index.java import ensure_jvm
-    from uniret.index.sparse_engines import LuceneImpactEngine
+    from uniret.index.sparse_engines import ImpactVectors, LuceneImpactEngine
 
     ids, docs, queries = encoded
+    n = 40  # a small index: pyserini's searcher reads every term's document frequency through JNI when it opens
+    ids = ids[:n]
+    docs = ImpactVectors(docs.indptr[:n + 1], docs.indices[:docs.indptr[n]], docs.values[:docs.indptr[n]])
     engine, terms = _build(LuceneImpactEngine, tmp_path, ids, docs, splade.vocabulary)
     ensure_jvm()
     from pyserini.search.lucene import LuceneImpactSearcher
@@ -166,11 +186,11 @@ def test_pyserini_impact_searcher_opens_our_lucene_index(encoded, splade, tmp_pa
 # -- the backend: round trip, explanations, bad input ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def built(splade, slice_, tmp_path_factory):
+def built(splade, slice_, encoded, module_cache, tmp_path_factory):
     from uniret.index.sparse import SparseIndex
 
     data, queries = slice_
-    index = SparseIndex(splade, "pisa")
+    index = SparseIndex(splade, "pisa", cache_embeddings=True)  # the documents' vectors: cached by `encoded`
     index.index(data.corpus)
     before = index.search(queries, k=10)
     path = index.save(tmp_path_factory.mktemp("sparse") / "idx")
@@ -300,7 +320,7 @@ def test_cli_index_search_eval(tmp_path, scifact, capsys):
     from uniret.cli import main
     from uniret.data import save_beir
 
-    small = save_beir(scifact.sample(num_queries=10, num_docs=80, seed=5), tmp_path / "data")
+    small = save_beir(scifact.sample(num_queries=6, num_docs=40, seed=5), tmp_path / "data")
     assert main(["-q", "index", "--data", str(small), "--retriever", "sparse", "--max-length", "64",
                  "--device", "cpu", "--output", str(tmp_path / "idx")]) == 0
     assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["settings"]["engine"] == "pisa"
