@@ -21,6 +21,9 @@ def resolve_device(device: str | None = "auto") -> str:
 INFERENCE_BACKENDS = ("torch", "onnx", "onnx-int8")
 """The inference backends every encoder accepts (see :mod:`uniret.retriever.onnx`)."""
 
+DEMO_BACKEND = "torch"
+"""The demo's encoder backend: the fastest one that meets the fidelity bar (BENCHMARKS.md, encode throughput)."""
+
 
 def check_backend(backend: str) -> str:
     """``backend`` if it is one of :data:`INFERENCE_BACKENDS`, else a ``ValueError`` naming the choices."""
