@@ -222,6 +222,43 @@ def block_encode_throughput(res: Results) -> str:
               f"embeddings agree to {rec['max_abs_diff']:.0e} (max absolute difference).\n\n" + source(name, rec))
 
 
+ENCODER_LABELS = {"sentence_transformers": "`SentenceTransformer.encode` (torch)", "uniret_torch": "uniret `torch`",
+                  "uniret_onnx": "uniret `onnx` (ONNX Runtime fp32)", "uniret_onnx-int8": "uniret `onnx-int8`"}
+
+
+def block_encode_backends(res: Results) -> str:
+    try:
+        name, rec = res.need("encode_backends")
+    except MissingResult:
+        return missing("`encode_backends.json`",
+                       "python benchmarks/encode_throughput.py --limit 300 --rounds 2 --backends torch onnx onnx-int8")
+    floor = rec["issue_fp32_floor_docs_per_s"]
+    rows = []
+    for key, dps in rec["docs_per_s"].items():
+        fid = rec["fidelity_to_st_torch"][key]
+        rows.append([ENCODER_LABELS.get(key, key), n1(dps), f"**{f2(rec['ratio_over_st_torch'][key])}**",
+                     f"{dps / floor:.2f}", f"{fid['min_cosine']:.6f}", f"{fid['max_abs_diff']:.0e}"])
+    out = (table(["encoder", "docs/s", "× sentence-transformers torch", "× issue's fp32 floor (37 docs/s)",
+                  "min cosine vs torch", "max abs diff"], "lrrrrr", rows) + "\n\n"
+           + f"{n0(rec['documents'])} SciFact documents ({n0(rec['tokens_per_document'])} tokens each on average), "
+             f"batch size {rec['batch_size']}, max length {rec['max_length']}, {rec['torch_threads']} torch threads, "
+             f"{rec['onnx_threads']} ONNX Runtime intra-op threads, {rec['rounds']} rounds in rotating order.\n\n"
+           + source(name, rec))
+    try:
+        fname, fid = res.need("backend_fidelity")
+    except MissingResult:
+        return out + "\n\n" + missing("`backend_fidelity.json`", "cd benchmarks && python backend_fidelity.py")
+    b = fid["backends"]
+    rows = [[f"`{k}`", f4(v["ndcg@10"]), f4(v["recall@100"]), n0(v["index_seconds"]),
+             n1(fid["documents"] / v["index_seconds"])] for k, v in b.items()]
+    diff = fid.get("int8_minus_fp32_ndcg@10")
+    return (out + "\n\nFull SciFact (test split, " + n0(fid["documents"]) + " documents, "
+            + n0(fid["queries"]) + " queries), as `uniret eval --retriever dense --backend BACKEND`:\n\n"
+            + table(["backend", "nDCG@10", "recall@100", "index build s", "docs/s (build)"], "lrrrr", rows)
+            + (f"\n\nint8 − fp32 nDCG@10: **{diff:+.4f}** (bar: within 0.005)." if diff is not None else "")
+            + "\n\n" + source(fname, fid))
+
+
 def block_bm25_qps(res: Results) -> str:
     try:
         name, rec = res.need("bm25_qps")
@@ -466,6 +503,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "zero-shot": block_zero_shot,
     "demo-wall": block_demo_wall,
     "encode-throughput": block_encode_throughput,
+    "encode-backends": block_encode_backends,
     "bm25-qps": block_bm25_qps,
     "dense-recipe": block_dense_recipe,
     "dense-recipe-details": block_dense_recipe_details,
