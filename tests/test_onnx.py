@@ -146,3 +146,16 @@ def test_manifest_records_the_backend_and_eval_flags_a_mixed_one(scifact, tmp_pa
     note = mixed.report["config"]["backend_check"]
     assert note.startswith("mixed backends") and "onnx-int8" in note
     assert mixed.metrics["ndcg@10"] == pytest.approx(same.metrics["ndcg@10"], abs=0.1)
+
+
+def test_reranker_onnx_scores_equal_torch(scifact):
+    from uniret.retriever.reranker import CrossEncoderReranker
+
+    torch_ranker = CrossEncoderReranker("all-MiniLM-L6-v2", device="cpu", max_length=128, batch_size=8)
+    onnx_ranker = CrossEncoderReranker("all-MiniLM-L6-v2", device="cpu", max_length=128, batch_size=8, backend="onnx")
+    onnx_ranker.model.load_state_dict(torch_ranker.model.state_dict())  # the same (randomly initialised) head
+    queries = [q for _, q in itertools.islice(scifact.queries.items(), 3)]
+    docs = [[d.full_text() for d in itertools.islice(scifact.corpus, i, i + 5)] for i in range(3)]
+    ours, ref = onnx_ranker.score_pairs(queries, docs), torch_ranker.score_pairs(queries, docs)
+    np.testing.assert_allclose(np.array(ours), np.array(ref), atol=1e-4)
+    assert onnx_ranker.identity["backend"] == "onnx"
