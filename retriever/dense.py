@@ -257,6 +257,14 @@ class DenseEncoder:
             padding_side=getattr(self.tokenizer, "padding_side", "right"),
             token_type_ids="token_type_ids" in getattr(self.tokenizer, "model_input_names", []))
 
+    def _backbone_config(self) -> Any:
+        """The Hugging Face config of the transformer inside the model (None when there is none)."""
+        for sub in self.model.modules():
+            config = getattr(sub, "config", None)
+            if config is not None and hasattr(config, "model_type") and hasattr(sub, "set_attn_implementation"):
+                return config
+        return None
+
     def _module_forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.embedder is not None:
             return self.embedder(features)
@@ -279,13 +287,8 @@ class DenseEncoder:
                             "inputs": sorted(example)}
 
                 def build(folder: Path) -> None:
-                    fp32 = onnx.export_module(self._module_forward, example, folder / "fp32.onnx",
-                                              modules=[self.model], output_name="embedding")
-                    if self.backend == "onnx-int8":
-                        onnx.quantize_int8(fp32, folder / onnx.MODEL_FILE)
-                        fp32.unlink()
-                    else:
-                        fp32.rename(folder / onnx.MODEL_FILE)
+                    onnx.build_model(folder, self._module_forward, example, modules=[self.model],
+                                     backend=self.backend, config=self._backbone_config(), output_name="embedding")
 
                 path = onnx.cached_model(settings, build)
             self._session = onnx.OnnxSession(path, threads=self.threads, device=str(self.device))

@@ -25,12 +25,13 @@ sockets run one process per socket, pinned, with that socket's core count, for e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,12 @@ from uniret.atomic import atomic_directory, write_text_atomic
 from uniret.runtime import INFERENCE_BACKENDS as BACKENDS
 from uniret.runtime import check_backend
 
-__all__ = ["BACKENDS", "OnnxSession", "cached_model", "check_backend", "export_module", "quantize_int8"]
+__all__ = ["BACKENDS", "OnnxSession", "build_model", "cached_model", "check_backend", "export_module",
+           "fuse_transformer", "quantize_int8"]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 """Bumped when the way models are exported changes, so older cached exports are not reused."""
 
 OPSET = 17
@@ -98,7 +100,7 @@ def export_module(fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], example
     for m in modules:
         m.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), eager_attention(modules):
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks of the padded example
             warnings.filterwarnings("ignore", message=".*advanced indexing.*")
             torch.onnx.export(wrapper, tuple(example[n] for n in names), str(path), dynamo=False,
@@ -111,15 +113,81 @@ def export_module(fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], example
     return path
 
 
-def quantize_int8(source: str | Path, destination: str | Path) -> Path:
-    """ONNX Runtime dynamic quantisation: MatMul weights to int8 per output channel, activations to uint8 per
-    batch. Embedding tables (Gather) stay float: quantising them costs accuracy and no time."""
+@contextlib.contextmanager
+def eager_attention(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Hugging Face models inside ``modules`` switched to the eager attention while exporting, then back.
+
+    The eager path exports as plain MatMul / Softmax with an additive mask, the pattern ONNX Runtime fuses into
+    its ``Attention`` kernel; the SDPA path (transformers' default) exports as a larger graph that runs slower."""
+    switched = []
+    for module in modules:
+        for sub in module.modules():
+            config = getattr(sub, "config", None)
+            if hasattr(sub, "set_attn_implementation") and getattr(config, "_attn_implementation", None) not in (None, "eager"):
+                switched.append((sub, config._attn_implementation))
+    try:
+        for sub, _ in switched:
+            sub.set_attn_implementation("eager")
+        yield
+    finally:
+        for sub, implementation in switched:
+            sub.set_attn_implementation(implementation)
+
+
+FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert", "electra": "bert",
+           "mpnet": "bert"}
+"""Hugging Face ``model_type`` -> ONNX Runtime transformer optimizer model type, for encoder models whose
+attention, embedding and layer-norm subgraphs it fuses into single kernels."""
+
+
+def fuse_transformer(source: str | Path, destination: str | Path, config: Any) -> bool:
+    """ONNX Runtime's transformer optimizer (Attention, EmbedLayerNormalization, SkipLayerNormalization,
+    BiasGelu fusions) for a model of a :data:`FUSABLE` type; True when ``destination`` was written."""
+    kind = FUSABLE.get(getattr(config, "model_type", None) or "")
+    if kind is None:
+        return False
     _onnxruntime()
+    from onnxruntime.transformers import optimizer
+
+    model = optimizer.optimize_model(str(source), model_type=kind, opt_level=0,
+                                     num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+                                     hidden_size=int(getattr(config, "hidden_size", 0) or 0))
+    fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+    logger.info("ONNX Runtime fusions: %s", fused)
+    model.save_model_to_file(str(destination))
+    return True
+
+
+def quantize_int8(source: str | Path, destination: str | Path) -> Path:
+    """ONNX Runtime dynamic quantisation: MatMul (and fused Attention) weights to int8 per output channel,
+    activations to uint8 per batch. Embedding tables (Gather) stay float: quantising them costs accuracy."""
+    _onnxruntime()
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(source), str(destination), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"])
+                     op_types_to_quantize=["MatMul", "Attention"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fused ops have no shape info
     return Path(destination)
+
+
+def build_model(folder: Path, fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                example: Mapping[str, torch.Tensor], *, modules: Sequence[torch.nn.Module], backend: str,
+                config: Any = None, output_name: str = "output", output_axes: Mapping[int, str] | None = None) -> Path:
+    """Export ``fn`` (:func:`export_module`), fuse it when ``config`` names a :data:`FUSABLE` model, and
+    quantise it for ``onnx-int8``; writes ``folder/model.onnx`` (the ``build`` of :func:`cached_model`)."""
+    check_backend(backend)
+    current = export_module(fn, example, folder / "export.onnx", modules=modules, output_name=output_name,
+                            output_axes=output_axes)
+    if config is not None and fuse_transformer(current, folder / "fused.onnx", config):
+        current.unlink()
+        current = folder / "fused.onnx"
+    if backend == "onnx-int8":
+        quantize_int8(current, folder / MODEL_FILE)
+        current.unlink()
+    else:
+        current.rename(folder / MODEL_FILE)
+    return folder / MODEL_FILE
 
 
 def cache_key(**settings: Any) -> str:

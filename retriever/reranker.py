@@ -129,13 +129,8 @@ class CrossEncoderReranker(torch.nn.Module):
                 settings = {"kind": "cross-encoder", "hash": key, "backend": self.backend, "inputs": sorted(example)}
 
                 def build(folder: Path) -> None:
-                    fp32 = onnx.export_module(self.forward, example, folder / "fp32.onnx", modules=[self.model],
-                                              output_name="logits")
-                    if self.backend == "onnx-int8":
-                        onnx.quantize_int8(fp32, folder / onnx.MODEL_FILE)
-                        fp32.unlink()
-                    else:
-                        fp32.rename(folder / onnx.MODEL_FILE)
+                    onnx.build_model(folder, self.forward, example, modules=[self.model], backend=self.backend,
+                                     config=self.model.config, output_name="logits")
 
                 path = onnx.cached_model(settings, build)
             self._session = onnx.OnnxSession(path, threads=self.threads, device=self.device_name)
