@@ -40,12 +40,12 @@ def main() -> None:
                          "seconds": seconds, "index_seconds": result.report["timings"]["index_seconds"],
                          "max_length": result.report["retriever"]["encoder"]["max_length"]}
         print(f"{backend}: nDCG@10 {rows[backend]['ndcg@10']:.4f} in {seconds:.0f} s", flush=True)
-    result = {"data": args.data, "model": args.model, "documents": len(dataset.corpus),
-              "queries": len(dataset.split_queries("test")), "batch_size": args.batch_size, "backends": rows}
-    if "onnx" in rows and "onnx-int8" in rows:
-        result["int8_minus_fp32_ndcg@10"] = rows["onnx-int8"]["ndcg@10"] - rows["onnx"]["ndcg@10"]
-    path = save_result("backend_fidelity", result)
-    print(f"written to {path}")
+        result = {"data": args.data, "model": args.model, "documents": len(dataset.corpus),
+                  "queries": len(dataset.split_queries("test")), "batch_size": args.batch_size, "backends": rows}
+        if "onnx" in rows and "onnx-int8" in rows:
+            result["int8_minus_fp32_ndcg@10"] = rows["onnx-int8"]["ndcg@10"] - rows["onnx"]["ndcg@10"]
+        path = save_result("backend_fidelity", result)  # after each backend: a long run keeps what it measured
+        print(f"written to {path}", flush=True)
 
 
 if __name__ == "__main__":
