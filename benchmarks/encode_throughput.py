@@ -11,14 +11,22 @@ backend against ``SentenceTransformer.encode`` (results ``encode_backends.json``
 to the torch embeddings, tokens per document and the fp32 compute floor of this machine).
 
     python benchmarks/encode_throughput.py --limit 1500 --rounds 2
-    python benchmarks/encode_throughput.py --limit 300 --rounds 2 --backends torch onnx onnx-int8
+    python benchmarks/encode_throughput.py --limit 300 --rounds 2 --backends torch onnx onnx-int8 --fastembed
+
+``--fastembed`` needs fastembed importable (``pip install --no-deps fastembed loguru mmh3 py-rust-stemmers``;
+it is no dependency of uniret).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import shutil
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +38,24 @@ from uniret.retriever.dense import DenseEncoder
 ISSUE_FP32_FLOOR_DOCS_PER_S = 37.0
 """Issue #12's fp32 compute floor for MiniLM-L6 on SciFact at max length 256: 21 MFLOP per token x 1.25 M tokens
 on 2 AVX2 cores at about 190 GFLOP/s. (The benchmark machine reports AVX-512, VNNI and AMX: its true floor is lower.)"""
+
+
+def fastembed_model(encoder: DenseEncoder, folder: Path, max_length: int, threads: int | None) -> Any:
+    """fastembed's ``TextEmbedding`` on ``encoder``'s ONNX graph (pooled, normalised output) and tokenizer files."""
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    shutil.copy(encoder.session.path, folder / "model.onnx")
+    for name in ("config.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt"):
+        if (Path(encoder.path) / name).is_file():
+            shutil.copy(Path(encoder.path) / name, folder / name)
+    tok = json.loads((Path(encoder.path) / "tokenizer_config.json").read_text())
+    tok["model_max_length"] = max_length  # fastembed truncates at the tokenizer's maximum
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok))
+    name = f"uniret/{folder.name}"
+    TextEmbedding.add_custom_model(name, pooling=PoolingType.DISABLED, normalization=False,
+                                   sources=ModelSource(hf=name), dim=encoder.dimension, model_file="model.onnx")
+    return TextEmbedding(name, specific_model_path=str(folder), threads=threads)
 
 
 def timed_rounds(encoders: dict, texts: list[str], rounds: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -55,6 +81,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--backends", nargs="*", default=None, help="uniret inference backends to compare")
+    ap.add_argument("--fastembed", action="store_true",
+                    help="also time fastembed's TextEmbedding on the very ONNX graphs of uniret's onnx backends "
+                         "(fastembed cannot load this model offline otherwise: it downloads its own export)")
     args = ap.parse_args()
 
     corpus = load_beir(args.data).corpus
@@ -89,6 +118,9 @@ def main() -> None:
                                                         batch_size=args.batch_size, backend=backend)
         threads = getattr(e.session, "threads", None) if backend != "torch" else threads  # export outside timing
         encoders[f"uniret_{backend}"] = lambda t, e=e: e.encode_documents(t, show_progress=False)
+        if args.fastembed and backend != "torch":
+            fe = fastembed_model(e, Path(tempfile.mkdtemp(prefix="fastembed-")), args.max_length, threads)
+            encoders[f"fastembed_{backend}"] = lambda t, fe=fe: np.asarray(list(fe.embed(t, batch_size=args.batch_size)))
     for fn in encoders.values():
         fn(texts[:64])  # warm-up
     times, out = timed_rounds(encoders, texts, args.rounds)

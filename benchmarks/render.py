@@ -223,7 +223,8 @@ def block_encode_throughput(res: Results) -> str:
 
 
 ENCODER_LABELS = {"sentence_transformers": "`SentenceTransformer.encode` (torch)", "uniret_torch": "uniret `torch`",
-                  "uniret_onnx": "uniret `onnx` (ONNX Runtime fp32)", "uniret_onnx-int8": "uniret `onnx-int8`"}
+                  "uniret_onnx": "uniret `onnx` (ONNX Runtime fp32)", "uniret_onnx-int8": "uniret `onnx-int8`",
+                  "fastembed_onnx": "fastembed on uniret's `onnx` graph", "fastembed_onnx-int8": "fastembed on uniret's `onnx-int8` graph"}
 
 
 def block_encode_backends(res: Results) -> str:
