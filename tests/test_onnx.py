@@ -159,3 +159,16 @@ def test_reranker_onnx_scores_equal_torch(scifact):
     ours, ref = onnx_ranker.score_pairs(queries, docs), torch_ranker.score_pairs(queries, docs)
     np.testing.assert_allclose(np.array(ours), np.array(ref), atol=1e-4)
     assert onnx_ranker.identity["backend"] == "onnx"
+
+
+@pytest.mark.parametrize("command", [["index", "--data", "scifact", "--retriever", "dense", "--output", "x"],
+                                     ["eval", "--data", "scifact", "--retriever", "dense", "--output-dir", "x"],
+                                     ["mine", "--data", "scifact", "--output", "x.jsonl"], ["demo"]])
+def test_cli_takes_a_backend(command, capsys):
+    from uniret.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([*command, "--backend", "onnx-int8"]).backend == "onnx-int8"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*command, "--backend", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
