@@ -119,12 +119,12 @@ def eager_attention(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
 
     The eager path exports as plain MatMul / Softmax with an additive mask, the pattern ONNX Runtime fuses into
     its ``Attention`` kernel; the SDPA path (transformers' default) exports as a larger graph that runs slower."""
-    switched = []
+    switched: list[tuple[Any, str]] = []
     for module in modules:
         for sub in module.modules():
-            config = getattr(sub, "config", None)
-            if hasattr(sub, "set_attn_implementation") and getattr(config, "_attn_implementation", None) not in (None, "eager"):
-                switched.append((sub, config._attn_implementation))
+            current = getattr(getattr(sub, "config", None), "_attn_implementation", None)
+            if hasattr(sub, "set_attn_implementation") and current not in (None, "eager"):
+                switched.append((sub, str(current)))
     try:
         for sub, _ in switched:
             sub.set_attn_implementation("eager")

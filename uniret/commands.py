@@ -44,7 +44,7 @@ def load_backend(index_dir: str | Path, *, retriever: str | None = None, encoder
     built = manifest.get("encoder") or {}
     if encoder_cfg is None and backend is not None and family.encoder and built.get("backend", "torch") != backend:
         source = built.get("path") if built.get("path") and Path(built["path"]).exists() else built.get("name")
-        encoder_cfg = RetrieverConfig(kind=family.name, model=source, device=device, max_length=built.get("max_length"),
+        encoder_cfg = RetrieverConfig(kind=family.name, model=str(source), device=device, max_length=built.get("max_length"),
                                       query_prompt=built.get("query_prompt", ""), backend=backend)
     encoder = family.build_encoder(encoder_cfg) if encoder_cfg is not None and family.encoder else None
     return family.backend_class().load(index_dir, encoder=encoder, device=device)
