@@ -243,7 +243,10 @@ def block_encode_backends(res: Results) -> str:
                   "min cosine vs torch", "max abs diff"], "lrrrrr", rows) + "\n\n"
            + f"{n0(rec['documents'])} SciFact documents ({n0(rec['tokens_per_document'])} tokens each on average), "
              f"batch size {rec['batch_size']}, max length {rec['max_length']}, {rec['torch_threads']} torch threads, "
-             f"{rec['onnx_threads']} ONNX Runtime intra-op threads, {rec['rounds']} rounds in rotating order.\n\n"
+             f"{rec['onnx_threads']} ONNX Runtime intra-op threads, {rec['rounds']} rounds in rotating order"
+             + (f"; load average {rec['machine']['load_average_at_start'][0]:.0f} at the start (other jobs shared "
+                "the cores: absolute rates are far below this machine's, the ratios of one run are the measurement)"
+                if (rec.get("machine") or {}).get("load_average_at_start") else "") + ".\n\n"
            + source(name, rec))
     try:
         fname, fid = res.need("backend_fidelity")
