@@ -21,7 +21,7 @@ def resolve_device(device: str | None = "auto") -> str:
 INFERENCE_BACKENDS = ("torch", "onnx", "onnx-int8")
 """The inference backends every encoder accepts (see :mod:`uniret.retriever.onnx`)."""
 
-DEMO_BACKEND = "torch"
+DEMO_BACKEND = "onnx-int8"
 """The demo's encoder backend: the fastest one that meets the fidelity bar (BENCHMARKS.md, encode throughput)."""
 
 
