@@ -1,17 +1,32 @@
 """Dense encoding throughput (docs/s) on SciFact: uniret's DenseEncoder against
-``SentenceTransformer.encode`` on the same model object, batch size and max length, in one run.
+``SentenceTransformer.encode`` on the same model, batch size and max length, in one run.
 
-The two encoders alternate over ``--rounds`` rounds on the same documents, so drift in machine speed
-hits both; the ratio is total ST time / total uniret time. No embedding cache is used.
+The encoders alternate over ``--rounds`` rounds on the same documents (each round rotates the order), so
+drift in machine speed hits all of them; ratios are total time of sentence-transformers (torch) / total
+time of each. No embedding cache is used.
+
+Without ``--backends``: uniret's torch backend against ``SentenceTransformer.encode`` on the very same model
+object (results ``encode_throughput.json``). With ``--backends torch onnx onnx-int8``: each uniret inference
+backend against ``SentenceTransformer.encode`` (results ``encode_backends.json``, with each backend's fidelity
+to the torch embeddings, tokens per document and the fp32 compute floor of this machine).
 
     python benchmarks/encode_throughput.py --limit 1500 --rounds 2
+    python benchmarks/encode_throughput.py --limit 300 --rounds 2 --backends torch onnx onnx-int8 --fastembed
+
+``--fastembed`` needs fastembed importable (``pip install --no-deps fastembed loguru mmh3 py-rust-stemmers``;
+it is no dependency of uniret).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import shutil
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +34,42 @@ import torch
 from _common import save_result
 from uniret.data import load_beir
 from uniret.retriever.dense import DenseEncoder
+
+ISSUE_FP32_FLOOR_DOCS_PER_S = 37.0
+"""Issue #12's fp32 compute floor for MiniLM-L6 on SciFact at max length 256: 21 MFLOP per token x 1.25 M tokens
+on 2 AVX2 cores at about 190 GFLOP/s. (The benchmark machine reports AVX-512, VNNI and AMX: its true floor is lower.)"""
+
+
+def fastembed_model(encoder: DenseEncoder, folder: Path, max_length: int, threads: int | None) -> Any:
+    """fastembed's ``TextEmbedding`` on ``encoder``'s ONNX graph (pooled, normalised output) and tokenizer files."""
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    shutil.copy(encoder.session.path, folder / "model.onnx")
+    for name in ("config.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt"):
+        if (Path(encoder.path) / name).is_file():
+            shutil.copy(Path(encoder.path) / name, folder / name)
+    tok = json.loads((Path(encoder.path) / "tokenizer_config.json").read_text())
+    tok["model_max_length"] = max_length  # fastembed truncates at the tokenizer's maximum
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok))
+    name = f"uniret/{folder.name}"
+    TextEmbedding.add_custom_model(name, pooling=PoolingType.DISABLED, normalization=False,
+                                   sources=ModelSource(hf=name), dim=encoder.dimension, model_file="model.onnx")
+    return TextEmbedding(name, specific_model_path=str(folder), threads=threads)
+
+
+def timed_rounds(encoders: dict, texts: list[str], rounds: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    times = dict.fromkeys(encoders, 0.0)
+    outputs = {}
+    names = list(encoders)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            outputs[name] = encoders[name](texts)
+            times[name] += time.perf_counter() - start
+            print(f"round {r + 1} {name}: {times[name]:.1f} s cumulative", flush=True)
+    return times, outputs
 
 
 def main() -> None:
@@ -29,6 +80,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--backends", nargs="*", default=None, help="uniret inference backends to compare")
+    ap.add_argument("--fastembed", action="store_true",
+                    help="also time fastembed's TextEmbedding on the very ONNX graphs of uniret's onnx backends "
+                         "(fastembed cannot load this model offline otherwise: it downloads its own export)")
     args = ap.parse_args()
 
     corpus = load_beir(args.data).corpus
@@ -36,32 +91,59 @@ def main() -> None:
     texts = [d.full_text() for d in docs]
     enc = DenseEncoder(args.model, device="cpu", max_length=args.max_length, batch_size=args.batch_size)
     st = enc.model  # the very same SentenceTransformer object
-    st.encode(texts[:64], batch_size=args.batch_size)  # warm-up
-    enc.encode_documents(texts[:64], show_progress=False)
-
-    times = {"sentence_transformers": 0.0, "uniret": 0.0}
-    for r in range(args.rounds):
-        order = ["sentence_transformers", "uniret"] if r % 2 == 0 else ["uniret", "sentence_transformers"]
-        for name in order:
-            start = time.perf_counter()
-            if name == "uniret":
-                ours = enc.encode_documents(texts, show_progress=False)
-            else:
-                ref = st.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
-            times[name] += time.perf_counter() - start
-            print(f"round {r + 1} {name}: {times[name]:.1f} s cumulative", flush=True)
     n = len(texts) * args.rounds
+    if args.backends is None:
+        encoders = {"sentence_transformers": lambda t: st.encode(t, batch_size=args.batch_size, convert_to_numpy=True),
+                    "uniret": lambda t: enc.encode_documents(t, show_progress=False)}
+        for fn in encoders.values():
+            fn(texts[:64])  # warm-up
+        times, out = timed_rounds(encoders, texts, args.rounds)
+        result = {
+            "data": args.data, "model": args.model, "documents": len(texts), "rounds": args.rounds,
+            "batch_size": args.batch_size, "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
+            "docs_per_s": {k: n / v for k, v in times.items()},
+            "ratio_uniret_over_st": times["sentence_transformers"] / times["uniret"],
+            "max_abs_diff": float(np.abs(out["uniret"] - out["sentence_transformers"]).max()),
+        }
+        path = save_result("encode_throughput", result)
+        print(f"uniret {result['docs_per_s']['uniret']:.1f} docs/s, sentence-transformers "
+              f"{result['docs_per_s']['sentence_transformers']:.1f} docs/s, ratio {result['ratio_uniret_over_st']:.3f} "
+              f"(max |diff| {result['max_abs_diff']:.1e}); written to {path}")
+        return
+
+    encoders = {"sentence_transformers": lambda t: st.encode(t, batch_size=args.batch_size, convert_to_numpy=True)}
+    threads = None
+    for backend in args.backends:
+        e = enc if backend == "torch" else DenseEncoder(args.model, device="cpu", max_length=args.max_length,
+                                                        batch_size=args.batch_size, backend=backend)
+        threads = getattr(e.session, "threads", None) if backend != "torch" else threads  # export outside timing
+        encoders[f"uniret_{backend}"] = lambda t, e=e: e.encode_documents(t, show_progress=False)
+        if args.fastembed and backend != "torch":
+            fe = fastembed_model(e, Path(tempfile.mkdtemp(prefix="fastembed-")), args.max_length, threads)
+            encoders[f"fastembed_{backend}"] = lambda t, fe=fe: np.asarray(list(fe.embed(t, batch_size=args.batch_size)))
+    for fn in encoders.values():
+        fn(texts[:64])  # warm-up
+    times, out = timed_rounds(encoders, texts, args.rounds)
+    ref = out["sentence_transformers"]
+    tokens = sum(len(x) for x in enc._tokenize(texts))
+    fidelity = {}
+    for name, emb in out.items():
+        cos = (emb * ref).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(ref, axis=1)
+        fidelity[name] = {"min_cosine": float(cos.min()), "max_abs_diff": float(np.abs(emb - ref).max())}
     result = {
         "data": args.data, "model": args.model, "documents": len(texts), "rounds": args.rounds,
         "batch_size": args.batch_size, "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
+        "onnx_threads": threads, "tokens_per_document": tokens / len(texts),
+        "issue_fp32_floor_docs_per_s": ISSUE_FP32_FLOOR_DOCS_PER_S,
         "docs_per_s": {k: n / v for k, v in times.items()},
-        "ratio_uniret_over_st": times["sentence_transformers"] / times["uniret"],
-        "max_abs_diff": float(np.abs(ours - ref).max()),
+        "ratio_over_st_torch": {k: times["sentence_transformers"] / v for k, v in times.items()},
+        "fidelity_to_st_torch": fidelity,
     }
-    path = save_result("encode_throughput", result)
-    print(f"uniret {result['docs_per_s']['uniret']:.1f} docs/s, sentence-transformers "
-          f"{result['docs_per_s']['sentence_transformers']:.1f} docs/s, ratio {result['ratio_uniret_over_st']:.3f} "
-          f"(max |diff| {result['max_abs_diff']:.1e}); written to {path}")
+    path = save_result("encode_backends", result)
+    for k, v in result["docs_per_s"].items():
+        print(f"{k}: {v:.1f} docs/s, x{result['ratio_over_st_torch'][k]:.2f} over sentence-transformers, "
+              f"min cosine {fidelity[k]['min_cosine']:.6f}")
+    print(f"issue #12's fp32 floor: {ISSUE_FP32_FLOOR_DOCS_PER_S} docs/s; written to {path}")
 
 
 if __name__ == "__main__":

@@ -222,6 +222,53 @@ def block_encode_throughput(res: Results) -> str:
               f"embeddings agree to {rec['max_abs_diff']:.0e} (max absolute difference).\n\n" + source(name, rec))
 
 
+ENCODER_LABELS = {"sentence_transformers": "`SentenceTransformer.encode` (torch)", "uniret_torch": "uniret `torch`",
+                  "uniret_onnx": "uniret `onnx` (ONNX Runtime fp32)", "uniret_onnx-int8": "uniret `onnx-int8`",
+                  "fastembed_onnx": "fastembed on uniret's `onnx` graph", "fastembed_onnx-int8": "fastembed on uniret's `onnx-int8` graph"}
+
+
+def block_encode_backends(res: Results) -> str:
+    try:
+        name, rec = res.need("encode_backends")
+    except MissingResult:
+        return missing("`encode_backends.json`",
+                       "python benchmarks/encode_throughput.py --limit 300 --rounds 2 --backends torch onnx onnx-int8")
+    floor = rec["issue_fp32_floor_docs_per_s"]
+    rows = []
+    for key, dps in rec["docs_per_s"].items():
+        fid = rec["fidelity_to_st_torch"][key]
+        rows.append([ENCODER_LABELS.get(key, key), n1(dps), f"**{f2(rec['ratio_over_st_torch'][key])}**",
+                     f"{dps / floor:.2f}", f"{fid['min_cosine']:.6f}", f"{fid['max_abs_diff']:.0e}"])
+    out = (table(["encoder", "docs/s", "× sentence-transformers torch", "× issue's fp32 floor (37 docs/s)",
+                  "min cosine vs torch", "max abs diff"], "lrrrrr", rows) + "\n\n"
+           + f"{n0(rec['documents'])} SciFact documents ({n0(rec['tokens_per_document'])} tokens each on average), "
+             f"batch size {rec['batch_size']}, max length {rec['max_length']}, {rec['torch_threads']} torch threads, "
+             f"{rec['onnx_threads']} ONNX Runtime intra-op threads, {rec['rounds']} rounds in rotating order"
+             + (f"; load average {rec['machine']['load_average_at_start'][0]:.0f} at the start (other jobs shared "
+                "the cores: absolute rates are far below this machine's, the ratios of one run are the measurement)"
+                if (rec.get("machine") or {}).get("load_average_at_start") else "") + ".\n\n"
+           + source(name, rec))
+    try:
+        fname, fid = res.need("backend_fidelity")
+    except MissingResult:
+        return out + "\n\n" + missing("`backend_fidelity.json`", "cd benchmarks && python backend_fidelity.py")
+    b = fid["backends"]
+    rows = [[f"`{k}`", f4(v["ndcg@10"]), f4(v["recall@100"])] for k, v in b.items()]
+    diff = fid.get("int8_minus_fp32_ndcg@10")
+    demo = res.get("demo")
+    dense = (demo or {}).get("metrics", {}).get("dense (all-MiniLM-L6-v2)")
+    if "onnx" not in b and "onnx-int8" in b and dense and demo and not demo.get("quick"):
+        # fp32 reference: the demo's torch run on the same corpus, model, batch size and max length (onnx fp32
+        # embeddings equal torch's within 1e-5, so its nDCG is torch's)
+        rows.insert(0, ["`torch` (fp32; the demo's run, `demo.json`)", f4(dense["ndcg@10"]), f4(dense["recall@100"])])
+        diff = b["onnx-int8"]["ndcg@10"] - dense["ndcg@10"]
+    return (out + "\n\nFull SciFact (test split, " + n0(fid["documents"]) + " documents, "
+            + n0(fid["queries"]) + " queries), as `uniret eval --retriever dense --backend BACKEND`:\n\n"
+            + table(["backend", "nDCG@10", "recall@100"], "lrr", rows)
+            + (f"\n\nint8 − fp32 nDCG@10: **{diff:+.4f}** (bar: within 0.005)." if diff is not None else "")
+            + "\n\n" + source(fname, fid))
+
+
 def block_bm25_qps(res: Results) -> str:
     try:
         name, rec = res.need("bm25_qps")
@@ -595,6 +642,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "zero-shot": block_zero_shot,
     "demo-wall": block_demo_wall,
     "encode-throughput": block_encode_throughput,
+    "encode-backends": block_encode_backends,
     "bm25-qps": block_bm25_qps,
     "dense-recipe": block_dense_recipe,
     "dense-recipe-details": block_dense_recipe_details,

@@ -27,7 +27,8 @@ def dense_encoder(cfg: Any) -> Any:
     from uniret.retriever.dense import DenseEncoder
 
     return DenseEncoder(cfg.model, device=cfg.device, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                        query_prompt=cfg.query_prompt, cache_embeddings=cfg.cache_embeddings)
+                        query_prompt=cfg.query_prompt, cache_embeddings=cfg.cache_embeddings,
+                        backend=getattr(cfg, "backend", "torch"))
 
 
 def check_index_type(index_type: str, dimension: int) -> None:

@@ -216,7 +216,8 @@ class FaissIndex:
             source = built.get("path") if built.get("path") and Path(built["path"]).exists() else built.get("name")
             encoder = DenseEncoder(source, device=device, max_length=built.get("max_length"),
                                    query_prompt=built.get("query_prompt", ""),
-                                   document_prompt=built.get("document_prompt", ""))
+                                   document_prompt=built.get("document_prompt", ""),
+                                   backend=built.get("backend", "torch"))
         check_encoder(manifest, encoder.identity, path)
         settings = manifest.get("settings", {})
         self = cls(encoder, settings.get("index_type", "flat"), use_gpu=use_gpu,

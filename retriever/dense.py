@@ -26,7 +26,7 @@ import torch
 
 from uniret.assets import cache_dir, content_hash, resolve_model
 from uniret.retriever.batching import map_sorted_array, progress_bar
-from uniret.runtime import resolve_device
+from uniret.runtime import check_backend, resolve_device
 
 if TYPE_CHECKING:
     from uniret.retriever.embedder import Embedder
@@ -128,6 +128,11 @@ class DenseEncoder:
 
     ``model`` is a sentence-transformers model (folder, alias or hub name), a folder saved by
     :class:`~uniret.retriever.embedder.Embedder`, or an ``Embedder`` object (encoded as it is, on its device).
+
+    ``backend``: ``torch`` (the module), ``onnx`` (ONNX Runtime, fp32, graph-optimised) or ``onnx-int8``
+    (dynamic int8 quantisation); the ONNX model is exported on first use and cached by the model's content
+    hash (:mod:`uniret.retriever.onnx`). ``threads``: ONNX Runtime intra-op threads (default
+    ``$UNIRET_ONNX_THREADS``, else torch's thread count).
     """
 
     def __init__(
@@ -142,8 +147,14 @@ class DenseEncoder:
         normalize: bool | None = None,
         chunk_size: int = 8192,
         cache_embeddings: bool = False,
+        backend: str = "torch",
+        threads: int | None = None,
     ) -> None:
         from uniret.retriever.embedder import CONFIG_FILE, Embedder
+
+        self.backend = check_backend(backend)
+        self.threads = threads
+        self._session: Any = None
 
         self.embedder: Embedder | None = None
         if isinstance(model, Embedder):
@@ -207,6 +218,7 @@ class DenseEncoder:
             "max_length": self.max_length,
             "query_prompt": self.query_prompt,
             "document_prompt": self.document_prompt,
+            "backend": self.backend,
         }
 
     # -- encoding ---------------------------------------------------------------------------------
@@ -237,15 +249,56 @@ class DenseEncoder:
         append_eos = self.embedder.append_eos if self.embedder is not None else False
         return token_ids(self.tokenizer, texts, self.max_length, append_eos=append_eos)
 
-    def _forward(self, ids: list[list[int]]) -> torch.Tensor:
+    def _features(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
         if self.embedder is not None:
-            out = self.embedder(self.embedder.collate(ids))
+            return self.embedder.collate(ids)
+        return pad_token_ids(
+            ids, pad_id=self.tokenizer.pad_token_id or 0, device=self.device,
+            padding_side=getattr(self.tokenizer, "padding_side", "right"),
+            token_type_ids="token_type_ids" in getattr(self.tokenizer, "model_input_names", []))
+
+    def _backbone_config(self) -> Any:
+        """The Hugging Face config of the transformer inside the model (None when there is none)."""
+        for sub in self.model.modules():
+            config = getattr(sub, "config", None)
+            if config is not None and hasattr(config, "model_type") and hasattr(sub, "set_attn_implementation"):
+                return config
+        return None
+
+    def _module_forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.embedder is not None:
+            return self.embedder(features)
+        return self.model(features)["sentence_embedding"]
+
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session of an ``onnx`` / ``onnx-int8`` backend: exported on first use and cached
+        under ``$UNIRET_CACHE/onnx`` by model hash and settings (see :mod:`uniret.retriever.onnx`)."""
+        if self.backend == "torch":
+            raise ValueError("the torch backend has no ONNX session")
+        if self._session is None:
+            from uniret.retriever import onnx
+
+            with torch.inference_mode(False):  # encode() runs in inference mode; the export traces
+                example = self._features(self._tokenize(
+                    ["a short query", "a longer passage, padded to nothing: rows of different lengths keep the "
+                     "attention mask in the exported graph"]))
+                settings = {"kind": "dense", "hash": self.model_hash, "backend": self.backend,
+                            "inputs": sorted(example)}
+
+                def build(folder: Path) -> None:
+                    onnx.build_model(folder, self._module_forward, example, modules=[self.model],
+                                     backend=self.backend, config=self._backbone_config(), output_name="embedding")
+
+                path = onnx.cached_model(settings, build)
+            self._session = onnx.OnnxSession(path, threads=self.threads, device=str(self.device))
+        return self._session
+
+    def _forward(self, ids: list[list[int]]) -> torch.Tensor:
+        if self.backend != "torch":
+            out = torch.from_numpy(self.session.run(self._features(ids)))
         else:
-            features = pad_token_ids(
-                ids, pad_id=self.tokenizer.pad_token_id or 0, device=self.device,
-                padding_side=getattr(self.tokenizer, "padding_side", "right"),
-                token_type_ids="token_type_ids" in getattr(self.tokenizer, "model_input_names", []))
-            out = self.model(features)["sentence_embedding"]
+            out = self._module_forward(self._features(ids))
         if self.normalize:
             out = torch.nn.functional.normalize(out, p=2, dim=-1)
         return out

@@ -12,6 +12,7 @@ it serves as a teacher and as the reranking stage of :class:`uniret.index.rerank
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,7 @@ from uniret.atomic import atomic_directory
 from uniret.data import Document, Run
 from uniret.retriever.batching import map_sorted_array, progress_bar
 from uniret.retriever.embedder import set_attention_dropout
-from uniret.runtime import resolve_device
+from uniret.runtime import check_backend, resolve_device
 from uniret.scores import ranked
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,16 @@ EXTRA = "uniret_reranker.json"
 
 class CrossEncoderReranker(torch.nn.Module):
     def __init__(self, model: str | Path = "all-MiniLM-L6-v2", *, max_length: int = 256, batch_size: int = 32,
-                 device: str | None = "auto", attention_dropout: float | None = None) -> None:
+                 device: str | None = "auto", attention_dropout: float | None = None, backend: str = "torch",
+                 threads: int | None = None) -> None:
+        """``backend``: ``torch``, ``onnx`` or ``onnx-int8`` for scoring (see :mod:`uniret.retriever.onnx`;
+        the export is cached by a hash of the weights, so a reranker in training is re-exported after updates);
+        training always runs on torch."""
         super().__init__()
+        self.backend = check_backend(backend)
+        self.threads = threads
+        self._session: Any = None
+        self._session_key: str | None = None
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -65,7 +74,7 @@ class CrossEncoderReranker(torch.nn.Module):
     def identity(self) -> dict[str, Any]:
         return {"type": "cross-encoder", "name": self.name, "path": self.path,
                 "hash": content_hash(self.path) if Path(self.path).exists() else f"hub:{self.path}",
-                "max_length": self.max_length}
+                "max_length": self.max_length, "backend": self.backend}
 
     def tokenize(self, queries: Sequence[str], docs: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(queries), list(docs), truncation="longest_first", max_length=self.max_length,
@@ -84,8 +93,13 @@ class CrossEncoderReranker(torch.nn.Module):
         if show_progress is None:
             show_progress = logger.isEnabledFor(logging.INFO) and len(queries) > 10 * self.batch_size
 
+        session = self.session if self.backend != "torch" else None  # weights hashed once per call
+
         def score(rows: list[int]) -> np.ndarray:
-            return self.forward(self.tokenize([queries[i] for i in rows], [docs[i] for i in rows])).cpu().numpy()
+            features = self.tokenize([queries[i] for i in rows], [docs[i] for i in rows])
+            if session is not None:
+                return session.run(features)
+            return self.forward(features).cpu().numpy()
 
         try:
             with progress_bar(len(queries), "reranking", unit="pair", show=show_progress) as bar:
@@ -93,6 +107,35 @@ class CrossEncoderReranker(torch.nn.Module):
                                         self.batch_size, bar=bar)
         finally:
             self.model.train(was_training)
+
+    def weights_hash(self) -> str:
+        """A short sha256 over the current parameters (a fresh score head is random: the folder is not enough)."""
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session of an ``onnx`` / ``onnx-int8`` backend, exported for the current weights."""
+        from uniret.retriever import onnx
+
+        key = self.weights_hash()
+        if self._session is None or self._session_key != key:
+            with torch.inference_mode(False):
+                example = self.tokenize(["a query", "another, longer query"],
+                                        ["a document", "a longer document, so that the first pair is padded"])
+                settings = {"kind": "cross-encoder", "hash": key, "backend": self.backend, "inputs": sorted(example)}
+
+                def build(folder: Path) -> None:
+                    onnx.build_model(folder, self.forward, example, modules=[self.model], backend=self.backend,
+                                     config=self.model.config, output_name="logits")
+
+                path = onnx.cached_model(settings, build)
+            self._session = onnx.OnnxSession(path, threads=self.threads, device=self.device_name)
+            self._session_key = key
+        return self._session
 
     def score_pairs(self, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]], *,
                     show_progress: bool | None = None) -> list[list[float]]:

@@ -121,6 +121,7 @@ class MiningConfig:
     bm25_b: float = 0.4
     index_path: str | None = None  # a saved uniret index to search instead of building one (bm25, dense)
     device: str = "auto"
+    backend: str = "torch"  # dense encoder inference: torch | onnx | onnx-int8
     batch_size: int = 32
     max_length: int = 256
     task: str | None = None
@@ -260,7 +261,8 @@ def _build_retrievals(dataset: BeirDataset, config: MiningConfig, backend: Any) 
         family = families.get(name)
         backend = family.build_backend(families.RetrieverConfig(
             kind=name, model=config.model, device=config.device, max_length=config.max_length,
-            batch_size=config.batch_size, k1=config.bm25_k1, b=config.bm25_b, cache_embeddings=True))
+            batch_size=config.batch_size, k1=config.bm25_k1, b=config.bm25_b, cache_embeddings=True,
+            backend=config.backend))
         backend.index(dataset.corpus)
         retrieval = _Retrieval(backend, dataset, config)
         stored = backend.stored_vectors() if hasattr(backend, "stored_vectors") else None

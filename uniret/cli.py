@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from uniret import __version__
 from uniret.errors import UniretError
+from uniret.runtime import DEMO_BACKEND
 
 logger = logging.getLogger("uniret")
 
@@ -65,6 +66,15 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
                    help="max tokens per text (default: the model's own saved setting)")
     p.add_argument("--cache-embeddings", action="store_true",
                    help="dense: reuse document embeddings cached under $UNIRET_CACHE")
+    _add_backend_arg(p, default=None)
+
+
+def _add_backend_arg(p: argparse.ArgumentParser, default: str | None) -> None:
+    from uniret.runtime import INFERENCE_BACKENDS
+
+    p.add_argument("--backend", choices=INFERENCE_BACKENDS, default=default,
+                   help="encoder inference backend: torch | onnx (ONNX Runtime fp32) | onnx-int8 (dynamic int8); "
+                        f"default {default or 'torch, or with --index the one it was built with'}")
 
 
 def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -73,7 +83,8 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.retriever is None:
         return None
     kw = {"kind": args.retriever, "index_type": args.index_type, "engine": args.engine, "device": args.device,
-          "batch_size": args.batch_size, "max_length": args.max_length, "cache_embeddings": args.cache_embeddings}
+          "batch_size": args.batch_size, "max_length": args.max_length, "cache_embeddings": args.cache_embeddings,
+          "backend": args.backend or "torch"}
     if args.model:
         kw["model"] = args.model
     return RetrieverConfig(**kw)
@@ -115,8 +126,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         cfg = RetrieverConfig(kind=backend_family_of_index(args.index), index_type=args.index_type,
                               device=args.device, batch_size=args.batch_size, max_length=args.max_length,
-                              **({"model": args.model} if args.model else {}))
+                              backend=args.backend or "torch", **({"model": args.model} if args.model else {}))
     result = run_eval(args.data, cfg, args.output_dir, split=args.split, index_dir=args.index,
+                      inference_backend=args.backend,
                       model_given=args.model is not None or args.max_length is not None, depth=args.depth,
                       rerank=args.rerank, rerank_depth=args.rerank_depth, rerank_fusion=args.rerank_fusion,
                       allow_corpus_mismatch=args.allow_corpus_mismatch,
@@ -133,7 +145,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from uniret.commands import run_demo
 
     result = run_demo(args.output_dir, data=args.data, quick=args.quick, model=args.model, device=args.device,
-                      batch_size=args.batch_size, cache_embeddings=args.cache_embeddings)
+                      batch_size=args.batch_size, cache_embeddings=args.cache_embeddings, backend=args.backend)
     print(result.table)
     print(f"\nreport: {result.output_dir} (summary.md, metrics.png, bm25/, dense/); took {result.seconds:.0f} s")
     return 0
@@ -170,7 +182,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from uniret.train.mining import MiningConfig, run_mining
 
     overrides = {k.removeprefix("mining."): v for k, v in parse_overrides(args.set).items()}
-    for name in ("retriever", "model", "k", "filter", "num_negatives", "sampling", "split", "device"):
+    for name in ("retriever", "model", "k", "filter", "num_negatives", "sampling", "split", "device", "backend"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -273,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", action="append", default=[],
                    help="bm25 | dense[:model] | splade[:model] | cross-encoder:folder (repeatable: an ensemble)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    _add_backend_arg(p, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any MiningConfig field, plain or dotted as in train (mining.relative_margin=0.9)")
     p.set_defaults(func=cmd_mine)
@@ -286,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
     p.add_argument("--cache-embeddings", action="store_true", help="reuse document embeddings from $UNIRET_CACHE")
+    _add_backend_arg(p, default=DEMO_BACKEND)
     p.add_argument("--output-dir", default="reports/demo", help="report directory (default reports/demo)")
     p.set_defaults(func=cmd_demo)
 

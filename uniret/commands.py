@@ -15,6 +15,7 @@ from typing import Any
 
 from uniret.data import BeirDataset, Document, load_beir
 from uniret.families import RetrieverConfig, check_positive
+from uniret.runtime import DEMO_BACKEND
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,10 @@ def build_backend(cfg: RetrieverConfig, *, scratch: Path | None = None) -> Any:
 
 
 def load_backend(index_dir: str | Path, *, retriever: str | None = None, encoder_cfg: RetrieverConfig | None = None,
-                 device: str = "auto") -> Any:
+                 device: str = "auto", backend: str | None = None) -> Any:
     """Load a saved index; its manifest's kind names the family. ``retriever``, when given, must be that
-    family; an ``encoder_cfg`` names the model the user expects, which must be the one the index was built with."""
+    family; an ``encoder_cfg`` names the model the user expects, which must be the one the index was built with.
+    ``backend`` (without ``encoder_cfg``): encode queries with the index's own encoder on this inference backend."""
     from uniret import families
     from uniret.errors import IndexMismatchError
     from uniret.index import read_manifest
@@ -39,6 +41,11 @@ def load_backend(index_dir: str | Path, *, retriever: str | None = None, encoder
     if retriever is not None and retriever != family.name:
         raise IndexMismatchError(f"{index_dir} holds a '{family.name}' index ({manifest['kind']}), but --retriever "
                                  f"{retriever} was given (leave --retriever out: the index decides)")
+    built = manifest.get("encoder") or {}
+    if encoder_cfg is None and backend is not None and family.encoder and built.get("backend", "torch") != backend:
+        source = built.get("path") if built.get("path") and Path(built["path"]).exists() else built.get("name")
+        encoder_cfg = RetrieverConfig(kind=family.name, model=str(source), device=device, max_length=built.get("max_length"),
+                                      query_prompt=built.get("query_prompt", ""), backend=backend)
     encoder = family.build_encoder(encoder_cfg) if encoder_cfg is not None and family.encoder else None
     return family.backend_class().load(index_dir, encoder=encoder, device=device)
 
@@ -64,6 +71,23 @@ def check_corpus(manifest: dict[str, Any], dataset: BeirDataset, index_dir: str 
         raise IndexMismatchError(message + "; re-index, or pass --allow-corpus-mismatch to evaluate anyway")
     logger.warning("%s (--allow-corpus-mismatch)", message)
     return "mismatch allowed: " + message
+
+
+def check_inference_backend(manifest: dict[str, Any], searcher: Any, index_dir: str | Path) -> str | None:
+    """A note (and a warning) when queries are encoded on another inference backend than the index's documents
+    (say int8 documents, fp32 queries): allowed, but the scores mix two numeric precisions."""
+    built = (manifest.get("encoder") or {}).get("backend")
+    encoder = getattr(searcher, "encoder", None)
+    used = (getattr(encoder, "identity", None) or {}).get("backend")
+    if built is None and used is None:
+        return None
+    built, used = built or "torch", used or "torch"
+    if built == used:
+        return None
+    message = (f"{index_dir} was built with the {built} inference backend, its queries are encoded with {used}: "
+               "documents and queries differ in numeric precision")
+    logger.warning(message)
+    return "mixed backends: " + message
 
 
 def build_index(data: str | Path, cfg: RetrieverConfig, output: str | Path, *, allow_whitespace_ids: bool = False
@@ -116,12 +140,14 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output
              split: str = "test", index_dir: str | Path | None = None, model_given: bool = False,
              name: str | None = None, depth: int = 1000, rerank: str | Path | None = None, rerank_depth: int = 100,
              rerank_fusion: float | None = None, allow_corpus_mismatch: bool = False,
-             allow_whitespace_ids: bool = False, use_mteb: bool = False) -> Any:
+             allow_whitespace_ids: bool = False, inference_backend: str | None = None,
+             use_mteb: bool = False) -> Any:
     """Evaluate a retriever on a BEIR split and write the report directory; returns the EvalResult.
     ``use_mteb``: mteb indexes, searches (through the backend) and scores (:mod:`uniret.eval.mteb_adapter`).
     With ``index_dir`` the saved index is searched (its manifest names the family; ``cfg`` may be None) and
     its corpus must be the data set's. ``rerank``: a cross-encoder reranker (folder or name) re-scoring the
-    top ``rerank_depth`` hits."""
+    top ``rerank_depth`` hits. ``inference_backend``: the query encoder's inference backend for a saved index (default
+    the one it was built with); a different one is allowed and noted in the report (``backend_check``)."""
     from uniret.atomic import check_output, output_directory
     from uniret.eval.runner import evaluate_backend
 
@@ -133,14 +159,15 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output
                          "nor --rerank")
     dataset = data if isinstance(data, BeirDataset) else load_beir(data, allow_whitespace_ids=allow_whitespace_ids)
     check_output(output_dir, protect=[dataset.root, *([index_dir] if index_dir else [])], what="--output-dir")
-    corpus_note = None
+    corpus_note = backend_note = None
     if index_dir is not None:
         from uniret.index import read_manifest
 
         corpus_note = check_corpus(read_manifest(index_dir), dataset, index_dir, allow_mismatch=allow_corpus_mismatch)
         backend = load_backend(index_dir, retriever=cfg.kind if cfg is not None else None,
                                encoder_cfg=cfg if model_given else None,
-                               device=cfg.device if cfg is not None else "auto")
+                               device=cfg.device if cfg is not None else "auto", backend=inference_backend)
+        backend_note = check_inference_backend(read_manifest(index_dir), backend, index_dir)
         built = False
     else:
         assert cfg is not None
@@ -172,6 +199,7 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output
                                         "split": split, "index": str(index_dir) if index_dir else None,
                                         "corpus_check": corpus_note or "ok" if index_dir else None,
                                         "allow_corpus_mismatch": allow_corpus_mismatch,
+                                        "backend_check": backend_note,
                                         "rerank": str(rerank) if rerank else None, "rerank_depth": rerank_depth,
                                         "rerank_fusion": rerank_fusion})
 
@@ -205,8 +233,9 @@ class DemoResult:
 
 def run_demo(output_dir: str | Path = "reports/demo", *, data: str | Path = "scifact", quick: bool = False,
              model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 32,
-             cache_embeddings: bool = False) -> DemoResult:
-    """The main job: BM25 and a dense embedder on a real BEIR data set, a comparison table and a chart."""
+             cache_embeddings: bool = False, backend: str = DEMO_BACKEND) -> DemoResult:
+    """The main job: BM25 and a dense embedder on a real BEIR data set, a comparison table and a chart.
+    ``backend``: the dense encoder's inference backend (default :data:`uniret.runtime.DEMO_BACKEND`)."""
     from uniret.atomic import output_directory
 
     start = time.perf_counter()
@@ -214,11 +243,11 @@ def run_demo(output_dir: str | Path = "reports/demo", *, data: str | Path = "sci
     dataset = load_beir(data)
     with output_directory(out, kind="report", protect=[dataset.root]):
         return _run_demo(out, dataset, start, quick=quick, model=model, device=device, batch_size=batch_size,
-                         cache_embeddings=cache_embeddings)
+                         cache_embeddings=cache_embeddings, backend=backend)
 
 
 def _run_demo(out: Path, dataset: BeirDataset, start: float, *, quick: bool, model: str, device: str,
-              batch_size: int, cache_embeddings: bool) -> DemoResult:
+              batch_size: int, cache_embeddings: bool, backend: str) -> DemoResult:
     from uniret.eval.metrics import DEFAULT_METRICS
     from uniret.eval.report import metrics_table, plot_metrics, write_json
 
@@ -229,7 +258,7 @@ def _run_demo(out: Path, dataset: BeirDataset, start: float, *, quick: bool, mod
     systems = {
         "bm25": RetrieverConfig(kind="bm25"),
         f"dense ({model})": RetrieverConfig(kind="dense", model=model, device=device, batch_size=batch_size,
-                                            cache_embeddings=cache_embeddings),
+                                            cache_embeddings=cache_embeddings, backend=backend),
     }
     rows: dict[str, dict[str, float]] = {}
     timings: dict[str, dict[str, Any]] = {}
@@ -240,7 +269,7 @@ def _run_demo(out: Path, dataset: BeirDataset, start: float, *, quick: bool, mod
     table = metrics_table(rows, DEFAULT_METRICS)
     plot_metrics(rows, out / "metrics.png", title=f"{dataset.name} test")
     seconds = time.perf_counter() - start
-    write_json({"dataset": dataset.name, "quick": quick, "metrics": rows, "timings": timings,
+    write_json({"dataset": dataset.name, "quick": quick, "backend": backend, "metrics": rows, "timings": timings,
                 "total_seconds": seconds}, out / "summary.json")
     (out / "summary.md").write_text(f"# uniret demo on {dataset.name} (test)\n\n{table}\n\n"
                                     f"Total time: {seconds:.0f} s.\n", encoding="utf-8")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from uniret.errors import IndexMismatchError, MissingExtraError, UniretError
+from uniret.runtime import check_backend
 
 
 class UnknownFamilyError(UniretError, ValueError):
@@ -191,6 +192,7 @@ class RetrieverConfig:
     k1: float = 0.9  # bm25
     b: float = 0.4  # bm25
     cache_embeddings: bool = False
+    backend: str = "torch"  # encoder families: torch | onnx | onnx-int8 (inference backend)
 
     def __post_init__(self) -> None:
         family = get(self.kind)
@@ -200,6 +202,7 @@ class RetrieverConfig:
             raise UnknownFamilyError(f"{self.kind!r} is a {family.role}, not a retriever; choose one of "
                                      + ", ".join(names(searchable=True)))
         check_positive(batch_size=self.batch_size)
+        check_backend(self.backend)
         if self.max_length is not None:
             check_positive(max_length=self.max_length)
 

@@ -18,6 +18,20 @@ def resolve_device(device: str | None = "auto") -> str:
     return device
 
 
+INFERENCE_BACKENDS = ("torch", "onnx", "onnx-int8")
+"""The inference backends every encoder accepts (see :mod:`uniret.retriever.onnx`)."""
+
+DEMO_BACKEND = "onnx-int8"
+"""The demo's encoder backend: the fastest one that meets the fidelity bar (BENCHMARKS.md, encode throughput)."""
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`INFERENCE_BACKENDS`, else a ``ValueError`` naming the choices."""
+    if backend not in INFERENCE_BACKENDS:
+        raise ValueError(f"unknown inference backend {backend!r}; choose one of {', '.join(INFERENCE_BACKENDS)}")
+    return backend
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
