@@ -29,10 +29,18 @@ def _dense_mismatch():
     return families.get("dense").build_encoder(RetrieverConfig(kind="dense", max_length=32, device="cpu"))
 
 
+def _hybrid_mismatch():
+    from uniret.index.lucene import LuceneAnalyzer
+
+    return [LuceneAnalyzer(stemmer="krovetz"), None]  # one encoder per member: the BM25 member's differs
+
+
 # family -> (its RetrieverConfig, a different encoder/analyzer that its indexes must refuse, marks)
 CASES = {
     "bm25": (RetrieverConfig(kind="bm25"), _bm25_mismatch, [pytest.mark.java]),
     "dense": (RetrieverConfig(kind="dense", max_length=64, device="cpu"), _dense_mismatch, []),
+    "hybrid": (RetrieverConfig(kind="hybrid", max_length=64, device="cpu", fusion="minmax:0.5"), _hybrid_mismatch,
+               [pytest.mark.java]),
 }
 
 

@@ -189,6 +189,8 @@ class RetrieverConfig:
     k1: float = 0.9  # bm25
     b: float = 0.4  # bm25
     cache_embeddings: bool = False
+    members: list[str] | None = None  # hybrid: the member families (default bm25 + dense)
+    fusion: str = "rrf"  # hybrid: rrf | rrf:K | minmax:W | zscore:W (uniret.index.hybrid.parse_fusion)
 
     def __post_init__(self) -> None:
         family = get(self.kind)
@@ -220,6 +222,11 @@ register(Family(
     backend="uniret.index.faiss_index:FaissIndex", builder="uniret.index.builders:build_dense",
     encoder="uniret.index.builders:dense_encoder", index_kinds=("faiss",),
     requires=(("faiss", "cpu"),), training="uniret.train.families:DENSE",
+))
+register(Family(
+    name="hybrid", description="two or more indexes of any families fused (RRF, min-max or z-score interpolation)",
+    backend="uniret.index.hybrid:HybridIndex", builder="uniret.index.hybrid:build_hybrid",
+    encoder="uniret.index.hybrid:hybrid_encoders", index_kinds=("hybrid",),
 ))
 register(Family(
     name="cross-encoder", description="cross-encoder reranker (a reranking stage and a teacher)",
