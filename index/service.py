@@ -24,11 +24,11 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -143,7 +143,7 @@ class Service:
             from uniret.data import load_beir
 
             dataset = load_beir(config.data)
-            self.qrels = {q: dict(d) for q, d in dataset.qrels(config.split).items()}
+            self.qrels = {q: dict(d) for q, d in dataset.qrels(config.split).judgements.items()}
             self.judged = {q: t for q, t in dataset.split_queries(config.split).items() if q in self.qrels}
 
     def backend(self, name: str | None) -> tuple[str, Any]:
@@ -442,6 +442,31 @@ def serve(config: ServiceConfig, *, host: str = "127.0.0.1", port: int = 8000, l
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
+@contextmanager
+def background_server(app: Any, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 60.0) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a thread (loopback, a free port by default) and yield its base URL; the server
+    stops when the block ends. For tests, benchmarks and notebooks."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           lifespan="on", backlog=4096, timeout_keep_alive=30))
+    thread = threading.Thread(target=server.run, name="uniret-service", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the service did not start on {host}:{port}")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+
+
 def app_from_env() -> Any:  # pragma: no cover - for `uvicorn uniret.index.service:app_from_env --factory`
     import os
 
@@ -451,4 +476,4 @@ def app_from_env() -> Any:  # pragma: no cover - for `uvicorn uniret.index.servi
     return create_app(ServiceConfig(indexes=index_names(specs), api_key=os.environ.get("UNIRET_API_KEY") or None))
 
 
-__all__ = ["API_KEY_HEADER", "ServiceConfig", "create_app", "serve"]
+__all__ = ["API_KEY_HEADER", "ServiceConfig", "background_server", "create_app", "serve"]
