@@ -116,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _retriever_config(args)
     if cfg is None and index is None:
         raise ValueError("--retriever is needed when no --index is given")
-    if cfg is None and not isinstance(index, list) and (args.model is not None or args.max_length is not None):
+    if cfg is None and isinstance(index, str) and (args.model is not None or args.max_length is not None):
         from uniret.commands import RetrieverConfig, backend_family_of_index
 
         cfg = RetrieverConfig(kind=backend_family_of_index(index), index_type=args.index_type,
