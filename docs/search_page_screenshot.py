@@ -9,8 +9,8 @@ showing a judged test query with its nDCG@10.
 from __future__ import annotations
 
 import argparse
-import sys
 import shutil
+import sys
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
