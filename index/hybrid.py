@@ -192,7 +192,10 @@ class HybridIndex:
                 return int(m["num_docs"])
         if self._corpus is not None:
             return len(self._corpus)
-        return int((self._source_manifest or {}).get("num_docs", 0))
+        if self._source_manifest is not None:
+            return int(self._source_manifest.get("num_docs", 0))
+        counts = [m.describe().get("num_docs") for m in self.members]
+        return int(counts[0]) if counts and counts[0] is not None else 0
 
     def _corpus_identity(self) -> dict[str, Any] | None:
         if self._corpus is not None:

@@ -120,6 +120,7 @@ class MicroBatcher:
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.max_batch = max(1, max_batch)
         self._queue: asyncio.Queue[_Pending] | None = None
+        self._loop_of_queue: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.queries = 0
@@ -131,11 +132,13 @@ class MicroBatcher:
             self.batches += 1
             self.queries += len(texts)
             return await loop.run_in_executor(self.executor, self._run, texts, k)
-        if self._queue is None:
-            self._queue = asyncio.Queue()
+        if self._loop_of_queue is not loop:  # first use, or the app now runs on another event loop
+            self._queue, self._loop_of_queue = asyncio.Queue(), loop
+            self._task = None
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._loop())
         fut: asyncio.Future[list[dict[str, float]]] = loop.create_future()
+        assert self._queue is not None
         await self._queue.put(_Pending(list(texts), k, fut))
         return await fut
 

@@ -373,3 +373,14 @@ def test_page_is_package_data(client):
     html = client.get("/").text
     assert '<input id="q"' in html and 'id="index"' in html and "X-API-Key" in html and "terms" in html
     assert json.loads(json.dumps(client.get("/health").json()))["judged_queries"] == 10
+
+
+def test_one_app_serves_from_a_second_event_loop(dense):
+    """The batcher's queue follows the running loop (a TestClient or server restarted on the same app)."""
+    app = create_app(ServiceConfig(), backends={"d": dense})
+
+    async def one():  # type: ignore[no-untyped-def]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return (await asyncio.wait_for(c.post("/search", json={"query": "cells", "k": 2}), 60)).status_code
+
+    assert [asyncio.run(one()), asyncio.run(one())] == [200, 200]
