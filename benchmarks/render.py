@@ -436,9 +436,11 @@ def block_hybrid(res: Results) -> str:
     for system, r in rec["systems"].items():
         t = r["test"]
         label = HYBRID_LABELS.get(system, f"hybrid, `{system}`")
-        if system.split(":")[0] in ("minmax", "zscore"):
-            w = float(system.split(":")[1])
-            label += f" (BM25 {w:g}, dense {1 - w:g}{'' if system == 'minmax:0.5' else '; chosen on train'})"
+        norm, _, weight = system.partition(":")
+        if norm in ("minmax", "zscore"):
+            w = float(weight)
+            chosen = w == float(rec["best_weight"][norm])
+            label += f" (BM25 {w:g}, dense {1 - w:g}{'; the best on train' if chosen else ''})"
         gain = "" if system in ("bm25", "dense") else f"{t['ndcg@10'] - best_single:+.4f}"
         bold = system not in ("bm25", "dense") and t["ndcg@10"] > best_single
         rows.append([label, f"**{f4(t['ndcg@10'])}**" if bold else f4(t["ndcg@10"]), gain, f4(t["recall@100"]),
