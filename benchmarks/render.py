@@ -471,7 +471,9 @@ def block_serve_latency(res: Results) -> str:
                    "errors"], "lrrrrrr", rows) + "\n\n"
             + f"Index: {idx['kind']} over {n0(idx['num_docs'])} documents ({idx.get('encoder')}), k {rec['k']}, "
               f"{rec['requests_per_cell']} requests per row, micro-batching wait bound {rec['max_wait_ms']:g} ms, "
-              f"service on {rec['service_device']}; client: {rec['client']}. " + source(name, rec))
+              f"service on {rec['service_device']}; client: {rec['client']}. Load average at the end: "
+              f"{load_label(rec)} (the cores were shared with other jobs: absolute latencies are a busy machine's; "
+              "compare the rows). " + source(name, rec))
 
 
 def block_readme_demo(res: Results) -> str:
