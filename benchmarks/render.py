@@ -469,6 +469,60 @@ def block_reranker(res: Results) -> str:
               f"best {w:g}. " + source(fname, fusion))
 
 
+HYBRID_LABELS = {"bm25": "BM25 alone", "dense": "all-MiniLM-L6-v2 alone", "rrf": "hybrid, RRF (k 60)"}
+
+
+def block_hybrid(res: Results) -> str:
+    """The hybrid family on SciFact: each member alone and fused (weights chosen on the train queries)."""
+    try:
+        name, rec = res.need("hybrid_scifact")
+    except MissingResult:
+        return missing("`hybrid_scifact.json`", "python benchmarks/hybrid_scifact.py --bm25 IDX --dense IDX")
+    best_single = rec["systems"][rec["best_single"]]["test"]["ndcg@10"]
+    rows = []
+    for system, r in rec["systems"].items():
+        t = r["test"]
+        label = HYBRID_LABELS.get(system, f"hybrid, `{system}`")
+        norm, _, weight = system.partition(":")
+        if norm in ("minmax", "zscore"):
+            w = float(weight)
+            chosen = w == float(rec["best_weight"][norm])
+            label += f" (BM25 {w:g}, dense {1 - w:g}{'; the best on train' if chosen else ''})"
+        gain = "" if system in ("bm25", "dense") else f"{t['ndcg@10'] - best_single:+.4f}"
+        bold = system not in ("bm25", "dense") and t["ndcg@10"] > best_single
+        rows.append([label, f"**{f4(t['ndcg@10'])}**" if bold else f4(t["ndcg@10"]), gain, f4(t["recall@100"]),
+                     f4(t["mrr@10"]), f4(r["train"]["ndcg@10"])])
+    sweep = "; ".join(f"{norm}: " + ", ".join(f"{float(w):g} {v:.3f}" for w, v in s.items())
+                      for norm, s in rec["train_sweep_ndcg@10"].items())
+    return (table([f"system ({rec['data']} test, {rec['test_queries']} queries)", "nDCG@10",
+                   f"vs best single ({rec['best_single']})", "R@100", "MRR@10",
+                   f"train nDCG@10 ({rec['train_queries']} q)"], "lrrrrr", rows) + "\n\n"
+            + f"Dense member: {rec['dense_model_note']}. Train-query sweep of the BM25 weight W (nDCG@10): {sweep}. "
+            + source(name, rec))
+
+
+def block_serve_latency(res: Results) -> str:
+    """Search service latency (p50/p99) and throughput at 1/10/100 clients, with and without micro-batching."""
+    try:
+        name, rec = res.need("serve_latency")
+    except MissingResult:
+        return missing("`serve_latency.json`", "python benchmarks/serve_latency.py --index IDX")
+    modes = {"micro_batching": "micro-batching", "one_request_per_call": "one request per call"}
+    rows = []
+    for mode, label in modes.items():
+        for c in rec["cells"].get(mode, []):
+            rows.append([label, str(c["clients"]), n1(c["p50_ms"]), n1(c["p99_ms"]), n1(c["throughput_rps"]),
+                         n1(c["queries_per_call"]), str(c["errors"])])
+    idx = rec["index"]
+    return (table(["service", "concurrent clients", "p50 ms", "p99 ms", "requests/s", "queries per encoder call",
+                   "errors"], "lrrrrrr", rows) + "\n\n"
+            + f"Index: {idx['kind']} over {n0(idx['num_docs'])} documents ({idx.get('encoder')}), k {rec['k']}, "
+              f"{rec['requests_per_cell']} requests per row, micro-batching wait bound {rec['max_wait_ms']:g} ms, "
+              f"service on {rec['service_device']}; client: {rec['client']}. Load average at the end: "
+              f"{load_label(rec)} (the cores were shared with other jobs: absolute latencies are a busy machine's; "
+              "compare the rows). " + source(name, rec))
+
+
 def block_readme_demo(res: Results) -> str:
     """README's demo table and wall times (README.md may carry this block)."""
     try:
@@ -652,6 +706,8 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "reranker": block_reranker,
     "sparse-engines": block_sparse_engines,
     "sparse-recipe": block_sparse_recipe,
+    "hybrid": block_hybrid,
+    "serve-latency": block_serve_latency,
     "readme-demo": block_readme_demo,
     "readme-recipe": block_readme_recipe,
 }

@@ -37,12 +37,20 @@ def _sparse_mismatch():
 _NO_PISA = pytest.mark.skipif(importlib.util.find_spec("pyterrier_pisa") is None,
                               reason="needs the sparse extra (pyterrier-pisa)")
 
+def _hybrid_mismatch():
+    from uniret.index.lucene import LuceneAnalyzer
+
+    return [LuceneAnalyzer(stemmer="krovetz"), None]  # one encoder per member: the BM25 member's differs
+
+
 # family -> (its RetrieverConfig, a different encoder/analyzer that its indexes must refuse, marks)
 CASES = {
     "bm25": (RetrieverConfig(kind="bm25"), _bm25_mismatch, [pytest.mark.java]),
     "dense": (RetrieverConfig(kind="dense", max_length=64, device="cpu"), _dense_mismatch, []),
     "sparse": (RetrieverConfig(kind="sparse", model="splade-tiny", max_length=64, device="cpu"), _sparse_mismatch,
                [_NO_PISA]),
+    "hybrid": (RetrieverConfig(kind="hybrid", max_length=64, device="cpu", fusion="minmax:0.5"), _hybrid_mismatch,
+               [pytest.mark.java]),
 }
 
 

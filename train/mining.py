@@ -86,7 +86,7 @@ HYBRID_MEMBERS = ("bm25", "dense")  # mining's hybrid: these two families fused
 
 def retrievers() -> list[str]:
     """What mining can retrieve with: every searchable registered family, and the bm25 + dense hybrid."""
-    return [*families.names(searchable=True), "hybrid"]
+    return list(dict.fromkeys([*families.names(searchable=True), "hybrid"]))
 
 
 @dataclass

@@ -87,6 +87,8 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
           "backend": args.backend or "torch"}
     if args.model:
         kw["model"] = args.model
+    if getattr(args, "fusion", None):
+        kw["fusion"] = args.fusion
     return RetrieverConfig(**kw)
 
 
@@ -118,16 +120,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from uniret.eval.metrics import DEFAULT_METRICS
     from uniret.eval.report import metrics_table
 
+    indexes = args.index or []
+    if len(indexes) > 1 or (args.retriever == "hybrid" and indexes):
+        if args.retriever not in (None, "hybrid"):
+            raise ValueError(f"several --index are fused as a hybrid: use --retriever hybrid, not {args.retriever}")
+        if len(indexes) < 2:
+            raise ValueError("--retriever hybrid with --index needs two or more --index (or a saved hybrid index "
+                             "without --retriever)")
+        args.retriever = None
+    index = indexes if len(indexes) > 1 else (indexes[0] if indexes else None)
     cfg = _retriever_config(args)
-    if cfg is None and args.index is None:
+    if cfg is None and index is None:
         raise ValueError("--retriever is needed when no --index is given")
-    if cfg is None and (args.model is not None or args.max_length is not None):
+    if cfg is None and isinstance(index, str) and (args.model is not None or args.max_length is not None):
         from uniret.commands import RetrieverConfig, backend_family_of_index
 
-        cfg = RetrieverConfig(kind=backend_family_of_index(args.index), index_type=args.index_type,
+        cfg = RetrieverConfig(kind=backend_family_of_index(index), index_type=args.index_type,
                               device=args.device, batch_size=args.batch_size, max_length=args.max_length,
                               backend=args.backend or "torch", **({"model": args.model} if args.model else {}))
-    result = run_eval(args.data, cfg, args.output_dir, split=args.split, index_dir=args.index,
+    result = run_eval(args.data, cfg, args.output_dir, split=args.split, index_dir=index, fusion=args.fusion,
                       inference_backend=args.backend,
                       model_given=args.model is not None or args.max_length is not None, depth=args.depth,
                       rerank=args.rerank, rerank_depth=args.rerank_depth, rerank_fusion=args.rerank_fusion,
@@ -241,7 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-whitespace-ids", action="store_true", help=ws_help)
     p.add_argument("--split", default="test", help="the qrels split to evaluate (qrels/<split>.tsv; default test)")
     _add_retriever_args(p, required=False)
-    p.add_argument("--index", default=None, help="a saved index to search instead of indexing the corpus")
+    p.add_argument("--index", action="append", default=None,
+                   help="a saved index to search instead of indexing the corpus; give it twice or more (with "
+                        "--retriever hybrid) to fuse several")
+    p.add_argument("--fusion", default=None,
+                   help="hybrid: rrf | rrf:K | minmax:W | zscore:W (two indexes: the first gets W, the second "
+                        "1 - W; or W1,W2,... one per index); default rrf")
     p.add_argument("--allow-corpus-mismatch", action="store_true",
                    help="evaluate an --index built from another corpus anyway (recorded in the report)")
     p.add_argument("--depth", type=_positive_int, default=1000, help="hits retrieved per query (default 1000)")
@@ -303,10 +319,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="reports/demo", help="report directory (default reports/demo)")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("serve", help="serve saved indexes over HTTP (search API and a search page)",
+                       formatter_class=fmt,
+                       description="An HTTP search service over saved indexes: POST /search, /encode, /rerank, "
+                                   "GET /health, /indexes, the search page at /, OpenAPI docs at /docs.\n"
+                                   "Example:\n  uniret serve --index idx/scifact-bm25 --index idx/scifact-dense\n"
+                                   "  curl -s localhost:8000/search -H 'content-type: application/json' "
+                                   "-d '{\"query\": \"vitamin D\", \"k\": 3, \"index\": \"hybrid\"}'")
+    p.add_argument("--index", action="append", required=True, metavar="[NAME=]PATH",
+                   help="a saved index (repeatable); its name defaults to the directory's name")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, default=8000, help="port (default 8000)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (for encoder families)")
+    p.add_argument("--reranker", action="append", default=[], metavar="NAME=FOLDER",
+                   help="a cross-encoder reranker for POST /rerank and search's 'rerank' (repeatable)")
+    p.add_argument("--api-key-env", default=None, metavar="VAR",
+                   help="require the API key held in environment variable VAR (header X-API-Key)")
+    p.add_argument("--no-micro-batching", action="store_true", help="search each request alone")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="micro-batching: longest wait for company")
+    p.add_argument("--max-batch", type=_positive_int, default=64, help="micro-batching: most queries per call")
+    p.add_argument("--max-k", type=_positive_int, default=1000, help="largest k a request may ask for")
+    p.add_argument("--max-queries", type=_positive_int, default=64, help="most queries (or texts) per request")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=1 << 20, help="largest request body")
+    p.add_argument("--fusion", default="rrf", help="the fusion of index 'hybrid' (all served indexes fused)")
+    p.add_argument("--data", default=None,
+                   help="a BEIR data set whose judged queries the search page evaluates (per-query nDCG)")
+    p.add_argument("--split", default="test", help="the qrels split of --data (default test)")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("families", help="list the registered retriever families and what each needs",
                        description="List the registered families, and why any of them cannot run here.")
     p.set_defaults(func=cmd_families)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from uniret.commands import run_service
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    run_service(args.index, host=args.host, port=args.port, device=args.device, rerankers=args.reranker,
+                api_key=api_key, micro_batching=not args.no_micro_batching, max_wait_ms=args.max_wait_ms,
+                max_batch=args.max_batch, max_k=args.max_k, max_queries=args.max_queries,
+                max_body_bytes=args.max_body_bytes, fusion=args.fusion, data=args.data, split=args.split)
+    return 0
 
 
 def cmd_families(args: argparse.Namespace) -> int:

@@ -136,8 +136,43 @@ def search_index_explained(index_dir: str | Path, query: str, k: int = 10, devic
     return out
 
 
+def run_service(indexes: list[str], *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+                rerankers: list[str] | None = None, api_key: str | None = None, micro_batching: bool = True,
+                max_wait_ms: float = 2.0, max_batch: int = 64, max_k: int = 1000, max_queries: int = 64,
+                max_body_bytes: int = 1 << 20, fusion: str = "rrf", data: str | None = None,
+                split: str = "test") -> None:
+    """Serve saved indexes (``PATH`` or ``NAME=PATH`` each) over HTTP until interrupted."""
+    from uniret.index.hybrid import parse_fusion
+    from uniret.index.serving import Limits, ServiceConfig, index_names
+
+    parse_fusion(fusion)
+    check_positive(port=port, max_batch=max_batch, max_k=max_k, max_queries=max_queries,
+                   max_body_bytes=max_body_bytes)
+    named_rerankers: dict[str, Path] = {}
+    for spec in rerankers or []:
+        name, sep, folder = spec.partition("=")
+        if not sep:
+            name, folder = Path(spec.rstrip("/")).name, spec
+        named_rerankers[name] = Path(folder)
+    config = ServiceConfig(indexes=index_names(indexes), rerankers=named_rerankers, device=device, api_key=api_key,
+                           micro_batching=micro_batching, max_wait_ms=max_wait_ms, max_batch=max_batch,
+                           hybrid_fusion=fusion, data=data, split=split,
+                           limits=Limits(max_k=max_k, max_queries=max_queries, max_body_bytes=max_body_bytes))
+    from uniret.index.service import serve
+
+    serve(config, host=host, port=port)
+
+
+def load_hybrid(index_dirs: list[str | Path], *, fusion: str | None = None, device: str = "auto") -> Any:
+    """A hybrid over saved indexes (any families), fused by ``fusion`` (default rrf)."""
+    from uniret.index.hybrid import HybridIndex
+
+    return HybridIndex.from_paths(index_dirs, fusion or "rrf", device=device)
+
+
 def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output_dir: str | Path, *,
-             split: str = "test", index_dir: str | Path | None = None, model_given: bool = False,
+             split: str = "test", index_dir: str | Path | list[str | Path] | None = None, fusion: str | None = None,
+             model_given: bool = False,
              name: str | None = None, depth: int = 1000, rerank: str | Path | None = None, rerank_depth: int = 100,
              rerank_fusion: float | None = None, allow_corpus_mismatch: bool = False,
              allow_whitespace_ids: bool = False, inference_backend: str | None = None,
@@ -158,9 +193,19 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output
         raise ValueError("--mteb indexes the corpus itself and scores first-stage runs: it takes neither --index "
                          "nor --rerank")
     dataset = data if isinstance(data, BeirDataset) else load_beir(data, allow_whitespace_ids=allow_whitespace_ids)
-    check_output(output_dir, protect=[dataset.root, *([index_dir] if index_dir else [])], what="--output-dir")
+    index_dirs = list(index_dir) if isinstance(index_dir, (list, tuple)) else ([index_dir] if index_dir else [])
+    check_output(output_dir, protect=[dataset.root, *index_dirs], what="--output-dir")
     corpus_note = backend_note = None
-    if index_dir is not None:
+    if len(index_dirs) > 1:
+        from uniret.index import read_manifest
+
+        notes = [check_corpus(read_manifest(d), dataset, d, allow_mismatch=allow_corpus_mismatch) for d in index_dirs]
+        corpus_note = "; ".join(n for n in notes if n) or None
+        backend = load_hybrid(index_dirs, fusion=fusion, device=cfg.device if cfg is not None else "auto")
+        built = False
+        index_dir = ",".join(str(d) for d in index_dirs)
+    elif index_dir is not None:
+        index_dir = index_dirs[0]
         from uniret.index import read_manifest
 
         corpus_note = check_corpus(read_manifest(index_dir), dataset, index_dir, allow_mismatch=allow_corpus_mismatch)
@@ -201,7 +246,7 @@ def run_eval(data: str | Path | BeirDataset, cfg: RetrieverConfig | None, output
                                         "allow_corpus_mismatch": allow_corpus_mismatch,
                                         "backend_check": backend_note,
                                         "rerank": str(rerank) if rerank else None, "rerank_depth": rerank_depth,
-                                        "rerank_fusion": rerank_fusion})
+                                        "rerank_fusion": rerank_fusion, "fusion": fusion})
 
 
 def backend_family(backend: Any) -> str:

@@ -104,7 +104,7 @@ def _require_id(record: dict[str, Any], path: Path, lineno: int) -> str:
     if "_id" not in record:
         raise DataFormatError("missing", path=path, line=lineno, field="_id", expected="a document or query id")
     value = record["_id"]
-    if not isinstance(value, (str, int)) or str(value) == "":
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":  # true is not id "True"
         raise DataFormatError(f"invalid value {value!r}", path=path, line=lineno, field="_id",
                               expected="a non-empty string")
     return str(value)

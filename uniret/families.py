@@ -193,6 +193,8 @@ class RetrieverConfig:
     b: float = 0.4  # bm25
     cache_embeddings: bool = False
     backend: str = "torch"  # encoder families: torch | onnx | onnx-int8 (inference backend)
+    members: list[str] | None = None  # hybrid: the member families (default bm25 + dense)
+    fusion: str = "rrf"  # hybrid: rrf | rrf:K | minmax:W | zscore:W (uniret.index.hybrid.parse_fusion)
 
     def __post_init__(self) -> None:
         family = get(self.kind)
@@ -235,6 +237,11 @@ register(Family(
     encoder="uniret.index.builders:sparse_encoder", index_kinds=("sparse",),
     requires=(("pyterrier_pisa", "sparse"), ("seismic", "sparse")), default_model="splade-tiny",
     training="uniret.train.families:SPARSE",
+))
+register(Family(
+    name="hybrid", description="two or more indexes of any families fused (RRF, min-max or z-score interpolation)",
+    backend="uniret.index.hybrid:HybridIndex", builder="uniret.index.hybrid:build_hybrid",
+    encoder="uniret.index.hybrid:hybrid_encoders", index_kinds=("hybrid",),
 ))
 register(Family(
     name="cross-encoder", description="cross-encoder reranker (a reranking stage and a teacher)",
