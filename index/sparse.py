@@ -239,6 +239,12 @@ class SparseIndex:
         denominator = float(self.scale) ** 2
         return {term: c / denominator for term, c in shared[:top]}
 
+    def matched_terms(self, query: str, doc_ids: Sequence[str], top: int = 5) -> dict[str, dict[str, float]]:
+        """:meth:`explain` for several documents (what the search service and page show per hit); unknown ids are
+        left out."""
+        rows = self._row_of()
+        return {d: self.explain(query, d, top) for d in doc_ids if d in rows}
+
     def _row_of(self) -> dict[str, int]:
         if len(self._rows) != len(self._ids):
             self._rows = {d: i for i, d in enumerate(self._ids)}

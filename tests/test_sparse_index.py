@@ -228,6 +228,10 @@ def test_explain_gives_the_shared_terms_that_make_the_score(built, slice_):
     assert list(terms.values()) == sorted(terms.values(), reverse=True)
     top = index.explain(queries[qid], doc_id, top=3)
     assert list(top) == list(terms)[:3] and all(isinstance(t, str) for t in top)
+    # what the search service shows per hit: explain for each known document, unknown ids left out
+    hits = list(before[qid])[:3]
+    matched = index.matched_terms(queries[qid], [*hits, "no-such-doc"], top=3)
+    assert list(matched) == hits and matched[hits[0]] == top
 
 
 def test_empty_documents_and_queries(splade, tmp_path):
@@ -333,3 +337,4 @@ def test_cli_index_search_eval(tmp_path, scifact, capsys):
                  "--max-length", "64", "--device", "cpu", "--output-dir", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert report["retriever"]["kind"] == "sparse" and report["metrics"]["ndcg@10"] > 0.3
+
