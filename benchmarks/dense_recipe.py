@@ -101,6 +101,8 @@ def run_recipe(base: TrainConfig, out: Path) -> dict[str, Any]:
         "mining": summary["stats"].get("mining"),
         "teacher_seconds": summary["stats"].get("teacher_seconds"),
         "dev": summary.get("dev"),
+        "ood": summary.get("ood"),  # eval.ood: base vs trained per collection (issue 13)
+        "interpolation": summary.get("interpolation"),
         "test": test,
         "config_resolved": to_dict(base),
     }
