@@ -41,27 +41,40 @@ logger = logging.getLogger("wise_ft")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a finished (or running) `uniret train` directory of the recipe")
-    ap.add_argument("--config", default=str(RECIPE))
+    ap.add_argument("--config", default=str(RECIPE),
+                    help="where eval.ood and interpolate come from when not given here (the training settings are "
+                         "the run's own, from RUN/run_state.json)")
     ap.add_argument("--alphas", default="1.0,0.8,0.6,0.5")
     ap.add_argument("--ood", default="", help="comma-separated BEIR folders (default: the config's eval.ood)")
     ap.add_argument("--max-ood-drop", type=float, default=None, help="default: the config's interpolate rule")
     ap.add_argument("--test", default="chosen,1.0", help="alphas evaluated on SciFact test: 'chosen' and/or numbers")
     ap.add_argument("--wait", type=float, default=3 * 3600, help="seconds to wait for the run to finish")
     ap.add_argument("--name", default="scifact_dense_wise_ft")
+    ap.add_argument("--results-dir", default=None, help="default benchmarks/results")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from dense_recipe import evaluate_test
     from safetensors.torch import load_file
 
+    from uniret.config import from_dict
     from uniret.data import load_beir
     from uniret.train.ood import clone_state, resolve_ood, sweep_interpolation
     from uniret.train.pipeline import build_model, evaluate_dev, holdout_split, ood_before, ood_folder_eval
     from uniret.train.trainer import checkpoint_dirs
 
     run_dir = Path(args.run)
-    cfg = load_config(args.config, TrainConfig)
-    ood_names = [n for n in args.ood.split(",") if n] or list(cfg.eval.ood)
+    recipe = load_config(args.config, TrainConfig)
+    deadline = time.time() + args.wait
+    while not (run_dir / "run_state.json").is_file():
+        if time.time() > deadline:
+            raise SystemExit(f"{run_dir} has no run_state.json after --wait {args.wait} s")
+        time.sleep(30)
+    run_state = json.loads((run_dir / "run_state.json").read_text(encoding="utf-8"))
+    cfg = from_dict(TrainConfig, run_state["config"], source=str(run_dir / "run_state.json"))
+    cfg.interpolate = recipe.interpolate
+    cfg.eval.ood_split, cfg.eval.ood_max_length = recipe.eval.ood_split, recipe.eval.ood_max_length
+    ood_names = [n for n in args.ood.split(",") if n] or list(recipe.eval.ood)
     if not ood_names:
         ap.error("no out-of-domain collections: pass --ood or set eval.ood in the config")
     cfg.eval.ood = ood_names
@@ -72,8 +85,12 @@ def main() -> None:
     work = run_dir.parent / (run_dir.name + "-wise-ft")
     work.mkdir(parents=True, exist_ok=True)
 
-    bench = BenchmarkRun(args.name)
-    result: dict[str, Any] = {"run_dir": str(run_dir), "config": str(Path(args.config).resolve().relative_to(REPO)),
+    bench = BenchmarkRun(args.name, results_dir=args.results_dir)
+    config_path = Path(args.config).resolve()
+    result: dict[str, Any] = {"run_dir": str(run_dir),
+                              "config": str(config_path.relative_to(REPO) if config_path.is_relative_to(REPO)
+                                            else config_path),
+                              "training_config": run_state["config"],
                               "ood_collections": ood_names, "ood_split": cfg.eval.ood_split,
                               "ood_max_length": cfg.eval.ood_max_length, "alphas": alphas,
                               "rule": {"dev_metric": dev_metric, "ood_metric": cfg.eval.ood_metric,
@@ -93,7 +110,6 @@ def main() -> None:
     result["base"] = {"ood": {n: m[cfg.eval.ood_metric] for n, m in base_ood.items()}, "ood_metrics": base_ood}
     save()
 
-    deadline = time.time() + args.wait
     while not (run_dir / "train_result.json").is_file():
         if time.time() > deadline:
             raise SystemExit(f"{run_dir} did not finish within --wait {args.wait} s")
@@ -105,14 +121,14 @@ def main() -> None:
     if last.name != f"step-{train_result['steps']}":
         raise SystemExit(f"{run_dir}: the last checkpoint {last.name} is not the final step {train_result['steps']}")
     trained_state = load_file(str(last / "weights.safetensors"))
-    run_state = json.loads((run_dir / "run_state.json").read_text(encoding="utf-8"))
     result["trained"] = {"checkpoint": str(last), "steps": train_result["steps"],
                          "train_seconds": train_result["train_seconds"], "dev_in_run": train_result.get("dev"),
-                         "config_matches": {k: run_state["config"][k] == json.loads(json.dumps(to_dict(getattr(cfg, k)),
-                                                                                               default=str))
-                                            for k in ("model", "data", "mining", "teachers", "loss", "trainer")}}
-    if not all(result["trained"]["config_matches"].values()):
-        logger.warning("the run's config differs from %s in %s", args.config, result["trained"]["config_matches"])
+                         "same_training_as_config": {
+                             k: run_state["config"][k] == json.loads(json.dumps(to_dict(getattr(recipe, k)), default=str))
+                             for k in ("model", "data", "mining", "teachers", "loss", "trainer")}}
+    if not all(result["trained"]["same_training_as_config"].values()):
+        logger.warning("the run was trained with other settings than %s: %s", args.config,
+                       result["trained"]["same_training_as_config"])
 
     _, dev_view = holdout_split(load_beir(cfg.data.data), cfg.data.split, cfg.data.holdout_queries,
                                 cfg.data.holdout_seed)
