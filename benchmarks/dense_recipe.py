@@ -114,8 +114,10 @@ def run_st_row(base: TrainConfig, lr: float, out: Path) -> dict[str, Any]:
     info = train_ablation.run_st(cfg, out)
     train_wall = time.perf_counter() - start
     test, eval_wall = evaluate_test(cfg.data.data, out / "model", out / "test")
+    ood = train_ablation.evaluate_ood(cfg, out / "model", out)  # eval.ood: base vs this model (issue 13)
     return {
         "trainer": "sentence-transformers",
+        "ood": ood,
         "learning_rate": lr,
         "mine_seconds": info["mine_seconds"],
         "train_seconds": info["train_seconds"],

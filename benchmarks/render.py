@@ -256,11 +256,19 @@ def dense_row(rec: dict[str, Any]) -> dict[str, Any]:
     """A dense-recipe row from a ``dense_recipe.py`` file or an older ``train_ablation.py`` file (row ``st``)."""
     if "rows" in rec:  # train_ablation.py layout
         r = rec["rows"]["st"]
-        return {"test": r["test"], "dev": r.get("dev"), "train_wall": r["mine_seconds"] + r["train_seconds"],
+        return {"test": r["test"], "dev": r.get("dev"), "ood": r.get("ood"),
+                "train_wall": r["mine_seconds"] + r["train_seconds"],
                 "eval_wall": None, "wall": r["wall_seconds"], "steps": rec.get("steps"), "batch": rec.get("batch_size")}
-    return {"test": rec["test"], "dev": rec.get("dev"), "train_wall": rec["train_wall_seconds"],
+    return {"test": rec["test"], "dev": rec.get("dev"), "ood": rec.get("ood"), "train_wall": rec["train_wall_seconds"],
             "eval_wall": rec["eval_wall_seconds"], "wall": rec["train_wall_seconds"] + rec["eval_wall_seconds"],
             "steps": rec.get("steps"), "batch": rec.get("batch_size")}
+
+
+def ood_cell(ood: dict[str, Any] | None) -> str:
+    """``name after (Δ)`` per out-of-domain collection of a ``train_result``-style ``ood`` entry, or –."""
+    if not ood:
+        return "–"
+    return "; ".join(f"{n} {f4(r['after'])} ({r['difference']:+.4f})" for n, r in ood.items())
 
 
 def block_dense_recipe(res: Results) -> str:
@@ -269,20 +277,21 @@ def block_dense_recipe(res: Results) -> str:
     if demo is not None:
         for system, label in (("dense (all-MiniLM-L6-v2)", "all-MiniLM-L6-v2 zero-shot"), ("bm25", "BM25 (Lucene)")):
             m = demo["metrics"][system]
-            rows.append([label, "–", f4(m["ndcg@10"]), f4(m["recall@100"]), f4(m["mrr@10"]), "–", "–", "–",
+            rows.append([label, "–", f4(m["ndcg@10"]), f4(m["recall@100"]), f4(m["mrr@10"]), "–", "–", "–", "–",
                          where_when(demo), "`demo.json`"])
     for label, names, how in DENSE_ROWS:
         try:
             name, rec = res.need(*names)
         except MissingResult:
-            rows.append([label, "–", "–", "–", "–", "–", "–", "–", f"not measured yet: `{how}`", "–"])
+            rows.append([label, "–", "–", "–", "–", "–", "–", "–", "–", f"not measured yet: `{how}`", "–"])
             continue
         r = dense_row(rec)
         rows.append([label, f"{r['steps']} × {r['batch']}", f4(metric(r["test"], "ndcg@10")),
                      f4(metric(r["test"], "recall@100")), f4(metric(r["test"], "mrr@10")), f4(metric(r["dev"], "ndcg@10")),
-                     n0(r["train_wall"]), n0(r["eval_wall"]), where_when(rec), f"`{name}.json`"])
+                     ood_cell(r.get("ood")), n0(r["train_wall"]), n0(r["eval_wall"]), where_when(rec), f"`{name}.json`"])
     return table(["model", "steps × batch", "test nDCG@10", "test R@100", "test MRR@10", "dev nDCG@10",
-                  "train wall s (with mining)", "test eval s", "machine, date", "raw"], "llrrrrrrll", rows)
+                  "out-of-domain nDCG@10 (Δ vs base)", "train wall s (with mining)", "test eval s", "machine, date",
+                  "raw"], "llrrrrlrrll", rows)
 
 
 def block_dense_recipe_details(res: Results) -> str:
@@ -340,9 +349,9 @@ def block_ablation_40(res: Results) -> str:
             continue
         train = n0(r["train_seconds"]) + (f" (+{n0(r['mine_seconds'])} mining)" if "mine_seconds" in r else "")
         rows.append([label, f4(metric(r.get("dev"), "ndcg@10")), f4(r["test"]["ndcg@10"]), f4(r["test"]["recall@100"]),
-                     f4(r["test"]["mrr@10"]), train, n0(r["wall_seconds"])])
-    return (table(["row", "dev nDCG@10", "test nDCG@10", "test R@100", "test MRR@10", "train s", "wall s"], "lrrrrrr",
-                  rows) + f"\n\n{rec['steps']} steps × batch {rec['batch_size']}. " + source(name, rec))
+                     f4(r["test"]["mrr@10"]), ood_cell(r.get("ood")), train, n0(r["wall_seconds"])])
+    return (table(["row", "dev nDCG@10", "test nDCG@10", "test R@100", "test MRR@10", "out-of-domain nDCG@10 (Δ vs base)",
+                   "train s", "wall s"], "lrrrrlrr", rows) + f"\n\n{rec['steps']} steps × batch {rec['batch_size']}. " + source(name, rec))
 
 
 THROUGHPUT_FILES = ("train_throughput_2026_11_25", "train_throughput", "train_throughput_bf16", "train_throughput_attn0")
