@@ -42,7 +42,7 @@ RESULT_NAMES = {"recipe": "scifact_dense_recipe", "st5e5": "scifact_dense_st_lr5
                 "st1e4": "scifact_dense_st_lr1e4"}
 # --smoke: a slice of SciFact and a 2-step budget; checks the whole path in minutes, measures nothing.
 SMOKE_OVERRIDES = ["trainer.max_steps=2", "trainer.batch_size=8", "trainer.log_every=1", "data.holdout_queries=10",
-                   "eval.dev_docs=0", "mining.k=20", "loss.curriculum_steps=1"]
+                   "eval.dev_docs=0", "mining.k=20", "loss.curriculum_steps=1", "eval.ood=[]"]
 logger = logging.getLogger("dense_recipe")
 
 
