@@ -42,7 +42,7 @@ RESULT_NAMES = {"recipe": "scifact_dense_recipe", "st5e5": "scifact_dense_st_lr5
                 "st1e4": "scifact_dense_st_lr1e4"}
 # --smoke: a slice of SciFact and a 2-step budget; checks the whole path in minutes, measures nothing.
 SMOKE_OVERRIDES = ["trainer.max_steps=2", "trainer.batch_size=8", "trainer.log_every=1", "data.holdout_queries=10",
-                   "eval.dev_docs=0", "mining.k=20", "loss.curriculum_steps=1"]
+                   "eval.dev_docs=0", "mining.k=20", "loss.curriculum_steps=1", "eval.ood=[]"]
 logger = logging.getLogger("dense_recipe")
 
 
@@ -101,6 +101,8 @@ def run_recipe(base: TrainConfig, out: Path) -> dict[str, Any]:
         "mining": summary["stats"].get("mining"),
         "teacher_seconds": summary["stats"].get("teacher_seconds"),
         "dev": summary.get("dev"),
+        "ood": summary.get("ood"),  # eval.ood: base vs trained per collection (issue 13)
+        "interpolation": summary.get("interpolation"),
         "test": test,
         "config_resolved": to_dict(base),
     }
@@ -112,8 +114,10 @@ def run_st_row(base: TrainConfig, lr: float, out: Path) -> dict[str, Any]:
     info = train_ablation.run_st(cfg, out)
     train_wall = time.perf_counter() - start
     test, eval_wall = evaluate_test(cfg.data.data, out / "model", out / "test")
+    ood = train_ablation.evaluate_ood(cfg, out / "model", out)  # eval.ood: base vs this model (issue 13)
     return {
         "trainer": "sentence-transformers",
+        "ood": ood,
         "learning_rate": lr,
         "mine_seconds": info["mine_seconds"],
         "train_seconds": info["train_seconds"],

@@ -13,7 +13,8 @@ never typed. A block whose file is missing says how to produce it.
     python benchmarks/render.py            # rewrite BENCHMARKS.md in place
     python benchmarks/render.py --check    # exit 1 with a diff if BENCHMARKS.md is not what the files render
 
-README.md is rendered the same way where it carries markers (blocks ``readme-demo``, ``readme-recipe``).
+README.md is rendered the same way where it carries markers (blocks ``readme-demo``, ``readme-recipe``,
+``readme-ood``).
 """
 
 from __future__ import annotations
@@ -302,11 +303,19 @@ def dense_row(rec: dict[str, Any]) -> dict[str, Any]:
     """A dense-recipe row from a ``dense_recipe.py`` file or an older ``train_ablation.py`` file (row ``st``)."""
     if "rows" in rec:  # train_ablation.py layout
         r = rec["rows"]["st"]
-        return {"test": r["test"], "dev": r.get("dev"), "train_wall": r["mine_seconds"] + r["train_seconds"],
+        return {"test": r["test"], "dev": r.get("dev"), "ood": r.get("ood"),
+                "train_wall": r["mine_seconds"] + r["train_seconds"],
                 "eval_wall": None, "wall": r["wall_seconds"], "steps": rec.get("steps"), "batch": rec.get("batch_size")}
-    return {"test": rec["test"], "dev": rec.get("dev"), "train_wall": rec["train_wall_seconds"],
+    return {"test": rec["test"], "dev": rec.get("dev"), "ood": rec.get("ood"), "train_wall": rec["train_wall_seconds"],
             "eval_wall": rec["eval_wall_seconds"], "wall": rec["train_wall_seconds"] + rec["eval_wall_seconds"],
             "steps": rec.get("steps"), "batch": rec.get("batch_size")}
+
+
+def ood_cell(ood: dict[str, Any] | None) -> str:
+    """``name after (Δ)`` per out-of-domain collection of a ``train_result``-style ``ood`` entry, or –."""
+    if not ood:
+        return "–"
+    return "; ".join(f"{n} {f4(r['after'])} ({r['difference']:+.4f})" for n, r in ood.items())
 
 
 def block_dense_recipe(res: Results) -> str:
@@ -315,20 +324,21 @@ def block_dense_recipe(res: Results) -> str:
     if demo is not None:
         for system, label in (("dense (all-MiniLM-L6-v2)", "all-MiniLM-L6-v2 zero-shot"), ("bm25", "BM25 (Lucene)")):
             m = demo["metrics"][system]
-            rows.append([label, "–", f4(m["ndcg@10"]), f4(m["recall@100"]), f4(m["mrr@10"]), "–", "–", "–",
+            rows.append([label, "–", f4(m["ndcg@10"]), f4(m["recall@100"]), f4(m["mrr@10"]), "–", "–", "–", "–",
                          where_when(demo), "`demo.json`"])
     for label, names, how in DENSE_ROWS:
         try:
             name, rec = res.need(*names)
         except MissingResult:
-            rows.append([label, "–", "–", "–", "–", "–", "–", "–", f"not measured yet: `{how}`", "–"])
+            rows.append([label, "–", "–", "–", "–", "–", "–", "–", "–", f"not measured yet: `{how}`", "–"])
             continue
         r = dense_row(rec)
         rows.append([label, f"{r['steps']} × {r['batch']}", f4(metric(r["test"], "ndcg@10")),
                      f4(metric(r["test"], "recall@100")), f4(metric(r["test"], "mrr@10")), f4(metric(r["dev"], "ndcg@10")),
-                     n0(r["train_wall"]), n0(r["eval_wall"]), where_when(rec), f"`{name}.json`"])
+                     ood_cell(r.get("ood")), n0(r["train_wall"]), n0(r["eval_wall"]), where_when(rec), f"`{name}.json`"])
     return table(["model", "steps × batch", "test nDCG@10", "test R@100", "test MRR@10", "dev nDCG@10",
-                  "train wall s (with mining)", "test eval s", "machine, date", "raw"], "llrrrrrrll", rows)
+                  "out-of-domain nDCG@10 (Δ vs base)", "train wall s (with mining)", "test eval s", "machine, date",
+                  "raw"], "llrrrrlrrll", rows)
 
 
 def block_dense_recipe_details(res: Results) -> str:
@@ -386,9 +396,9 @@ def block_ablation_40(res: Results) -> str:
             continue
         train = n0(r["train_seconds"]) + (f" (+{n0(r['mine_seconds'])} mining)" if "mine_seconds" in r else "")
         rows.append([label, f4(metric(r.get("dev"), "ndcg@10")), f4(r["test"]["ndcg@10"]), f4(r["test"]["recall@100"]),
-                     f4(r["test"]["mrr@10"]), train, n0(r["wall_seconds"])])
-    return (table(["row", "dev nDCG@10", "test nDCG@10", "test R@100", "test MRR@10", "train s", "wall s"], "lrrrrrr",
-                  rows) + f"\n\n{rec['steps']} steps × batch {rec['batch_size']}. " + source(name, rec))
+                     f4(r["test"]["mrr@10"]), ood_cell(r.get("ood")), train, n0(r["wall_seconds"])])
+    return (table(["row", "dev nDCG@10", "test nDCG@10", "test R@100", "test MRR@10", "out-of-domain nDCG@10 (Δ vs base)",
+                   "train s", "wall s"], "lrrrrlrr", rows) + f"\n\n{rec['steps']} steps × batch {rec['batch_size']}. " + source(name, rec))
 
 
 THROUGHPUT_FILES = ("train_throughput_2026_11_25", "train_throughput", "train_throughput_bf16", "train_throughput_attn0")
@@ -691,6 +701,72 @@ def block_sparse_recipe(res: Results) -> str:
     return "\n\n".join(out + sources)
 
 
+def block_dense_ood(res: Results) -> str:
+    """The recipe out of domain and its WiSE-FT alphas (``wise_ft.py``): dev, out-of-domain and SciFact test."""
+    name = "scifact_dense_wise_ft"
+    rec = res.get(name)
+    how = ("python benchmarks/wise_ft.py --run RUN --ood ../shared/datasets/cranfield,"
+           "../shared/datasets/agentset-msmarco-5k")
+    if rec is None:
+        return missing(f"`{name}.json`", how)
+    sets = list(rec["ood_collections"])
+    labels = [Path(s).name for s in sets]
+    base = rec["base"]["ood"]
+    rule = rec["rule"]
+    tests = rec.get("test") or {}
+    header = ["model", "dev nDCG@10"] + [h for n in labels for h in (f"{n} nDCG@10", "Δ vs base")] + ["SciFact test"]
+    rows = [["all-MiniLM-L6-v2 (base)", "–"] + [c for n in labels for c in (f4(base[n]), "–")] + ["–"]]
+    for c in rec.get("candidates") or []:
+        a = c["alpha"]
+        label = f"WiSE-FT α = {a:g}" + (" (the trained recipe)" if a == 1 else "") + \
+            (" **chosen**" if rec.get("chosen") == a else "")
+        test = tests.get(f"{a:g}")
+        rows.append([label, f4(c["dev"])] + [x for n in labels for x in (f4(c["ood"][n]), f"{c['ood'][n] - base[n]:+.4f}")]
+                    + [f4(metric(test, "ndcg@10"))])
+    lines = [table(header, "l" + "r" * (len(header) - 1), rows), ""]
+    lines.append(f"Out of domain: full test corpora, max length {rec['ood_max_length']}, as `uniret eval --retriever dense "
+                 f"--max-length {rec['ood_max_length']}`.")
+    if rec.get("candidates") is None:
+        lines.append("Only the base model is measured in this file: the trained run had not finished "
+                     f"({where_when(rec)}).")
+    else:
+        lines.append(f"Trained model: the final checkpoint of `{rec['run_dir']}` ({rec['trained']['steps']} steps).")
+        lines.append(f"Selection rule (dev + out-of-domain, never SciFact test): best dev {rule['dev_metric']} among the "
+                     f"alphas whose {rule['ood_metric']} drop is ≤ {rule['max_ood_drop']} on every collection; "
+                     f"chose α = {rec['chosen']:g} ({rule.get('reason', '')}).")
+        chosen_test = metric(tests.get(f"{rec['chosen']:g}"), "ndcg@10")
+        chosen = next(c for c in rec["candidates"] if c["alpha"] == rec["chosen"])
+        worst = max(chosen["ood_drops"].values())
+        test_note = "not measured" if chosen_test is None else (
+            f"{'**met**' if chosen_test >= 0.7826 else '**not met**'} ({f4(chosen_test)}, "
+            f"{chosen_test - 0.7826:+.4f})")
+        lines.append(f"Targets: SciFact test ≥ 0.7826: {test_note}; no out-of-domain drop > 0.005: "
+                     f"{'**met**' if worst <= 0.005 + 1e-12 else '**not met**'} (worst drop {worst:+.4f}).")
+    lines.append(source(name, rec))
+    return "\n".join(lines)
+
+
+def block_readme_ood(res: Results) -> str:
+    """README's sentence on the recipe out of domain (README.md may carry this block)."""
+    name = "scifact_dense_wise_ft"
+    rec = res.get(name)
+    if rec is None or not rec.get("candidates"):
+        return missing(f"`{name}.json` with the trained model's rows", "python benchmarks/wise_ft.py --run RUN")
+    base = rec["base"]["ood"]
+    labels = {n: Path(p).name for n, p in zip(base, rec["ood_collections"], strict=True)}
+    cands = {c["alpha"]: c for c in rec["candidates"]}
+    parts = []
+    if 1.0 in cands:
+        moves = ", ".join(f"{f4(base[n])} → {f4(cands[1.0]['ood'][n])} on {labels[n]}" for n in base)
+        parts.append(f"out of domain the trained recipe moves nDCG@10 {moves}")
+    chosen = cands[rec["chosen"]]
+    test = metric((rec.get("test") or {}).get(f"{rec['chosen']:g}"), "ndcg@10")
+    moves = ", ".join(f"{f4(chosen['ood'][n])} on {labels[n]}" for n in base)
+    parts.append(f"WiSE-FT with the base model (`interpolate`, α = {rec['chosen']:g} chosen on dev + out-of-domain) "
+                 f"gives {moves}" + ("" if test is None else f" and {f4(test)} on SciFact test"))
+    return "; ".join(parts) + f". Source: `benchmarks/results/{name}.json`."
+
+
 BLOCKS: dict[str, Callable[[Results], str]] = {
     "provenance": block_provenance,
     "zero-shot": block_zero_shot,
@@ -700,6 +776,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "bm25-qps": block_bm25_qps,
     "dense-recipe": block_dense_recipe,
     "dense-recipe-details": block_dense_recipe_details,
+    "dense-ood": block_dense_ood,
     "ablation-40": block_ablation_40,
     "train-throughput": block_train_throughput,
     "decoder-embedder": block_decoder_embedder,
@@ -710,6 +787,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "serve-latency": block_serve_latency,
     "readme-demo": block_readme_demo,
     "readme-recipe": block_readme_recipe,
+    "readme-ood": block_readme_ood,
 }
 DOCS = (DOC, HERE.parent / "README.md")  # README.md's numbers may be generated blocks too
 

@@ -3,7 +3,8 @@
 Every row starts from all-MiniLM-L6-v2, trains on SciFact ``train`` minus a dev split of 100 held-out
 queries (seed 0, the recipe's ``data.holdout_queries``), reports nDCG@10 on that dev split (dev queries
 against their judged documents plus random others, 1,000 documents) and is evaluated once on SciFact
-``test`` (full corpus, max length 256), exactly as ``uniret eval --retriever dense --model OUT/model``.
+``test`` (full corpus, max length 256), exactly as ``uniret eval --retriever dense --model OUT/model``, and
+on the recipe's ``eval.ood`` collections (base model vs the row's model, as ``uniret train`` reports them).
 
 Rows (base: ``configs/scifact-dense.yaml``; each row changes only what its name says):
 
@@ -214,6 +215,24 @@ def run_st(base: TrainConfig, out: Path) -> dict[str, Any]:
     return info
 
 
+def evaluate_ood(base: TrainConfig, model_dir: Path, out: Path) -> dict[str, Any] | None:
+    """The config's ``eval.ood`` collections: base model (cached) vs ``model_dir``, as ``uniret train`` reports
+    them (for rows trained outside ``run_training``, e.g. sentence-transformers)."""
+    if not base.eval.ood:
+        return None
+    from uniret.train.ood import compare, evaluate_folder, resolve_ood
+    from uniret.train.pipeline import build_model, ood_before
+
+    sets = resolve_ood(base.eval.ood, base.data.data, base.eval.ood_split)
+    model, module = build_model(base)
+    model.train(False)
+    before = ood_before(base, module, sets, out)
+    after = evaluate_folder(base.model.kind, model_dir, sets, split=base.eval.ood_split,
+                            max_length=base.eval.ood_max_length, batch_size=base.eval.batch_size,
+                            device=base.model.device, reports=out / "ood" / "after")
+    return compare(before, after, base.eval.ood_metric)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/ablation")
@@ -249,12 +268,13 @@ def main() -> None:
         start = time.perf_counter()
         if name == "st":
             info = run_st(base, row_dir)
+            info["ood"] = evaluate_ood(base, row_dir / "model", row_dir)
             cfg_dict: Any = {"trainer": to_dict(base.trainer), "model": to_dict(base.model)}
         else:
             cfg = row_config(name, base, paths)
             summary = run_training(cfg, row_dir)
             info = {"train_seconds": summary["train_seconds"], "dev": summary.get("dev"),
-                    "final_loss": summary["final_loss"]}
+                    "final_loss": summary["final_loss"], "ood": summary.get("ood")}
             cfg_dict = {"loss": to_dict(cfg.loss), "train_file": cfg.data.train_file}
         test = evaluate_test(row_dir / "model", row_dir / "test")
         rows[name] = {**info, "test": test["metrics"], "wall_seconds": time.perf_counter() - start, "config": cfg_dict,

@@ -71,6 +71,38 @@ class EvalConfig:
     dev: bool = True  # evaluate on the held-out dev split after training (needs data.holdout_queries)
     dev_docs: int = 0  # 0: the whole corpus; else the dev queries' judged documents plus random others
     batch_size: int = 64
+    # Out-of-domain guard: BEIR folders or packaged data set names (never the training data), evaluated on
+    # their full ``ood_split`` with the base model before training and the trained model after, as
+    # ``uniret eval --retriever KIND --model M --max-length OOD_MAX_LENGTH`` would; see uniret.train.ood.
+    ood: list[str] = field(default_factory=list)
+    ood_split: str = "test"
+    ood_max_length: int = 256
+    ood_metric: str = "ndcg@10"  # the metric whose before/after difference is reported and guarded
+
+
+@dataclass
+class InterpolateConfig:
+    """WiSE-FT: the final weights are alpha * trained + (1 - alpha) * base (the same weighted mean of state
+    dicts as checkpoint averaging). With several alphas, each is evaluated on the dev split and the
+    ``eval.ood`` sets and one is chosen by the rule: the best dev ``metric`` among the alphas whose
+    ``eval.ood_metric`` drops by at most ``max_ood_drop`` against the base model on every ``eval.ood`` set
+    (ties: the larger alpha); if none qualifies, the alpha with the smallest worst drop. Never the test split."""
+
+    alpha: float | list[float] = 1.0
+    metric: str = "ndcg@10"  # dev metric maximised by the rule
+    max_ood_drop: float = 0.005
+
+    def __post_init__(self) -> None:
+        alphas = self.alphas
+        if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+            raise ValueError(f"interpolate.alpha: got {self.alpha!r}; expected a number in [0, 1] or a non-empty "
+                             "list of them")
+        if self.max_ood_drop < 0:
+            raise ValueError(f"interpolate.max_ood_drop: got {self.max_ood_drop}; expected >= 0")
+
+    @property
+    def alphas(self) -> list[float]:
+        return [float(a) for a in (self.alpha if isinstance(self.alpha, list) else [self.alpha])]
 
 
 @dataclass
@@ -86,3 +118,4 @@ class TrainConfig:
     remine_every_epochs: int = 0  # iterative re-mining with the model being trained (ANCE-style)
     average_last_checkpoints: int = 0  # > 1: the final model is the mean of the last N checkpoints
     eval: EvalConfig = field(default_factory=EvalConfig)
+    interpolate: InterpolateConfig | None = None  # WiSE-FT with the base model (after any checkpoint averaging)

@@ -3,7 +3,8 @@
 Everything a run used is written under the output directory: ``config.yaml`` (resolved, with library
 versions), ``train_records.jsonl``, ``dev_queries.json`` (the held-out dev split), ``train_log.jsonl``,
 ``checkpoints/``, ``model/`` (sentence-transformers format), ``train_result.json`` (and ``dev/`` with the
-dev report when a dev split is evaluated) and ``run_state.json`` (the resolved config and the SHA-256 of the
+dev report when a dev split is evaluated, ``ood/`` with the out-of-domain reports of ``eval.ood`` before and
+after training, ``interpolation/`` with each WiSE-FT alpha's reports) and ``run_state.json`` (the resolved config and the SHA-256 of the
 training records, which a rerun checks before it resumes).
 
 A rerun into the same directory resumes from the last checkpoint, or returns the saved summary of a
@@ -49,7 +50,7 @@ RESULT = "train_result.json"
 # Everything run_training writes into an output directory; overwrite=True removes these and nothing else
 # (plus the leftovers of an interrupted atomic write of model/: .model.tmp-*, .model.old-*).
 RUN_OUTPUTS = (RUN_STATE, "config.yaml", "dev_queries.json", "train_records.jsonl", "train_records.jsonl.tmp",
-               TRAIN_LOG, CHECKPOINTS, "model", "dev", RESULT)
+               TRAIN_LOG, CHECKPOINTS, "model", "dev", RESULT, "ood", "interpolation")
 
 
 def holdout_split(dataset: BeirDataset, split: str, n: int, seed: int) -> tuple[BeirDataset, BeirDataset | None]:
@@ -179,6 +180,106 @@ def evaluate_dev(model: Any, dev: BeirDataset, cfg: TrainConfig, output_dir: Pat
     return result.report
 
 
+def check_guard_config(cfg: TrainConfig, has_dev: bool) -> None:
+    """``eval.ood`` and ``interpolate`` need a searchable family; a list of alphas needs something to choose
+    by (a dev split or ``eval.ood``). Checked before any mining or training."""
+    from uniret import families
+
+    if (cfg.eval.ood or cfg.interpolate is not None) and not families.get(cfg.model.kind).searchable:
+        raise ValueError(f"eval.ood / interpolate evaluate retrieval, but model.kind {cfg.model.kind!r} is not a "
+                         "searchable family: " + ", ".join(families.names(searchable=True)))
+    if cfg.interpolate is not None and len(cfg.interpolate.alphas) > 1 and not (has_dev or cfg.eval.ood):
+        raise ValueError(f"interpolate.alpha lists {len(cfg.interpolate.alphas)} alphas but there is nothing to "
+                         "choose by: set data.holdout_queries (with eval.dev) or eval.ood")
+
+
+def ood_folder_eval(cfg: TrainConfig, sets: dict[str, BeirDataset]) -> Any:
+    from uniret.train.ood import evaluate_folder
+
+    def run(model_dir: Path, reports: Path) -> dict[str, dict[str, float]]:
+        return evaluate_folder(cfg.model.kind, model_dir, sets, split=cfg.eval.ood_split,
+                               max_length=cfg.eval.ood_max_length, batch_size=cfg.eval.batch_size,
+                               device=cfg.model.device, reports=reports)
+    return run
+
+
+def ood_before(cfg: TrainConfig, module: Any, sets: dict[str, BeirDataset], out: Path) -> dict[str, dict[str, float]]:
+    """The base model (``module`` before any step) on the ``eval.ood`` sets, cached by content hash."""
+    from uniret.train.ood import OOD_DIR, base_metrics
+
+    scratch = out / OOD_DIR / "base-model"
+    module.save(scratch)
+    try:
+        return base_metrics(cfg.model.kind, scratch, sets, split=cfg.eval.ood_split,
+                            max_length=cfg.eval.ood_max_length, batch_size=cfg.eval.batch_size,
+                            device=cfg.model.device, reports=out / OOD_DIR / "base")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def guard_after(cfg: TrainConfig, module: Any, model: Any, base_state: dict[str, Any] | None,
+                sets: dict[str, BeirDataset], base_ood: dict[str, dict[str, float]], dev_view: BeirDataset | None,
+                out: Path) -> dict[str, Any]:
+    """After training: the WiSE-FT sweep (``interpolate``; leaves the chosen weights in ``module``) and the
+    out-of-domain comparison. Returns the summary entries: ``interpolation``, ``ood``, ``dev`` (when the
+    sweep already evaluated the final model on dev)."""
+    from uniret.train.ood import (
+        INTERPOLATION_DIR,
+        OOD_DIR,
+        clone_state,
+        compare,
+        report_markdown,
+        sweep_interpolation,
+    )
+
+    entries: dict[str, Any] = {}
+    after = None
+
+    def dev_metrics(report_dir: Path) -> dict[str, float] | None:
+        if dev_view is None or not cfg.eval.dev:
+            return None
+        metrics: dict[str, float] = evaluate_dev(model, dev_view, cfg, report_dir)["metrics"]
+        return metrics
+
+    if cfg.interpolate is not None:
+        assert base_state is not None
+        sweep = sweep_interpolation(
+            module, base_state, clone_state(module), cfg.interpolate.alphas,
+            evaluate_dev=dev_metrics,
+            evaluate_ood=ood_folder_eval(cfg, sets), base_ood=base_ood, dev_metric=cfg.interpolate.metric,
+            ood_metric=cfg.eval.ood_metric, max_ood_drop=cfg.interpolate.max_ood_drop, workdir=out / INTERPOLATION_DIR)
+        chosen = next(c for c in sweep["candidates"] if c["alpha"] == sweep["chosen"])
+        after = chosen["ood_metrics"] if sets else None
+        if chosen["dev_metrics"] is not None:  # the final model's dev report is the chosen alpha's
+            entries["dev"] = chosen["dev_metrics"]
+            shutil.copytree(out / INTERPOLATION_DIR / f"alpha-{chosen['alpha']:g}" / "dev", out / "dev",
+                            dirs_exist_ok=True)
+        entries["interpolation"] = {k: v for k, v in sweep.items() if k != "candidates"} | {
+            "candidates": [{k: v for k, v in c.items() if k not in ("dev_metrics", "ood_metrics")}
+                           for c in sweep["candidates"]]}
+    if sets:
+        if after is None:
+            model.train(False)
+            scratch = out / OOD_DIR / "after-model"
+            module.save(scratch)
+            try:
+                after = ood_folder_eval(cfg, sets)(scratch, out / OOD_DIR / "after")
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        table = compare(base_ood, after, cfg.eval.ood_metric)
+        entries["ood"] = table
+        from uniret.atomic import write_text_atomic
+
+        (out / OOD_DIR).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / OOD_DIR / "report.json", json.dumps(
+            {"ood": table, "interpolation": entries.get("interpolation")}, indent=2) + "\n")
+        write_text_atomic(out / OOD_DIR / "report.md", report_markdown(table, entries.get("interpolation")))
+        for name, row in table.items():
+            logger.info("out-of-domain %s: %s %.4f (base) -> %.4f (trained), %+.4f", name, row["metric"],
+                        row["before"], row["after"], row["difference"])
+    return entries
+
+
 def run_training(cfg: TrainConfig, output_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Run the whole recipe; returns the summary written to ``train_result.json``.
 
@@ -290,6 +391,12 @@ def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> di
     _check_config(out, earlier, run_config)
     dataset = load_beir(cfg.data.data)
     train_view, dev_view = holdout_split(dataset, cfg.data.split, cfg.data.holdout_queries, cfg.data.holdout_seed)
+    check_guard_config(cfg, has_dev=dev_view is not None and cfg.eval.dev)
+    ood_sets: dict[str, BeirDataset] = {}
+    if cfg.eval.ood:
+        from uniret.train.ood import resolve_ood
+
+        ood_sets = resolve_ood(cfg.eval.ood, cfg.data.data, cfg.eval.ood_split)
     records, stats = build_records(cfg, train_view)
     digest = records_digest(records)
     _check_records(out, earlier, digest)
@@ -318,6 +425,18 @@ def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> di
     distributed.barrier()
     prep_seconds = time.perf_counter() - start
     model, module = build_model(cfg)
+    base_state = None
+    base_ood: dict[str, dict[str, float]] = {}
+    if distributed.is_main():
+        if cfg.interpolate is not None:
+            from uniret.train.ood import clone_state
+
+            base_state = clone_state(module)
+        if ood_sets:
+            model.train(False)
+            base_ood = ood_before(cfg, module, ood_sets, out)
+            model.train(True)
+    distributed.barrier()
     from uniret import families
 
     extra = families.get(cfg.model.kind).hooks().callbacks
@@ -349,9 +468,14 @@ def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> di
     }
     if distributed.is_main():
         model.train(False)
+        guard = guard_after(cfg, module, model, base_state, ood_sets, base_ood, dev_view, out) \
+            if (ood_sets or cfg.interpolate is not None) else {}
         module.save(out / "model")
-        if dev_view is not None and cfg.eval.dev and search_backend(cfg, model) is not None:
+        if "dev" in guard:
+            summary["dev"] = guard.pop("dev")
+        elif dev_view is not None and cfg.eval.dev and search_backend(cfg, model) is not None:
             summary["dev"] = evaluate_dev(model, dev_view, cfg, out)["metrics"]
+        summary.update(guard)
         summary["total_seconds"] = time.perf_counter() - start
         (out / "train_result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     distributed.barrier()

@@ -1,4 +1,9 @@
-"""Checkpoint averaging (a uniform model soup): the element-wise mean of several checkpoints' weights.
+"""Weight-space combinations of models with one architecture: one mechanism, a weighted mean of state dicts.
+
+- Checkpoint averaging (a uniform model soup): the element-wise mean of several checkpoints' weights.
+- WiSE-FT (Wortsman et al., 2022): ``alpha * trained + (1 - alpha) * base``, the same weighted mean with
+  weights ``(alpha, 1 - alpha)``; alpha 1 is the trained model and alpha 0 the base, bit for bit.
+  :func:`select_alpha` chooses alpha from dev and out-of-domain numbers by a stated rule.
 
 Works on trainer checkpoints (``weights.safetensors``) and on saved model folders (every
 ``*.safetensors`` file, matched by name); integer tensors (e.g. position ids) are taken from the first.
@@ -10,6 +15,7 @@ import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -19,9 +25,14 @@ from uniret.atomic import atomic_directory
 logger = logging.getLogger(__name__)
 
 
-def average_state_dicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def weighted_state_dicts(states: Sequence[dict[str, torch.Tensor]],
+                         weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """``sum_i weights[i] * states[i]`` for floating-point tensors (computed in fp32, cast back); integer
+    tensors are taken from the first state. A weight of exactly 1 with the others 0 returns that state."""
     if not states:
-        raise ValueError("nothing to average")
+        raise ValueError("nothing to combine")
+    if len(weights) != len(states):
+        raise ValueError(f"{len(weights)} weights for {len(states)} checkpoints")
     keys = set(states[0])
     for i, s in enumerate(states[1:], 2):
         if set(s) != keys:
@@ -33,10 +44,29 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, 
         if any(s[k].shape != first.shape for s in states):
             raise ValueError(f"weight {k!r} has different shapes across checkpoints")
         if first.is_floating_point():
-            out[k] = torch.stack([s[k].float() for s in states]).mean(0).to(first.dtype)
+            total = torch.zeros(first.shape, dtype=torch.float32, device=first.device)
+            for s, w in zip(states, weights, strict=True):
+                if w != 0.0:
+                    total += float(w) * s[k].to(first.device, torch.float32)
+            out[k] = total.to(first.dtype)
         else:
             out[k] = first.clone()
     return out
+
+
+def average_state_dicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform soup: the element-wise mean of ``states``."""
+    if not states:
+        raise ValueError("nothing to average")
+    return weighted_state_dicts(states, [1.0 / len(states)] * len(states))
+
+
+def interpolate_state_dicts(trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
+                            alpha: float) -> dict[str, torch.Tensor]:
+    """WiSE-FT: ``alpha * trained + (1 - alpha) * base``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    return weighted_state_dicts([trained, base], [alpha, 1.0 - alpha])
 
 
 def average_checkpoint_weights(checkpoints: Sequence[str | Path]) -> dict[str, torch.Tensor]:
@@ -47,6 +77,21 @@ def average_checkpoint_weights(checkpoints: Sequence[str | Path]) -> dict[str, t
 def average_model_dirs(model_dirs: Sequence[str | Path], output: str | Path) -> Path:
     """Average saved model folders (same architecture) into ``output``: the weights are averaged, every
     other file is copied from the first folder."""
+    return combine_model_dirs(model_dirs, [1.0 / len(model_dirs)] * len(model_dirs), output)
+
+
+def interpolate_model_dirs(trained: str | Path, base: str | Path, alpha: float, output: str | Path) -> Path:
+    """WiSE-FT on saved model folders: ``alpha * trained + (1 - alpha) * base`` into ``output`` (every other
+    file is copied from ``trained``)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    return combine_model_dirs([trained, base], [alpha, 1.0 - alpha], output)
+
+
+def combine_model_dirs(model_dirs: Sequence[str | Path], weights: Sequence[float], output: str | Path) -> Path:
+    """The weighted mean of saved model folders' weights into ``output``; other files from the first."""
+    if not model_dirs:
+        raise ValueError("nothing to combine")
     dirs = [Path(d) for d in model_dirs]
     files = sorted(p.relative_to(dirs[0]) for p in dirs[0].rglob("*.safetensors"))
     if not files:
@@ -57,6 +102,37 @@ def average_model_dirs(model_dirs: Sequence[str | Path], output: str | Path) -> 
             missing = [d for d in dirs if not (d / rel).is_file()]
             if missing:
                 raise FileNotFoundError(f"{missing[0] / rel} is missing: the folders differ")
-            save_file(average_state_dicts([load_file(str(d / rel)) for d in dirs]), str(tmp / rel))
-    logger.info("averaged %d models into %s", len(dirs), output)
+            save_file(weighted_state_dicts([load_file(str(d / rel)) for d in dirs], weights), str(tmp / rel))
+    logger.info("combined %d models (weights %s) into %s", len(dirs), [round(w, 4) for w in weights], output)
     return Path(output)
+
+
+def select_alpha(candidates: Sequence[dict[str, Any]], *, max_ood_drop: float) -> tuple[float, str]:
+    """Choose alpha from evaluated candidates, never from test numbers.
+
+    Each candidate is ``{"alpha": a, "dev": score or None, "ood_drops": {name: base - candidate}}``. The
+    rule: among candidates whose drop is ``<= max_ood_drop`` on every out-of-domain set, the best dev score
+    (ties, or no dev scores: the larger alpha, i.e. the one closer to the trained model); if none qualifies,
+    the smallest worst-case drop (ties: the larger alpha). Returns (alpha, the reason in words)."""
+    if not candidates:
+        raise ValueError("no candidate alphas to choose from")
+
+    def worst(c: dict[str, Any]) -> float:
+        drops = c.get("ood_drops") or {}
+        return max(drops.values()) if drops else 0.0
+
+    def dev(c: dict[str, Any]) -> float:
+        return float("-inf") if c.get("dev") is None else float(c["dev"])
+
+    eps = 1e-12
+    within = [c for c in candidates if worst(c) <= max_ood_drop + eps]
+    if within:
+        best = max(within, key=lambda c: (dev(c), c["alpha"]))
+        reason = (f"best dev score ({dev(best):.4f}) among the {len(within)} of {len(candidates)} alphas whose "
+                  f"out-of-domain drop is <= {max_ood_drop} on every set (worst drop {worst(best):+.4f})")
+        return float(best["alpha"]), reason
+    best = min(candidates, key=lambda c: (worst(c), -c["alpha"]))
+    reason = (f"no alpha keeps every out-of-domain drop <= {max_ood_drop}; chose the smallest worst drop "
+              f"({worst(best):+.4f})")
+    logger.warning("interpolation: %s (alpha %s)", reason, best["alpha"])
+    return float(best["alpha"]), reason
