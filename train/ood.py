@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from uniret.assets import cache_dir, resolve_dataset
-from uniret.atomic import MARKER
 from uniret.data import BeirDataset, load_beir
 
 logger = logging.getLogger(__name__)
@@ -93,15 +92,11 @@ def evaluate_folder(kind: str, model_dir: Path, datasets: dict[str, BeirDataset]
 
 
 def folder_hash(path: Path) -> str:
-    """A sha256 over a saved model folder's files (names and bytes), leaving out uniret's output marker, whose
-    creation time differs on every save (``uniret.assets.content_hash`` counts it)."""
-    digest = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != MARKER):
-        digest.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+    """The saved model folder's content hash (:func:`uniret.assets.content_hash`, which leaves out uniret's
+    output marker)."""
+    from uniret.assets import content_hash
+
+    return content_hash(path)
 
 
 def base_metrics(kind: str, base_dir: Path, datasets: dict[str, BeirDataset], *, split: str, max_length: int,

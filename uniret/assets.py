@@ -179,10 +179,15 @@ def cache_dir(*parts: str) -> Path:
 
 def content_hash(path: str | os.PathLike[str], patterns: tuple[str, ...] = ("*.json", "*.safetensors", "*.bin",
                                                                            "*.txt", "*.model")) -> str:
-    """A short sha256 over the files of a model folder (names and bytes), to identify weights."""
+    """A short sha256 over the files of a model folder (names and bytes), to identify weights. uniret's output
+    marker (``.uniret.json``, whose creation time differs on every save) is left out, so two saves of the same
+    weights hash the same."""
+    from uniret.atomic import MARKER
+
     root = Path(path)
     digest = hashlib.sha256()
-    files = [root] if root.is_file() else sorted({f for pat in patterns for f in root.rglob(pat) if f.is_file()})
+    files = [root] if root.is_file() else sorted({f for pat in patterns for f in root.rglob(pat)
+                                                  if f.is_file() and f.name != MARKER})
     for f in files:
         digest.update(str(f.relative_to(root) if root.is_dir() else f.name).encode())
         with open(f, "rb") as fh:
