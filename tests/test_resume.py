@@ -253,3 +253,18 @@ def test_overwrite_starts_afresh_and_changed_data_stops_a_rerun(recipe, straight
         run_training(cfg, out)
     assert "--overwrite" in str(e.value) and "--output-dir" in str(e.value)
     assert _snapshot(out) == before
+
+
+def test_a_setting_added_since_the_earlier_run_takes_its_default_and_does_not_stop_a_resume(tmp_path):
+    from uniret.config import to_dict
+    from uniret.train.config import TrainConfig
+    from uniret.train.pipeline import _check_config, _normalised
+    from uniret.train.trainer import ResumeMismatchError
+
+    current = _normalised(to_dict(TrainConfig()))
+    older = json.loads(json.dumps(current))
+    del older["flops"], older["eval"]["batch_size"]  # written by a uniret without these settings
+    _check_config(tmp_path, {"config": older}, current)  # no error
+    older["trainer"]["learning_rate"] = 1.0
+    with pytest.raises(ResumeMismatchError, match="trainer.learning_rate: 1.0 != "):
+        _check_config(tmp_path, {"config": older}, current)

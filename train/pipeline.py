@@ -348,8 +348,20 @@ def _check_config(out: Path, earlier: dict[str, Any] | None, config: dict[str, A
     if earlier.get("config") is None:
         raise _mismatch(out, ["an earlier run's outputs (train_result.json / model/) with no run_state.json "
                               "or checkpoint to check the config and training records against"])
-    if problems := config_differences(earlier["config"], config):
+    if problems := config_differences(_with_current_defaults(earlier["config"]), config):
         raise _mismatch(out, problems)
+
+
+def _with_current_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's resolved config read through today's :class:`TrainConfig`, so that a setting added to
+    uniret since then (absent there) takes its default, and only real differences stop a resume. A config that
+    no longer parses is compared as it was written."""
+    from uniret.config import from_dict
+
+    try:
+        return _normalised(to_dict(from_dict(TrainConfig, old)))
+    except (TypeError, ValueError, KeyError):
+        return old
 
 
 def _check_records(out: Path, earlier: dict[str, Any] | None, digest: str) -> None:
