@@ -129,7 +129,7 @@ class GenerativeRetriever(torch.nn.Module):
 
         path = resolve_model(backbone)
         device = resolve_device(device)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device)).to(device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device)).to(device)  # type: ignore[arg-type]
         tokenizer = AutoTokenizer.from_pretrained(path)
         self = cls(model, tokenizer, settings or GenerativeSettings(), name=str(backbone),
                    path=path if Path(path).is_dir() else None, history={"source": str(backbone)})
@@ -161,7 +161,7 @@ class GenerativeRetriever(torch.nn.Module):
         from uniret.retriever.embedder import resolve_dtype
 
         device = resolve_device(device)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype, device)).to(device)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype, device)).to(device)  # type: ignore[arg-type]
         if model.config.model_type != cfg.get("model_type"):
             raise ValueError(f"{cfg_file}: records model type {cfg.get('model_type')!r}, config.json holds "
                              f"{model.config.model_type!r}; the folder is inconsistent")

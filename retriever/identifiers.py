@@ -24,7 +24,7 @@ import logging
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -214,7 +214,7 @@ class NgramIndex:
 
     @classmethod
     def load(cls, directory: Path, *, mmap: bool = True) -> NgramIndex:
-        mode = "r" if mmap else None
+        mode: Literal["r"] | None = "r" if mmap else None
         try:
             tokens = np.load(directory / "ngram_tokens.npy", mmap_mode=mode)
             sa = np.load(directory / "ngram_sa.npy", mmap_mode=mode)
