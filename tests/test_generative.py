@@ -333,3 +333,20 @@ def test_uniret_train_and_eval_generative_tiny(scifact, tmp_path):
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert 0.0 <= report["metrics"]["ndcg@10"] <= 1.0
     assert report["retriever"]["kind"] == "generative"
+    valid = report["retriever"]["valid_outputs"]
+    assert valid["generated"] > 0 and valid["valid"] == valid["generated"]
+
+
+def test_family_contract_with_a_tiny_model(scifact, tmp_path, monkeypatch):
+    """The registry's contract (tests/test_family_contract.py) for ``generative``, with a tiny random Llama over
+    MiniLM's WordPiece vocabulary instead of SmolLM2 so that it runs in the default suite."""
+    import test_family_contract as contract
+
+    from uniret.families import RetrieverConfig
+
+    folder = tiny_bert_vocab_folder(tmp_path / "tiny")
+    cfg = RetrieverConfig(kind="generative", model=str(folder), device="cpu")
+    monkeypatch.setitem(contract.CASES, "generative", (cfg, contract._generative_mismatch, []))
+    data = scifact.sample(num_queries=12, num_docs=120, split="test", seed=1)
+    contract.test_family_contract("generative", (data, dict(list(data.split_queries("test").items())[:8])),
+                                  tmp_path / "contract")
