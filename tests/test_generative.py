@@ -350,3 +350,13 @@ def test_family_contract_with_a_tiny_model(scifact, tmp_path, monkeypatch):
     data = scifact.sample(num_queries=12, num_docs=120, split="test", seed=1)
     contract.test_family_contract("generative", (data, dict(list(data.split_queries("test").items())[:8])),
                                   tmp_path / "contract")
+
+
+def test_generation_does_not_depend_on_the_batch(tiny):
+    """Left padding and soft prompts: a query decodes the same alone and beside a longer one."""
+    model = tiny["ngram"]
+    model.train(False)
+    alone = model.generate(["gene"], num_beams=3)[0]
+    batched = model.generate(["gene", "the protein cell gene vitamin study claim patients"], num_beams=3)[0]
+    assert [h.tokens for h in alone] == [h.tokens for h in batched]
+    assert [h.score for h in alone] == pytest.approx([h.score for h in batched], abs=1e-4)
