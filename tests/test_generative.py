@@ -218,7 +218,8 @@ def test_retriever_save_load_keeps_generation_and_soft_prompts(tmp_path):
         model.soft_prompts.normal_()
     model.train(False)  # no LoRA dropout
     before = model.generate(["the protein cell"], num_beams=3)
-    loss_before = float(model.loss(["gene study"], ["indexing"], [[5, 6]]))
+    with torch.no_grad():
+        loss_before = float(model.loss(["gene study"], ["indexing"], [[5, 6]]))
     model.save(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "uniret_generative.json").read_text())
     assert saved["settings"]["prompt_length"] == 3 and saved["model_type"] == "llama"
@@ -228,7 +229,8 @@ def test_retriever_save_load_keeps_generation_and_soft_prompts(tmp_path):
     after = loaded.generate(["the protein cell"], num_beams=3)
     assert [h.tokens for h in after[0]] == [h.tokens for h in before[0]]
     assert [h.score for h in after[0]] == pytest.approx([h.score for h in before[0]], abs=1e-4)
-    assert float(loaded.loss(["gene study"], ["indexing"], [[5, 6]])) == pytest.approx(loss_before, abs=1e-4)
+    with torch.no_grad():
+        assert float(loaded.loss(["gene study"], ["indexing"], [[5, 6]])) == pytest.approx(loss_before, abs=1e-4)
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         loaded.loss(["x"], ["nope"], [[5]])
 
@@ -360,3 +362,14 @@ def test_generation_does_not_depend_on_the_batch(tiny):
     batched = model.generate(["gene", "the protein cell gene vitamin study claim patients"], num_beams=3)[0]
     assert [h.tokens for h in alone] == [h.tokens for h in batched]
     assert [h.score for h in alone] == pytest.approx([h.score for h in batched], abs=1e-4)
+
+
+def test_recipe_config_maps_onto_the_dataclasses():
+    from uniret.config import load_config
+    from uniret.train.config import TrainConfig
+
+    cfg = load_config("configs/scifact-generative.yaml", TrainConfig)
+    assert cfg.model.kind == "generative" and cfg.model.backbone == "smollm2-135m" and cfg.model.lora["r"] == 16
+    assert cfg.generative.scheme == "ngram" and cfg.generative.tasks == ["retrieval", "indexing"]
+    with pytest.raises(ValueError, match="pseudo_queries"):
+        load_config("configs/scifact-generative.yaml", TrainConfig, overrides={"generative.pseudo_queries": "x"})
