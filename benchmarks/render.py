@@ -531,6 +531,76 @@ def block_serve_latency(res: Results) -> str:
               f"service on {rec['service_device']}; client: {rec['client']}. Load average at the end: "
               f"{load_label(rec)} (the cores were shared with other jobs: absolute latencies are a busy machine's; "
               "compare the rows). " + source(name, rec))
+def block_generative_structures(res: Results) -> str:
+    rec = res.get("generative_structures")
+    if rec is None:
+        return missing("`generative_structures.json`", "python benchmarks/generative.py --part structures")
+    sa, fm, trie = rec["suffix_array"], rec.get("fm_index"), rec["title_trie"]
+    mb = 1024 * 1024
+    rows = [["n-gram suffix array (numpy, `.npy`) — chosen", n1(sa["build_seconds"]), n1(sa["bytes"] / mb),
+             n1(sa["count_us"]), n1(sa["documents_us"]), n1(sa["next_tokens_us"])]]
+    if fm:
+        rows.append(["FM-index (`fm-index` package; locate + gather for next tokens)", n1(fm["build_seconds"]),
+                     n1(fm["bytes"] / mb), n1(fm["count_us"]), n1(fm["documents_us"]), n1(fm["next_tokens_us"])])
+    rows.append([f"title trie (marisa-trie, {trie['titles']:,} titles)", f2(trie["build_seconds"]),
+                 f2(trie["bytes"] / mb), "–", "–", "–"])
+    return (table(["structure (SciFact, full corpus)", "build s", "MiB", "count µs", "documents µs",
+                   "next tokens µs"], "lrrrrr", rows) + "\n\n"
+            + f"{rec['docs']:,} documents, {rec['tokens']:,} SmolLM2 tokens (tokenising: {n1(rec['tokenize_seconds'])} s); "
+              f"query times are means over {rec.get('patterns', 0):,} n-grams of 1-5 tokens drawn from the corpus "
+              f"(next tokens uncached). Load average at start: {load_label_start(rec)}. " + source("generative_structures", rec))
+
+
+def load_label_start(rec: dict[str, Any]) -> str:
+    m = rec.get("machine")
+    load = m.get("load_average_at_start") if isinstance(m, dict) else None
+    return " / ".join(f"{x:.1f}" for x in load) if load else "–"
+
+
+def block_generative_trained(res: Results) -> str:
+    rec = res.get("generative_trained")
+    if rec is None:
+        return missing("`generative_trained.json`", "python benchmarks/generative.py --part trained")
+    rows = []
+    for label, r in rec["rows"].items():
+        qps = f2(r["queries_per_second"]) if "queries_per_second" in r else "–"
+        valid = f"{100 * r['valid_rate']:.1f}% of {r['generated']:,}" if "valid_rate" in r else "–"
+        rows.append([label, f4(r.get("ndcg@10")), f4(r.get("recall@100")), qps, valid])
+    t = rec["train"]
+    return (table([f"system ({rec['queries']} SciFact test claims, full corpus of {rec['docs']:,})", "nDCG@10",
+                   "R@100", "queries/s", "valid identifiers"], "lrrrr", rows) + "\n\n"
+            + f"Training: `{t['config']}` with {t['steps']} steps of {t['batch_size']} claims (+ as many indexing "
+              f"pairs), {n0(t['train_seconds'])} s ({n1(t['seconds_per_step'])} s/step), final loss "
+              f"{f2(t['final_loss'])}; beam {rec['beams']}; index build {n1(rec['index_seconds'])} s. "
+              f"Load average at start: {load_label_start(rec)}. " + source("generative_trained", rec))
+
+
+def block_generative_targets(res: Results) -> str:
+    rec, st = res.get("generative_trained"), res.get("generative_structures")
+    if rec is None or st is None:
+        return missing("`generative_trained.json` / `generative_structures.json`",
+                       "python benchmarks/generative.py --part structures; python benchmarks/generative.py --part trained")
+    rows_ = rec["rows"]
+    trained = next((r for k, r in rows_.items() if k.startswith("trained") and "unconstrained" not in k), {})
+    ablation = next((r for k, r in rows_.items() if "unconstrained" in k), {})
+    bm25, fused = rows_.get("BM25 (same claims)"), rows_.get("BM25 + generative (RRF)")
+    rows = [["valid outputs: 100% of generated identifiers exist",
+             f"{100 * trained.get('valid_rate', 0):.1f}% (trained, constrained); "
+             f"{100 * ablation.get('valid_rate', 0):.1f}% unconstrained",
+             "met" if trained.get("valid_rate") == 1.0 else "not met"],
+            ["SciFact test nDCG@10 ≥ 0.60 (all 300 claims, full training)",
+             f"{f4(trained.get('ndcg@10'))} on {rec['queries']} claims after {rec['train']['steps']} steps",
+             f"not met: a {rec['train']['steps']}-step CPU run only; the full recipe was not run"],
+            ["vs BM25 / unconstrained ablation", f"BM25 {f4(metric(bm25, 'ndcg@10'))}; unconstrained "
+             f"{f4(ablation.get('ndcg@10'))}", "measured on the slice"],
+            ["fusion: generative + BM25 vs BM25", f"{f4(metric(fused, 'ndcg@10'))} vs {f4(metric(bm25, 'ndcg@10'))}",
+             "measured; fusion does not help at this training budget"],
+            ["prompt learning: one model, two granularities vs two models", "–", "not measured"],
+            ["queries/s, constrained beam 10 (2 shared CPU cores)", f2(trained.get("queries_per_second")), "measured"],
+            ["identifier index build time and size",
+             f"{n1(st['suffix_array']['build_seconds'])} s, {n1(st['suffix_array']['bytes'] / 1024 / 1024)} MiB",
+             "measured"]]
+    return table(["target (issue 9)", "measured", "status"], "lll", rows)
 
 
 def block_readme_demo(res: Results) -> str:
@@ -785,6 +855,9 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "sparse-recipe": block_sparse_recipe,
     "hybrid": block_hybrid,
     "serve-latency": block_serve_latency,
+    "generative-structures": block_generative_structures,
+    "generative-trained": block_generative_trained,
+    "generative-targets": block_generative_targets,
     "readme-demo": block_readme_demo,
     "readme-recipe": block_readme_recipe,
     "readme-ood": block_readme_ood,

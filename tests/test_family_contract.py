@@ -43,6 +43,21 @@ def _hybrid_mismatch():
     return [LuceneAnalyzer(stemmer="krovetz"), None]  # one encoder per member: the BM25 member's differs
 
 
+def _generative_mismatch():
+    """A tiny random Llama over a word-level tokenizer: identifiers cut with SmolLM2's tokenizer mean nothing to it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from uniret.retriever.generative import GenerativeRetriever, GenerativeSettings
+
+    tk = Tokenizer(models.WordLevel({"<unk>": 0, "</s>": 1, "cell": 2}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>", pad_token="<unk>")
+    cfg = AutoConfig.for_model("llama", hidden_size=8, num_hidden_layers=1, num_attention_heads=1, head_dim=8,
+                               num_key_value_heads=1, intermediate_size=8, vocab_size=3, eos_token_id=1)
+    return GenerativeRetriever(AutoModelForCausalLM.from_config(cfg), tok, GenerativeSettings(), name="tiny")
+
+
 # family -> (its RetrieverConfig, a different encoder/analyzer that its indexes must refuse, marks)
 CASES = {
     "bm25": (RetrieverConfig(kind="bm25"), _bm25_mismatch, [pytest.mark.java]),
@@ -51,6 +66,10 @@ CASES = {
                [_NO_PISA]),
     "hybrid": (RetrieverConfig(kind="hybrid", max_length=64, device="cpu", fusion="minmax:0.5"), _hybrid_mismatch,
                [pytest.mark.java]),
+    # beam search with the real SmolLM2 over 3 x 8 queries: slow on 2 CPU cores; tests/test_generative.py runs
+    # this same contract with a tiny random Llama in the default suite
+    "generative": (RetrieverConfig(kind="generative", model="smollm2-135m", device="cpu"), _generative_mismatch,
+                   [pytest.mark.slow]),
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from uniret.train.biencoder import LossConfig
 from uniret.train.crossencoder import RerankLossConfig
+from uniret.train.generative import GenerativeConfig
 from uniret.train.losses.flops import FlopsConfig
 from uniret.train.mining import MiningConfig
 from uniret.train.trainer import TrainerConfig
@@ -114,6 +115,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     rerank_loss: RerankLossConfig = field(default_factory=RerankLossConfig)
     flops: FlopsConfig = field(default_factory=FlopsConfig)  # sparse models' sparsity regulariser
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)  # generative retrievers
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     remine_every_epochs: int = 0  # iterative re-mining with the model being trained (ANCE-style)
     average_last_checkpoints: int = 0  # > 1: the final model is the mean of the last N checkpoints

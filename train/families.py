@@ -96,3 +96,26 @@ DENSE = TrainingHooks(build=_build_dense, loss_section="loss", search_backend=_d
 CROSS_ENCODER = TrainingHooks(build=_build_cross_encoder, loss_section="rerank_loss")
 SPARSE = TrainingHooks(build=_build_sparse, loss_section="loss", search_backend=_sparse_backend,
                        callbacks=_sparse_callbacks)
+
+
+def _build_generative(cfg: Any) -> tuple[Any, Any]:
+    from uniret.data import load_beir
+    from uniret.retriever.generative import GenerativeRetriever, GenerativeSettings
+    from uniret.train.generative import GenerativeModule
+
+    m, g = cfg.model, cfg.generative
+    settings = GenerativeSettings(scheme=g.scheme, tasks=list(g.tasks), prompt_length=g.prompt_length,
+                                  template=g.template, max_length=m.max_length, max_new_tokens=g.max_new_tokens)
+    model = GenerativeRetriever.build(m.backbone, settings, lora=m.lora, device=m.device, dtype=m.dtype)
+    if m.gradient_checkpointing:
+        model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, GenerativeModule(model, g, load_beir(cfg.data.data).corpus)
+
+
+def _generative_backend(model: Any) -> Any:
+    from uniret.index.generative import GenerativeIndex
+
+    return GenerativeIndex(model)
+
+
+GENERATIVE = TrainingHooks(build=_build_generative, loss_section="generative", search_backend=_generative_backend)

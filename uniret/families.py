@@ -247,3 +247,10 @@ register(Family(
     name="cross-encoder", description="cross-encoder reranker (a reranking stage and a teacher)",
     training="uniret.train.families:CROSS_ENCODER", role="reranker",
 ))
+register(Family(
+    name="generative", description="generative retrieval (decoder LM + task soft prompts; constrained decoding of "
+                                   "n-gram or title identifiers)",
+    backend="uniret.index.generative:GenerativeIndex", builder="uniret.index.generative:build",
+    encoder="uniret.index.generative:model_from_config", index_kinds=("generative",),
+    requires=(("marisa_trie", "generative"),), training="uniret.train.families:GENERATIVE",
+))

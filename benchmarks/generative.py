@@ -1,0 +1,220 @@
+"""Generative retrieval on SciFact (issue 9): identifier structures, constrained decoding, a small trained run.
+
+Two parts, each writing its own results file:
+
+``--part structures`` (``generative_structures.json``): the full SciFact corpus (5,183 documents, title + text)
+tokenised with SmolLM2's tokenizer; build time and size of the n-gram suffix array and of the title trie
+(marisa), and the suffix array against the ``fm-index`` package (Rust FM-index; tokens mapped to one code
+point each) on build time, size and query time for ``--patterns`` n-grams drawn from the corpus: count,
+documents (locate) and the next-token set a constrained decoding step needs.
+
+``--part trained`` (``generative_trained.json``): ``configs/scifact-generative.yaml`` with a stated smaller
+budget (``--steps`` steps of ``--batch`` claims), then ``--queries`` SciFact test claims searched against the
+*full* corpus with beam ``--beams`` constrained decoding: nDCG@10 and recall@100 of the base SmolLM2 and of
+the trained model, the trained model without constraints (ablation), BM25 and BM25 + generative fusion
+(RRF) on the same claims; queries/s and the valid-output rate of each decoding.
+
+    python benchmarks/generative.py --part structures
+    python benchmarks/generative.py --part trained --steps 40 --queries 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _common import BenchmarkRun
+
+logger = logging.getLogger("generative")
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def structures(args: argparse.Namespace) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from uniret.assets import resolve_model
+    from uniret.data import load_beir
+    from uniret.retriever.generative import document_tokens
+    from uniret.retriever.identifiers import NgramIndex, TitleTrie
+
+    docs = list(load_beir("scifact").corpus)
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    start = time.perf_counter()
+    tokens = document_tokens(tok, [d.full_text() for d in docs])
+    titles = document_tokens(tok, [d.title for d in docs])
+    tokenize_s = time.perf_counter() - start
+    out: dict[str, Any] = {"docs": len(docs), "tokens": sum(map(len, tokens)), "tokenize_seconds": tokenize_s}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        sa = NgramIndex.build(tokens)
+        out["suffix_array"] = {"build_seconds": time.perf_counter() - start}
+        Path(tmp, "sa").mkdir()
+        sa.save(Path(tmp, "sa"))
+        out["suffix_array"]["bytes"] = _dir_bytes(Path(tmp, "sa"))
+        start = time.perf_counter()
+        trie = TitleTrie.build(titles)
+        out["title_trie"] = {"build_seconds": time.perf_counter() - start, "titles": len(trie)}
+        Path(tmp, "trie").mkdir()
+        trie.save(Path(tmp, "trie"))
+        out["title_trie"]["bytes"] = _dir_bytes(Path(tmp, "trie"))
+    rng = random.Random(0)
+    patterns = []
+    for _ in range(args.patterns):
+        d = tokens[rng.randrange(len(tokens))]
+        n = rng.randint(1, 5)
+        s = rng.randrange(max(1, len(d) - n))
+        patterns.append(d[s : s + n])
+
+    def timed(fn: Any) -> float:
+        start = time.perf_counter()
+        for p in patterns:
+            fn(p)
+        return (time.perf_counter() - start) / len(patterns) * 1e6
+
+    sa_q = {"count_us": timed(sa.count), "documents_us": timed(sa.documents),
+            "next_tokens_us": timed(lambda p: sa._compute_next(tuple(p)))}  # uncached, as a first visit
+    out["suffix_array"].update(sa_q)
+    try:
+        from fm_index import MultiFMIndex
+    except ImportError:
+        out["fm_index"] = None
+        return out
+
+    def key(t: list[int]) -> str:
+        return "".join(chr(0x10000 + x) for x in t)
+
+    start = time.perf_counter()
+    fm = MultiFMIndex([key(t) for t in tokens])
+    build = time.perf_counter() - start
+    joined = sa.tokens
+
+    def fm_next(p: list[int]) -> set[int]:  # no "next symbols of a range" query: locate, then gather
+        found = fm.locate(key(p))
+        nxt: set[int] = set()
+        for doc, positions in found.items():
+            base = int(sa.starts[doc]) + len(p)
+            nxt.update(int(joined[base + q]) for q in positions)
+        nxt.discard(-1)
+        return nxt
+
+    for p in patterns[:50]:  # the two agree before anything is timed
+        assert fm.count_all(key(p)) == sa.count(p)
+        assert fm_next(p) == set(sa._compute_next(tuple(p)))
+    out["fm_index"] = {"package": "fm-index", "build_seconds": build, "bytes": len(fm.__getstate__()),
+                       "count_us": timed(lambda p: fm.count_all(key(p))),
+                       "documents_us": timed(lambda p: fm.count(key(p))), "next_tokens_us": timed(fm_next)}
+    out["patterns"] = len(patterns)
+    return out
+
+
+def _metrics(dataset: Any, run: dict[str, dict[str, float]]) -> dict[str, float]:
+    from uniret.eval.metrics import evaluate
+
+    qrels = dataset.qrels("test").judgements
+    res = evaluate({q: qrels[q] for q in run}, run, ["ndcg@10", "recall@100"])
+    assert isinstance(res, dict)
+    return res
+
+
+def _search(backend: Any, queries: dict[str, str], k: int = 100) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    backend.stats = {"generated": 0, "valid": 0}
+    start = time.perf_counter()
+    run = backend.search(queries, k=k)
+    seconds = time.perf_counter() - start
+    s = backend.stats
+    return run, {"seconds": seconds, "queries_per_second": len(queries) / seconds, "generated": s["generated"],
+                 "valid": s["valid"], "valid_rate": s["valid"] / max(1, s["generated"])}
+
+
+def trained(args: argparse.Namespace) -> dict[str, Any]:
+    from uniret.config import load_config
+    from uniret.data import load_beir
+    from uniret.index.generative import GenerativeIndex
+    from uniret.retriever.generative import GenerativeRetriever
+    from uniret.scores import fuse_runs
+    from uniret.train.config import TrainConfig
+    from uniret.train.pipeline import run_training
+
+    data = load_beir("scifact")
+    test = data.qrels("test").judgements
+    qids = sorted(test)
+    random.Random(0).shuffle(qids)
+    queries = {q: data.queries[q] for q in qids[: args.queries]}
+    out: dict[str, Any] = {"queries": len(queries), "docs": len(data.corpus), "beams": args.beams, "rows": {}}
+
+    base = GenerativeRetriever.build("smollm2-135m", device="cpu")
+    backend = GenerativeIndex(base, num_beams=args.beams, batch_size=args.search_batch)
+    start = time.perf_counter()
+    backend.index(data.corpus)
+    out["index_seconds"] = time.perf_counter() - start
+    structure, ids = backend.structure, backend._ids
+    run, speed = _search(backend, queries)
+    out["rows"]["smollm2-135m (not trained), constrained"] = {**_metrics(data, run), **speed}
+    del base, backend
+
+    cfg = load_config(args.config, TrainConfig, overrides={
+        "trainer.max_steps": args.steps, "trainer.batch_size": args.batch, "trainer.save_every": None,
+        "model.device": "cpu"})
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="generative-bench-"))
+    start = time.perf_counter()
+    summary = run_training(cfg, work / "run", overwrite=True)
+    out["train"] = {"steps": summary["steps"], "batch_size": args.batch, "train_seconds": summary["train_seconds"],
+                    "seconds_per_step": summary["train_seconds"] / max(1, summary["steps"]),
+                    "final_loss": summary["final_loss"], "wall_seconds": time.perf_counter() - start,
+                    "config": args.config}
+    model = GenerativeRetriever.load(work / "run" / "model", device="cpu")
+    gen_runs = {}
+    for constrained in (True, False):
+        backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch, constrained=constrained)
+        backend.structure, backend._ids = structure, ids
+        run, speed = _search(backend, queries)
+        label = f"trained {args.steps} steps, " + ("constrained" if constrained else "unconstrained (ablation)")
+        out["rows"][label] = {**_metrics(data, run), **speed}
+        gen_runs[constrained] = run
+    try:
+        from uniret.index.lucene import LuceneBM25Index
+
+        bm25 = LuceneBM25Index()
+        bm25.index(data.corpus)
+        bm25_run = bm25.search(queries, k=100)
+        out["rows"]["BM25 (same claims)"] = _metrics(data, bm25_run)
+        out["rows"]["BM25 + generative (RRF)"] = _metrics(data, fuse_runs([bm25_run, gen_runs[True]], "rrf"))
+    except Exception as e:  # BM25 needs the sparse extra (Java); report what is missing
+        logger.warning("BM25 rows skipped: %s", e)
+        out["bm25_skipped"] = str(e)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=["structures", "trained"], required=True)
+    ap.add_argument("--patterns", type=int, default=500)
+    ap.add_argument("--config", default="configs/scifact-generative.yaml")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--beams", type=int, default=10)
+    ap.add_argument("--search-batch", type=int, default=10)
+    ap.add_argument("--work-dir", default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    np.random.seed(0)
+    name = f"generative_{args.part}"
+    run = BenchmarkRun(name)
+    result = structures(args) if args.part == "structures" else trained(args)
+    path = run.save(result)
+    logger.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""The ``generative`` family's search backend: identifier structures over a corpus, searched by decoding.
+
+``index(corpus)`` tokenises every document with the retriever's tokenizer and builds the identifier
+structure of its scheme (:class:`~uniret.retriever.identifiers.NgramIndex` for n-grams,
+:class:`~uniret.retriever.identifiers.TitleTrie` for titles). ``search`` decodes each query with
+constrained beam search and turns the generated identifiers into a run:
+
+- titles: a document scores the best log-probability of a beam that names it;
+- n-grams (SEAL-style, :func:`ngram_document_scores`): every generated n-gram and each of its prefixes gets a
+  weight from its LM probability and its corpus frequency, and a document sums the weights of the n-grams
+  it contains, each counted for the share of its tokens not already covered by a heavier n-gram.
+
+A saved index holds the identifier files (``.npy`` or a marisa trie), ``docids.json``, the document store and a
+manifest naming the model and its tokenizer. Any model with the same tokenizer and scheme may search it (a
+fine-tuned checkpoint reuses the base model's index); another tokenizer is an :class:`IndexMismatchError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from uniret.data import Corpus, Document, Run
+from uniret.errors import IndexMismatchError
+from uniret.index.manifest import DocStore, atomic_directory, corpus_identity, read_manifest, write_manifest
+from uniret.retriever.generative import document_tokens
+from uniret.retriever.identifiers import NgramIndex, TitleTrie
+
+logger = logging.getLogger(__name__)
+
+IDS_FILE = "docids.json"
+
+
+def ngram_weight(logprob: float, count: int, num_tokens: int) -> float:
+    """SEAL's n-gram weight ``max(0, log(P(n|q) (1 - P(n)) / (P(n) (1 - P(n|q)))))``: how much more likely the
+    LM finds the n-gram for this query than the corpus does (``P(n) = count / num_tokens``)."""
+    if count <= 0:
+        return 0.0
+    p_n = count / num_tokens
+    p_q = min(math.exp(logprob), 1.0 - 1e-9)
+    if p_q <= 0.0 or p_n >= 1.0:
+        return 0.0
+    return max(0.0, math.log(p_q) + math.log1p(-p_n) - math.log(p_n) - math.log1p(-p_q))
+
+
+def candidate_ngrams(hypotheses: Sequence[Any]) -> dict[tuple[int, ...], float]:
+    """Each generated identifier and each of its prefixes, with its log-probability (the best one when
+    several beams share it)."""
+    out: dict[tuple[int, ...], float] = {}
+    for h in hypotheses:
+        total = 0.0
+        for i, s in enumerate(h.token_scores):
+            total += s
+            key = tuple(h.tokens[: i + 1])
+            if total > out.get(key, -math.inf):
+                out[key] = total
+    return out
+
+
+def ngram_document_scores(ngrams: Mapping[tuple[int, ...], float], index: NgramIndex, *, alpha: float = 2.0
+                          ) -> dict[int, float]:
+    """``{document row: score}`` from ``{n-gram tokens: log-probability}``: n-grams in decreasing weight
+    (ties: the order given); a document adds ``weight ** alpha`` times the share of the n-gram's distinct
+    tokens it has not yet covered. Documents containing only zero-weight n-grams score 0."""
+    weighted = []
+    for tokens, logprob in ngrams.items():
+        count = index.count(tokens)
+        if count:
+            weighted.append((ngram_weight(logprob, count, index.num_tokens), tokens))
+    weighted.sort(key=lambda x: -x[0])
+    scores: dict[int, float] = {}
+    covered: dict[int, set[int]] = {}
+    for weight, tokens in weighted:
+        distinct = set(tokens)
+        for row in index.documents(tokens):
+            seen = covered.setdefault(row, set())
+            fresh = len(distinct - seen) / len(distinct)
+            scores[row] = scores.get(row, 0.0) + weight**alpha * fresh
+            seen |= distinct
+    return scores
+
+
+class GenerativeIndex:
+    """The search protocol over a :class:`~uniret.retriever.generative.GenerativeRetriever`."""
+
+    kind = "generative"
+
+    def __init__(self, model: Any, *, num_beams: int = 10, batch_size: int = 8, alpha: float = 2.0,
+                 task: str = "retrieval", constrained: bool = True, max_doc_tokens: int | None = None) -> None:
+        self.model = model
+        self.num_beams = num_beams
+        self.batch_size = batch_size
+        self.alpha = alpha
+        self.task = task
+        self.constrained = constrained
+        self.max_doc_tokens = max_doc_tokens
+        self.scheme: str = model.settings.scheme
+        self.structure: NgramIndex | TitleTrie | None = None
+        self._ids: list[str] = []
+        self._corpus: Corpus | None = None
+        self._docstore: DocStore | None = None
+        self._source_dir: Path | None = None
+        self._source_manifest: dict[str, Any] | None = None
+        self._max_title_tokens = 0
+        self.index_seconds: float | None = None
+        self.stats = {"generated": 0, "valid": 0}  # identifiers generated by search() and how many exist
+
+    # -- building -------------------------------------------------------------------------------------
+    def tokenize_documents(self, docs: Sequence[Document]) -> list[list[int]]:
+        """The token ids identifiers are cut from: whole documents (n-grams) or titles."""
+        texts = [d.full_text() for d in docs] if self.scheme == "ngram" else [d.title for d in docs]
+        return document_tokens(self.model.tokenizer, texts, self.max_doc_tokens if self.scheme == "ngram" else None)
+
+    def index(self, corpus: Corpus) -> None:
+        start = time.perf_counter()
+        docs = list(corpus)
+        tokens = self.tokenize_documents(docs)
+        if self.scheme == "ngram":
+            self.structure = NgramIndex.build(tokens)
+        else:
+            missing = sum(1 for t in tokens if not t)
+            if missing:
+                logger.warning("%d of %d documents have no title: the title scheme cannot retrieve them", missing,
+                               len(docs))
+            self.structure = TitleTrie.build(tokens)
+            self._max_title_tokens = max((len(t) for t in tokens), default=1)
+        self._ids = [d.id for d in docs]
+        self._corpus = corpus
+        self.index_seconds = time.perf_counter() - start
+        logger.info("generative %s index of %d documents built in %.1f s", self.scheme, len(docs), self.index_seconds)
+
+    # -- searching ------------------------------------------------------------------------------------
+    def constraint(self) -> Any:
+        eos = self.model.tokenizer.eos_token_id
+        structure = self.structure
+        if isinstance(structure, NgramIndex):
+            def allowed(prefix: Sequence[int]) -> list[int]:
+                nxt = list(structure.next_tokens(prefix))
+                return nxt + [eos] if prefix else nxt
+        else:
+            assert structure is not None
+
+            def allowed(prefix: Sequence[int]) -> list[int]:
+                nxt = list(structure.next_tokens(prefix))
+                return nxt + [eos] if structure.is_identifier(prefix) else nxt
+        return allowed
+
+    def is_valid(self, tokens: Sequence[int]) -> bool:
+        if isinstance(self.structure, NgramIndex):
+            return self.structure.count(tokens) > 0
+        return self.structure is not None and self.structure.is_identifier(tokens)
+
+    def search(self, queries: Mapping[str, str], k: int = 10) -> Run:
+        """``{qid: {doc_id: score}}``; an empty query gets no hits (logged)."""
+        if self.structure is None:
+            raise RuntimeError("the index is empty: call index(corpus) or load(path) first")
+        empty = [q for q in queries if not queries[q].strip()]
+        if empty:
+            logger.warning("%d empty queries get no hits (first: %r)", len(empty), empty[0])
+        qids = [q for q in queries if queries[q].strip()]
+        run: Run = {q: {} for q in empty}
+        constraint = self.constraint() if self.constrained else None
+        max_new = self.model.settings.max_new_tokens if self.scheme == "ngram" else self._max_title_tokens + 1
+        bar = tqdm(total=len(qids), desc="generative search", unit="query",
+                   disable=not logger.isEnabledFor(logging.INFO))
+        for s in range(0, len(qids), self.batch_size):
+            batch = qids[s : s + self.batch_size]
+            hyps = self.model.generate([queries[q] for q in batch], task=self.task, constraint=constraint,
+                                       num_beams=self.num_beams, max_new_tokens=max_new)
+            for qid, h in zip(batch, hyps, strict=True):
+                run[qid] = self._rank(h, k)
+            bar.update(len(batch))
+        bar.close()
+        return {q: run[q] for q in queries}
+
+    def _rank(self, hypotheses: Sequence[Any], k: int) -> dict[str, float]:
+        self.stats["generated"] += len(hypotheses)
+        self.stats["valid"] += sum(1 for h in hypotheses if h.tokens and self.is_valid(h.tokens))
+        scores: dict[int, float] = {}
+        if isinstance(self.structure, NgramIndex):
+            scores = ngram_document_scores(candidate_ngrams(hypotheses), self.structure, alpha=self.alpha)
+        else:
+            assert self.structure is not None
+            for h in hypotheses:
+                for row in self.structure.owners(h.tokens):
+                    scores[row] = max(scores.get(row, -math.inf), h.score)
+        best = sorted(scores.items(), key=lambda x: (-x[1], self._ids[x[0]]))[:k]
+        return {self._ids[row]: float(score) for row, score in best}
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        if self.structure is None:
+            raise RuntimeError("nothing to save: call index(corpus) first")
+        path = Path(path)
+        with atomic_directory(path) as tmp:
+            self.structure.save(tmp)
+            (tmp / IDS_FILE).write_text(json.dumps(self._ids), encoding="utf-8")
+            DocStore.persist(tmp, self._corpus, self._source_dir)
+            identity = self.model.identity
+            write_manifest(tmp, self.kind, len(self._ids), encoder=identity,
+                           settings={"scheme": self.scheme, "tokenizer": self.model.tokenizer_identity,
+                                     "num_beams": self.num_beams, "batch_size": self.batch_size, "alpha": self.alpha,
+                                     "task": self.task, "constrained": self.constrained,
+                                     "max_doc_tokens": self.max_doc_tokens,
+                                     "max_title_tokens": self._max_title_tokens,
+                                     "num_identifiers": len(self.structure) if self.scheme == "title" else None,
+                                     "num_tokens": getattr(self.structure, "num_tokens", None)},
+                           corpus=corpus_identity(self._corpus, self._source_manifest))
+        logger.info("saved the generative index to %s", path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Any = None, *, device: str | None = "auto") -> GenerativeIndex:
+        """Load a saved index; without ``encoder`` the model the manifest names is loaded. A model with
+        another tokenizer or identifier scheme is refused."""
+        path = Path(path)
+        manifest = read_manifest(path, expected_kind=cls.kind)
+        settings = manifest.get("settings") or {}
+        built = manifest.get("encoder") or {}
+        if encoder is None:
+            from uniret.retriever.generative import GenerativeRetriever
+
+            source = built.get("path") if built.get("path") and Path(built["path"]).exists() else built.get("name")
+            if not source:
+                raise IndexMismatchError(f"{path}: the manifest names no model; pass one")
+            encoder = GenerativeRetriever.load(source, device=device or "auto")
+        want = settings.get("tokenizer") or {}
+        have = encoder.tokenizer_identity
+        if want.get("hash") != have.get("hash"):
+            raise IndexMismatchError(f"{path}: identifiers were built with tokenizer {want.get('name')!r} "
+                                     f"(vocabulary {want.get('vocab_size')}, hash {want.get('hash')}), the given "
+                                     f"model {encoder.name!r} has {have.get('name')!r} (vocabulary "
+                                     f"{have.get('vocab_size')}, hash {have.get('hash')}); re-index with this model")
+        if settings.get("scheme") != encoder.settings.scheme:
+            raise IndexMismatchError(f"{path}: a {settings.get('scheme')!r} identifier index, but the model was "
+                                     f"trained for {encoder.settings.scheme!r} identifiers")
+        self = cls(encoder, num_beams=settings.get("num_beams", 10), batch_size=settings.get("batch_size", 8),
+                   alpha=settings.get("alpha", 2.0), task=settings.get("task", "retrieval"),
+                   constrained=settings.get("constrained", True), max_doc_tokens=settings.get("max_doc_tokens"))
+        try:
+            ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise IndexMismatchError(f"{path / IDS_FILE}: missing or corrupt ({e}); expected a JSON list of "
+                                     "document ids") from None
+        if self.scheme == "ngram":
+            self.structure = NgramIndex.load(path)
+            n_docs = len(self.structure)
+        else:
+            self.structure = TitleTrie.load(path)
+            n_docs = len(ids)
+        if len(ids) != manifest["num_docs"] or n_docs != len(ids):
+            raise IndexMismatchError(f"{path}: {len(ids)} ids and {n_docs} indexed documents, the manifest says "
+                                     f"{manifest['num_docs']}; the index is damaged")
+        self._ids = ids
+        self._max_title_tokens = int(settings.get("max_title_tokens") or 0)
+        self._source_dir, self._source_manifest = path, manifest
+        return self
+
+    def document(self, doc_id: str) -> Document | None:
+        if self._docstore is None:
+            if self._corpus is not None:
+                self._docstore = DocStore({d.id: (d.title, d.text) for d in self._corpus})
+            elif self._source_dir is not None:
+                self._docstore = DocStore.read(self._source_dir)
+        return self._docstore.get(doc_id) if self._docstore else None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "scheme": self.scheme, "num_beams": self.num_beams, "alpha": self.alpha,
+                "constrained": self.constrained, "num_docs": len(self._ids), "encoder": self.model.identity,
+                "valid_outputs": dict(self.stats)}
+
+
+
+def model_from_config(cfg: Any) -> Any:
+    """The generative retriever a ``RetrieverConfig`` names (``uniret eval --retriever generative --model M``)."""
+    from uniret.retriever.generative import GenerativeRetriever
+
+    return GenerativeRetriever.load(cfg.model, device=cfg.device)
+
+
+def build(cfg: Any, *, scratch: Path | None = None) -> GenerativeIndex:
+    """A fresh, empty generative index over the model a ``RetrieverConfig`` names."""
+    return GenerativeIndex(model_from_config(cfg), batch_size=cfg.batch_size)
