@@ -43,7 +43,7 @@ def main() -> None:
     from uniret.scores import fuse_runs
 
     run_record = BenchmarkRun("limit_small")
-    dataset = load_beir(args.data)
+    dataset = load_beir(args.data, allow_whitespace_ids=True)  # LIMIT ids are names ("Geneva Durben")
     queries = dataset.split_queries(args.split)
     qrels = dataset.qrels(args.split).judgements
     runs: dict[str, Any] = {}

@@ -837,6 +837,19 @@ def block_readme_ood(res: Results) -> str:
     return "; ".join(parts) + f". Source: `benchmarks/results/{name}.json`."
 
 
+def block_limit(res: Results) -> str:
+    """LIMIT-small through every family (issue 11)."""
+    rec = res.get("limit_small")
+    if rec is None:
+        return missing("`limit_small.json`", "python benchmarks/limit.py")
+    rows = [[name, f4(r["recall@2"]), f4(r["recall@10"]), f4(r["recall@100"]), f4(r["ndcg@10"])]
+            for name, r in rec["rows"].items()]
+    return "\n\n".join([table([f"LIMIT-small ({n0(rec['queries'])} queries, {rec['documents']} documents)", "R@2",
+                                 "R@10", "R@100", "nDCG@10"], "lrrrr", rows),
+                           "With 46 documents R@100 is 1 for every system; R@2 is the telling column.",
+                           source("limit_small", rec)])
+
+
 BLOCKS: dict[str, Callable[[Results], str]] = {
     "provenance": block_provenance,
     "zero-shot": block_zero_shot,
@@ -853,6 +866,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "reranker": block_reranker,
     "sparse-engines": block_sparse_engines,
     "sparse-recipe": block_sparse_recipe,
+    "limit": block_limit,
     "hybrid": block_hybrid,
     "serve-latency": block_serve_latency,
     "generative-structures": block_generative_structures,
