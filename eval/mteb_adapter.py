@@ -184,37 +184,22 @@ def evaluate_backend_mteb(backend: Any, dataset: BeirDataset, *, split: str = "t
     computes no per-query table, so there is no ``per_query.json``."""
     import time
 
-    from uniret.eval.report import write_json, write_markdown_report
-    from uniret.eval.runner import EvalResult
-    from uniret.runtime import library_versions, machine_description
-    from uniret.trec import write_trec_run
+    from uniret.eval.runner import EvalResult, make_report, write_report_files
 
     name = str(name or getattr(backend, "kind", "run"))
     model = BackendSearch(backend, name)
     start = time.perf_counter()
     result = evaluate_with_mteb(model, dataset, split=split)
     seconds = time.perf_counter() - start
-    queries = dataset.split_queries(split)
-    report = {
-        "name": name,
-        "dataset": {"name": dataset.name, "path": str(dataset.root), "split": split, "num_queries": len(queries),
-                    "num_docs": len(dataset.corpus), "corpus_fingerprint": dataset.corpus.fingerprint},
-        "metrics": result["metrics"],
-        "timings": {"index_seconds": None, "search_seconds": None, "total_seconds": seconds, "qps": None},
-        "retriever": backend.describe(),
-        "settings": {"depth": result["depth"], "evaluator": f"mteb {result['mteb_version']}", "task": result["task"]},
-        "mteb_scores": result["mteb_scores"],
-        "config": config or {},
-        "versions": library_versions(),
-        "machine": machine_description(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    report = make_report(name, dataset, split, len(dataset.split_queries(split)), result["metrics"],
+                         backend.describe(),
+                         timings={"index_seconds": None, "search_seconds": None, "total_seconds": seconds,
+                                  "qps": None},
+                         settings={"depth": result["depth"], "evaluator": f"mteb {result['mteb_version']}",
+                                   "task": result["task"]},
+                         config=config, mteb_scores=result["mteb_scores"])
     if output_dir is not None:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(report, out / "report.json")
-        write_markdown_report(report, out / "report.md")
-        write_trec_run(model.last_run, out / "run.trec", tag=name)
+        write_report_files(report, model.last_run, output_dir)
     logger.info("%s on %s/%s through mteb: ndcg@10=%.4f", name, dataset.name, split,
                 result["metrics"].get("ndcg@10", float("nan")))
     return EvalResult(name=name, metrics=result["metrics"], per_query={}, run=model.last_run, report=report)

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from uniret.data import Corpus, Document, Run
+from uniret.data import Corpus, Run
 from uniret.errors import IndexMismatchError, MissingExtraError
 from uniret.index.manifest import (
     DocStore,
+    StoredDocuments,
     atomic_directory,
     check_encoder,
     corpus_identity,
@@ -58,7 +59,7 @@ def factory_string(index_type: str, num_docs: int, dim: int) -> str:
     return index_type
 
 
-class FaissIndex:
+class FaissIndex(StoredDocuments):
     """The search protocol over a FAISS index of dense document embeddings."""
 
     kind = "faiss"
@@ -259,13 +260,6 @@ class FaissIndex:
                                      "expected an intact index: rebuild it with 'uniret index'") from None
         return index, ids
 
-    def document(self, doc_id: str) -> Document | None:
-        if self._docstore is None:
-            if self._corpus is not None:
-                self._docstore = DocStore({d.id: (d.title, d.text) for d in self._corpus})
-            elif self._source_dir is not None:
-                self._docstore = DocStore.read(self._source_dir)
-        return self._docstore.get(doc_id) if self._docstore else None
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "index_type": self.index_type, "factory": self.factory,

@@ -29,7 +29,14 @@ from tqdm.auto import tqdm
 
 from uniret.data import Corpus, Document, Run
 from uniret.errors import IndexMismatchError
-from uniret.index.manifest import DocStore, atomic_directory, corpus_identity, read_manifest, write_manifest
+from uniret.index.manifest import (
+    DocStore,
+    StoredDocuments,
+    atomic_directory,
+    corpus_identity,
+    read_manifest,
+    write_manifest,
+)
 from uniret.retriever.generative import document_tokens
 from uniret.retriever.identifiers import NgramIndex, TitleTrie
 
@@ -87,7 +94,7 @@ def ngram_document_scores(ngrams: Mapping[tuple[int, ...], float], index: NgramI
     return scores
 
 
-class GenerativeIndex:
+class GenerativeIndex(StoredDocuments):
     """The search protocol over a :class:`~uniret.retriever.generative.GenerativeRetriever`."""
 
     kind = "generative"
@@ -263,13 +270,6 @@ class GenerativeIndex:
         self._source_dir, self._source_manifest = path, manifest
         return self
 
-    def document(self, doc_id: str) -> Document | None:
-        if self._docstore is None:
-            if self._corpus is not None:
-                self._docstore = DocStore({d.id: (d.title, d.text) for d in self._corpus})
-            elif self._source_dir is not None:
-                self._docstore = DocStore.read(self._source_dir)
-        return self._docstore.get(doc_id) if self._docstore else None
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "scheme": self.scheme, "num_beams": self.num_beams, "alpha": self.alpha,

@@ -37,10 +37,17 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from uniret.data import Corpus, Document, Run
+from uniret.data import Corpus, Run
 from uniret.errors import IndexMismatchError
 from uniret.index.java import anserini_jar, ensure_jvm, java_executable
-from uniret.index.manifest import DocStore, atomic_directory, corpus_identity, read_manifest, write_manifest
+from uniret.index.manifest import (
+    DocStore,
+    StoredDocuments,
+    atomic_directory,
+    corpus_identity,
+    read_manifest,
+    write_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +155,7 @@ def _sweep_stale_scratch(parent: Path) -> None:
             pass
 
 
-class LuceneBM25Index:
+class LuceneBM25Index(StoredDocuments):
     """The search protocol over a Lucene BM25 index.
 
     ``workdir`` is the folder under which a build keeps its scratch files (a copy of the corpus and the
@@ -282,14 +289,6 @@ class LuceneBM25Index:
         warn_empty_queries(empty)
         return run
 
-    def document(self, doc_id: str) -> Document | None:
-        """The stored document (from the doc store of a saved index)."""
-        if self._docstore is None:
-            if self._corpus is not None:
-                self._docstore = DocStore({d.id: (d.title, d.text) for d in self._corpus})
-            elif self._source_dir is not None:
-                self._docstore = DocStore.read(self._source_dir)
-        return self._docstore.get(doc_id) if self._docstore else None
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "k1": self.k1, "b": self.b, "fields": "title+text", "num_docs": self.num_docs,

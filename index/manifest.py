@@ -141,3 +141,22 @@ class DocStore:
 
     def __len__(self) -> int:
         return len(self._docs)
+
+
+class StoredDocuments:
+    """The ``document(doc_id)`` of the search protocol for backends that keep ``_corpus`` (the corpus they
+    indexed) or ``_source_dir`` (the saved index they were loaded from): the doc store is built or read on first
+    use."""
+
+    _corpus: Corpus | None = None
+    _source_dir: Path | None = None
+    _docstore: DocStore | None = None
+
+    def document(self, doc_id: str) -> Document | None:
+        """The stored document (title and text), for display and RAG; None when unknown."""
+        if self._docstore is None:
+            if self._corpus is not None:
+                self._docstore = DocStore({d.id: (d.title, d.text) for d in self._corpus})
+            elif self._source_dir is not None:
+                self._docstore = DocStore.read(self._source_dir)
+        return self._docstore.get(doc_id) if self._docstore else None

@@ -40,10 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from uniret.data import Corpus, Document, Run
+from uniret.data import Corpus, Run
 from uniret.errors import IndexMismatchError
 from uniret.index.manifest import (
     DocStore,
+    StoredDocuments,
     atomic_directory,
     check_encoder,
     corpus_identity,
@@ -119,7 +120,7 @@ def encode_cached(encoder: Any, texts: Sequence[str], side: str, *, cache: bool)
     return vectors
 
 
-class SparseIndex:
+class SparseIndex(StoredDocuments):
     """The search protocol over quantised sparse vectors, served by one engine (``lucene``, ``pisa``,
     ``seismic``; ``auto``: the fastest exact engine installed)."""
 
@@ -380,13 +381,6 @@ class SparseIndex:
                                      "term ids); the index is damaged: rebuild it with 'uniret index'")
         return ids, ImpactVectors(indptr, indices, values), vocabulary
 
-    def document(self, doc_id: str) -> Document | None:
-        if self._docstore is None:
-            if self._corpus is not None:
-                self._docstore = DocStore({d.id: (d.title, d.text) for d in self._corpus})
-            elif self._source_dir is not None:
-                self._docstore = DocStore.read(self._source_dir)
-        return self._docstore.get(doc_id) if self._docstore else None
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "engine": self.engine_name, "scale": self.scale, "num_docs": len(self._ids),
