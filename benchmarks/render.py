@@ -747,7 +747,11 @@ def block_sparse_recipe(res: Results) -> str:
     out = [table(["SciFact test, full corpus, max length 256", "nDCG@10", "dev nDCG@10", "R@100",
                   "non-zeros / doc (quantised)", "non-zeros / query", "target", ""], "lrrrrrrl", rows)]
     if notes:
-        out.append("Budgets and wall times: " + "; ".join(notes) + ".")
+        out.append("Budgets and wall times: " + "; ".join(notes) + ". Training time is the run's own "
+                   "(`train_result.json`): a command rerun on a finished run directory evaluates without training "
+                   "again, so a results file's UTC span can cover the evaluation only. The training records came "
+                   "from the recipe's record stage (MiniLM mining, BM25 + MiniLM soft labels), passed with "
+                   "`--records`.")
     hyb = res.get("scifact_sparse_hybrid")
     if hyb is not None:
         hrows = [[k, f4(v["ndcg@10"]), f4(v["recall@100"])] for k, v in hyb["rows"].items()]
