@@ -79,14 +79,6 @@ def to_csr(vectors: Sequence[SparseVector]) -> tuple[np.ndarray, np.ndarray, np.
             np.concatenate([v.values for v in vectors]).astype(np.float32))
 
 
-def splade_pool(logits: torch.Tensor, mask: torch.Tensor, pooling: str = "max") -> torch.Tensor:
-    """``pool_t log(1 + relu(logits[:, t]))`` over the positions where ``mask`` is 1: ``(B, L, V) -> (B, V)``."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown SPLADE pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
-    weights = torch.log1p(torch.relu(logits)) * mask.unsqueeze(-1).to(logits.dtype)
-    return weights.amax(dim=1) if pooling == "max" else weights.sum(dim=1)
-
-
 def prune(rep: torch.Tensor, *, top_k: int | None = None, threshold: float = 0.0) -> SparseVector:
     """The non-zero entries of one vocabulary-sized vector above ``threshold``, keeping the ``top_k`` largest."""
     idx = torch.nonzero(rep > threshold, as_tuple=True)[0]
