@@ -95,29 +95,14 @@ def encode_cached(encoder: Any, texts: Sequence[str], side: str, *, cache: bool)
     encode = encoder.encode_documents if side == "documents" else encoder.encode_queries
     if not cache:
         return encode(list(texts))
-    from uniret.assets import cache_dir
+    from uniret.assets import cached_arrays
 
-    digest = hashlib.sha256(json.dumps([side, encoder.identity], sort_keys=True, default=str).encode())
-    for t in texts:
-        digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
-    folder = cache_dir("sparse-vectors") / digest.hexdigest()[:24]
-    names = ("indptr", "indices", "data")
-    if all((folder / f"{n}.npy").is_file() for n in names):
-        logger.info("sparse %s vectors loaded from cache %s", side, folder)
-        arrays = [np.load(folder / f"{n}.npy") for n in names]
-        return SparseVectors(arrays[0], arrays[1], arrays[2], encoder.vocabulary)
-    vectors = encode(list(texts))
-    tmp = folder.with_name(folder.name + f".tmp{time.time_ns()}")
-    tmp.mkdir(parents=True)
-    for n in names:
-        np.save(tmp / f"{n}.npy", getattr(vectors, n))
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process cached the same vectors first
-        import shutil
+    def compute() -> dict[str, Any]:
+        v = encode(list(texts))
+        return {"indptr": v.indptr, "indices": v.indices, "data": v.data}
 
-        shutil.rmtree(tmp, ignore_errors=True)
-    return vectors
+    arrays = cached_arrays("sparse-vectors", [side, encoder.identity], texts, compute)
+    return SparseVectors(arrays["indptr"], arrays["indices"], arrays["data"], encoder.vocabulary)
 
 
 class SparseIndex(StoredDocuments):

@@ -15,7 +15,6 @@ query instructions and Matryoshka dimension restored. Both paths share one loop:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from uniret.assets import cache_dir, content_hash, resolve_model
+from uniret.assets import cached_arrays, content_hash, resolve_model
 from uniret.retriever.batching import map_sorted_array, progress_bar
 from uniret.runtime import check_backend, resolve_device
 
@@ -232,18 +231,8 @@ class DenseEncoder:
         texts = [self.document_prompt + t for t in texts]
         if not self.cache_embeddings:
             return self.encode(texts, desc="encoding documents", show_progress=show_progress)
-        digest = hashlib.sha256(repr(sorted(self.identity.items())).encode())
-        for t in texts:
-            digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
-        cached = cache_dir("embeddings") / f"{digest.hexdigest()[:24]}.npy"
-        if cached.is_file():
-            logger.info("document embeddings loaded from cache %s", cached)
-            return np.load(cached)
-        emb = self.encode(texts, desc="encoding documents", show_progress=show_progress)
-        tmp = cached.with_suffix(".tmp.npy")
-        np.save(tmp, emb)
-        tmp.replace(cached)
-        return emb
+        return cached_arrays("embeddings", self.identity, texts, lambda: {"embeddings": self.encode(
+            texts, desc="encoding documents", show_progress=show_progress)})["embeddings"]
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         append_eos = self.embedder.append_eos if self.embedder is not None else False

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,3 +194,31 @@ def content_hash(path: str | os.PathLike[str], patterns: tuple[str, ...] = ("*.j
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+def cached_arrays(kind: str, identity: Any, texts: Sequence[str],
+                  compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Arrays an encoder with ``identity`` computes from ``texts`` (``compute()`` -> ``{name: np.ndarray}``),
+    kept as ``.npy`` files under ``$UNIRET_CACHE/<kind>/<digest of identity and texts>/`` and read back on the
+    next call. The folder is written under a temporary name and renamed, so a half-written cache is never read."""
+    import time
+
+    import numpy as np
+
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    for t in texts:
+        digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    folder = cache_dir(kind) / digest.hexdigest()[:24]
+    if folder.is_dir():
+        logger.info("%s loaded from cache %s", kind, folder)
+        return {f.stem: np.load(f) for f in sorted(folder.glob("*.npy"))}
+    arrays = compute()
+    tmp = folder.with_name(f"{folder.name}.tmp{time.time_ns()}")
+    tmp.mkdir(parents=True)
+    for name, array in arrays.items():
+        np.save(tmp / f"{name}.npy", array)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process cached the same arrays first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return arrays
