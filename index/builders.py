@@ -51,7 +51,8 @@ def build_dense(cfg: Any, *, scratch: Path | None = None) -> Any:
 
     encoder = dense_encoder(cfg)
     check_index_type(cfg.index_type, int(encoder.identity["dimension"]))
-    return FaissIndex(encoder, cfg.index_type)
+    return FaissIndex(encoder, cfg.index_type, shard_size=getattr(cfg, "shard_size", None),
+                      shards_dir=getattr(cfg, "shards_dir", None))
 
 
 def bm25_analyzer(cfg: Any) -> Any:

@@ -65,8 +65,11 @@ class FaissIndex(StoredDocuments):
     kind = "faiss"
 
     def __init__(self, encoder: Encoder, index_type: str = "flat", *, use_gpu: bool | str = "auto",
-                 hnsw_ef_search: int = 128, nprobe: int = 32) -> None:
+                 hnsw_ef_search: int = 128, nprobe: int = 32, shard_size: int | None = None,
+                 shards_dir: str | Path | None = None) -> None:
         self.encoder = encoder
+        self.shard_size = shard_size  # set: index() streams the corpus through shards on disk (uniret.index.shards)
+        self.shards_dir = shards_dir
         self.index_type = index_type
         self.use_gpu = use_gpu
         self.hnsw_ef_search = hnsw_ef_search
@@ -95,7 +98,21 @@ class FaissIndex(StoredDocuments):
 
     # -- building -------------------------------------------------------------------------------
     def index(self, corpus: Corpus) -> None:
+        """Encode and index ``corpus``. With ``shard_size``, the corpus is streamed into shards under
+        ``shards_dir`` (a restart skips finished shards; under torchrun each rank encodes its share) and only
+        the main rank builds the index from them; other ranks return with no index."""
         start = time.perf_counter()
+        if self.shard_size is not None:
+            from uniret import distributed
+            from uniret.index.shards import encode_shards
+
+            if self.shards_dir is None:
+                raise ValueError("sharded encoding (shard_size) needs a shards_dir")
+            shards = encode_shards(self.encoder, corpus, self.shards_dir, shard_size=self.shard_size)
+            if distributed.is_main():
+                self.add_shards(shards, corpus)
+            self.index_seconds = time.perf_counter() - start
+            return
         ids, texts = [], []
         for d in corpus:
             ids.append(d.id)
@@ -107,24 +124,46 @@ class FaissIndex(StoredDocuments):
 
     def add_embeddings(self, ids: list[str], embeddings: np.ndarray) -> None:
         """Build the index from precomputed document embeddings (rows in the order of ``ids``)."""
-        faiss = _faiss()
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
             raise ValueError(f"expected {len(ids)} embeddings, got an array of shape {embeddings.shape}")
-        dim = embeddings.shape[1]
-        self.factory = factory_string(self.index_type, len(ids), dim)
+        index = self._new_index(len(ids), embeddings.shape[1], embeddings)
+        index.add(embeddings)
+        self._index = index
+        self._search_index = None
+        self._ids = list(ids)
+
+    def add_shards(self, shards: Any, corpus: Corpus | None = None, *, train_rows: int = 100_000) -> None:
+        """Build the index from a :class:`uniret.index.shards.ShardSet`, adding one memory-mapped shard at a time
+        (a quantised index is trained on the first ``train_rows`` vectors), so the embeddings of the whole
+        corpus are never held in memory beside the index. ``corpus``: the encoded corpus, for the doc store."""
+        if corpus is not None and corpus.fingerprint != shards.plan["corpus"]["fingerprint"]:
+            raise IndexMismatchError(f"{shards.directory}: the shards encode another corpus "
+                                     f"({shards.plan['corpus']['source']}) than {corpus.source}")
+        index = self._new_index(shards.num_docs, int(shards.dimension), None,
+                                sample=lambda: shards.head(train_rows))
+        ids: list[str] = []
+        for shard_ids, array in shards:
+            index.add(np.ascontiguousarray(array, dtype=np.float32))
+            ids.extend(shard_ids)
+        self._index, self._search_index, self._ids = index, None, ids
+        self._corpus = corpus
+
+    def _new_index(self, num_docs: int, dim: int, embeddings: np.ndarray | None, *, sample: Any = None) -> Any:
+        """An empty faiss index for ``num_docs`` vectors, trained (when its type needs it) on ``embeddings`` or
+        on ``sample()``."""
+        faiss = _faiss()
+        self.factory = factory_string(self.index_type, num_docs, dim)
         try:
             index = faiss.index_factory(dim, self.factory, self.metric)
         except RuntimeError as e:
             raise ValueError(f"invalid index type {self.index_type!r} (named types: {', '.join(NAMED_TYPES)}, "
                              f"or a faiss factory string): {e}") from None
         if not index.is_trained:
-            logger.info("training %s on %d vectors", self.factory, len(ids))
-            index.train(embeddings)
-        index.add(embeddings)
-        self._index = index
-        self._search_index = None
-        self._ids = list(ids)
+            train = embeddings if embeddings is not None else sample()
+            logger.info("training %s on %d vectors", self.factory, len(train))
+            index.train(train)
+        return index
 
     def _prepare_search(self) -> Any:
         if self._search_index is not None:

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TinyEmbedder, make_records  # noqa: E402
-from uniret.train import distributed  # noqa: E402
+from uniret import distributed  # noqa: E402
 from uniret.train.biencoder import BiEncoderModule, LossConfig  # noqa: E402
 
 CFG = dict(hard_negatives=2, negative_sampling="top", false_negative_margin=0.3, distill_weight=0.5)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from uniret.train import distributed
+from uniret import distributed
 from uniret.train.gradcache import cached_step, plain_step
 from uniret.train.losses import (
     curriculum_weights,

@@ -289,8 +289,8 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, overwrite: bool = 
     run's outputs first (see :data:`RUN_OUTPUTS`)."""
     import contextlib
 
+    from uniret import distributed
     from uniret.atomic import check_output, output_lock
-    from uniret.train import distributed
 
     out = Path(output_dir)
     if not (out.is_dir() and _earlier_run(out) is not None):  # an earlier run's directory is checked below
@@ -392,8 +392,8 @@ def remove_run_outputs(out: Path) -> list[str]:
 
 
 def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    from uniret import distributed
     from uniret.atomic import write_marker
-    from uniret.train import distributed
     from uniret.train.soup import average_checkpoint_weights
 
     start = time.perf_counter()

@@ -31,9 +31,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from uniret import distributed
 from uniret.atomic import atomic_directory
 from uniret.errors import UniretError
-from uniret.train import distributed
 from uniret.train.precision import MixedPrecision
 from uniret.train.records import TrainingRecord, read_records, write_records
 from uniret.train.sampler import BatchSampler

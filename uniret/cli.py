@@ -89,6 +89,9 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         kw["model"] = args.model
     if getattr(args, "fusion", None):
         kw["fusion"] = args.fusion
+    for name in ("shard_size", "shards_dir"):
+        if getattr(args, name, None) is not None:
+            kw[name] = getattr(args, name)
     return RetrieverConfig(**kw)
 
 
@@ -97,6 +100,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     manifest = build_index(args.data, _retriever_config(args), args.output,
                            allow_whitespace_ids=args.allow_whitespace_ids)
+    if manifest is None:  # a torchrun rank other than the main one: it encoded its shards
+        return 0
     print(f"indexed {manifest['num_docs']} documents ({manifest['kind']}) into {args.output}")
     return 0
 
@@ -233,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retriever_args(p)
     p.add_argument("--output", required=True,
                    help="index directory to write; an existing one is replaced only if uniret wrote it")
+    p.add_argument("--shard-size", type=_positive_int, default=None,
+                   help="dense: stream the corpus through shards of this many documents on disk (memory-mapped "
+                        ".npy; a rerun after a crash skips finished shards; under torchrun each rank encodes "
+                        "its share: torchrun --nproc-per-node N -m uniret index ... --shard-size S)")
+    p.add_argument("--shards-dir", default=None,
+                   help="where the shards go (default OUTPUT.shards, removed once the index is saved)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search a saved index and print the top hits",

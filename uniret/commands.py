@@ -91,27 +91,53 @@ def check_inference_backend(manifest: dict[str, Any], searcher: Any, index_dir: 
 
 
 def build_index(data: str | Path, cfg: RetrieverConfig, output: str | Path, *, allow_whitespace_ids: bool = False
-                ) -> dict[str, Any]:
+                ) -> dict[str, Any] | None:
     """Index a BEIR corpus and save it to ``output``; returns the manifest. The output path is checked and
-    locked before any work (see :mod:`uniret.atomic`); intermediate files live beside it and are removed."""
+    locked before any work (see :mod:`uniret.atomic`); intermediate files live beside it and are removed.
+
+    With ``cfg.shard_size``, documents stream through shards on disk (``cfg.shards_dir``, default
+    ``OUTPUT.shards``, removed once the index is saved), and a rerun after a crash skips finished shards. Under
+    ``torchrun`` every rank encodes its share of the shards and the main rank builds and saves the index; the
+    other ranks return ``None``."""
+    import contextlib
+    import dataclasses
     import shutil
 
+    from uniret import distributed
     from uniret.atomic import check_output, output_lock, scratch_directory
     from uniret.index import read_manifest
 
+    launched = distributed.init_from_env()
+    main = distributed.is_main()
+    if launched and cfg.shard_size is None:
+        raise ValueError("under torchrun, 'uniret index' encodes in shards: give --shard-size")
     dataset = load_beir(data, allow_whitespace_ids=allow_whitespace_ids)
-    check_output(output, protect=[dataset.root], what="--output")
-    with output_lock(output):
-        scratch = scratch_directory(output)
+    if main:
+        check_output(output, protect=[dataset.root], what="--output")
+    own_shards = cfg.shard_size is not None and cfg.shards_dir is None
+    if own_shards:
+        cfg = dataclasses.replace(cfg, shards_dir=str(Path(output).expanduser().resolve()) + ".shards")
+    with output_lock(output) if main else contextlib.nullcontext():
+        scratch = scratch_directory(output) if main else None  # dense ranks > 0 only encode shards
         try:
             backend = build_backend(cfg, scratch=scratch)
+            if cfg.shard_size is not None and not hasattr(backend, "add_shards"):
+                raise ValueError(f"--shard-size: the {cfg.kind} family does not index from encoded shards (the "
+                                 "dense family does)")
             start = time.perf_counter()
             backend.index(dataset.corpus)
-            logger.info("indexed %d documents in %.1f s", len(dataset.corpus), time.perf_counter() - start)
-            backend.save(output)
+            logger.info("%s %d documents in %.1f s", "indexed" if main else "encoded this rank's shards of",
+                        len(dataset.corpus), time.perf_counter() - start)
+            if main:
+                backend.save(output)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return read_manifest(output)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+    if main and own_shards:
+        shutil.rmtree(cfg.shards_dir, ignore_errors=True)  # type: ignore[arg-type]
+    if launched:
+        distributed.shutdown()
+    return read_manifest(output) if main else None
 
 
 def search_index(index_dir: str | Path, query: str, k: int = 10, device: str = "auto") -> list[tuple[Document, float]]:

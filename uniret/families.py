@@ -195,6 +195,8 @@ class RetrieverConfig:
     backend: str = "torch"  # encoder families: torch | onnx | onnx-int8 (inference backend)
     members: list[str] | None = None  # hybrid: the member families (default bm25 + dense)
     fusion: str = "rrf"  # hybrid: rrf | rrf:K | minmax:W | zscore:W (uniret.index.hybrid.parse_fusion)
+    shard_size: int | None = None  # dense: stream the corpus through shards of this many documents on disk
+    shards_dir: str | None = None  # where the shards go (default: beside the index, OUTPUT.shards)
 
     def __post_init__(self) -> None:
         family = get(self.kind)
@@ -203,7 +205,7 @@ class RetrieverConfig:
         if not family.searchable:
             raise UnknownFamilyError(f"{self.kind!r} is a {family.role}, not a retriever; choose one of "
                                      + ", ".join(names(searchable=True)))
-        check_positive(batch_size=self.batch_size)
+        check_positive(batch_size=self.batch_size, shard_size=self.shard_size)
         check_backend(self.backend)
         if self.max_length is not None:
             check_positive(max_length=self.max_length)

@@ -1,5 +1,5 @@
-"""Everything about torch.distributed in one place: rank, world size, gathering with gradients,
-gradient averaging. Without an initialised process group every function is the single-process identity.
+"""Everything about torch.distributed in one place (used by the trainer and the sharded encoder): rank, world size,
+gathering with gradients, gradient averaging. Without an initialised process group every function is the single-process identity.
 
 Cross-device negatives: each rank gathers every rank's document embeddings (with gradients through its
 own slice via the differentiable ``all_gather``) and scores its local queries against all of them. Each
