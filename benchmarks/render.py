@@ -854,6 +854,37 @@ def block_limit(res: Results) -> str:
                            source("limit_small", rec)])
 
 
+def block_scale(res: Results) -> str:
+    """10k / 100k / 1M synthetic documents through the dense and sparse paths (issue 11)."""
+    rec = res.get("scale")
+    if rec is None:
+        return missing("`scale.json`", "cd benchmarks && python scale.py")
+    rows = [[r["path"], n0(r["docs"]), r.get("engine") or "–", n1(r["build_seconds"]), n1(r["save_seconds"]),
+             n0(r["peak_rss_mb"]), n0(r["index_mb"]), n0(r["qps"]), f4(r["recall@10"]),
+             f2(r.get("real_model_encode_hours_extrapolated"))] for r in rec["rows"]]
+    growth = "; ".join(f"{path} {g['from']:,}→{g['to']:,}: build ×{g['build_time_x']}, peak RSS ×{g['peak_rss_x']}, "
+                       f"QPS ×{g['qps_x']}" for path, gs in (rec.get("growth") or {}).items() for g in gs)
+    real = rec.get("real_model_slice")
+    notes = [f"Encoders: {rec['encoders']['dense']} and {rec['encoders']['sparse']}, cheap stand-ins that run the "
+             "same pipeline (streamed shards of "
+             f"{n0(rec['shard_size'])} documents into FAISS flat; the sparse index on its default engine). Peak RSS: "
+             f"the worker process's VmHWM (target ≤ {n0(rec['target']['peak_rss_mb_at_1M'])} MiB at 1M). "
+             "QPS: 200 queries, one batch, k = 10."]
+    if real:
+        notes.append(f"Real-model slice: {real['model']} ({real['backend']}, max length {real['max_length']}) encoded "
+                     f"{real['docs']} of these documents at {real['docs_per_second']} docs/s; the last column "
+                     "*extrapolates* the hours it would add to encode each corpus on this machine.")
+    if growth:
+        notes.append("Growth: " + growth + ".")
+    if not rec.get("complete", True):
+        notes.append("*Partial: the run had not finished all sizes when this file was written.*")
+    notes.append(f"Load average at start {', '.join(f'{x:.1f}' for x in (rec['machine'].get('load_average_at_start') or []))}"
+                 f", at end {load_label(rec)}: a shared machine, so times are upper bounds.")
+    return "\n\n".join([table(["path", "docs", "index", "build s", "save s", "peak RSS MiB", "index MiB", "QPS",
+                                 "R@10", "real-model encode h (extrapolated)"], "lrlrrrrrrr", rows),
+                         *notes, source("scale", rec)])
+
+
 BLOCKS: dict[str, Callable[[Results], str]] = {
     "provenance": block_provenance,
     "zero-shot": block_zero_shot,
@@ -871,6 +902,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "sparse-engines": block_sparse_engines,
     "sparse-recipe": block_sparse_recipe,
     "limit": block_limit,
+    "scale": block_scale,
     "hybrid": block_hybrid,
     "serve-latency": block_serve_latency,
     "generative-structures": block_generative_structures,
