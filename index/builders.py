@@ -63,10 +63,12 @@ def bm25_analyzer(cfg: Any) -> Any:
 
 
 def sparse_encoder(cfg: Any) -> Any:
-    """The sparse encoder a ``RetrieverConfig`` names (SPLADE; max length: the config's, else 256)."""
+    """The sparse encoder a ``RetrieverConfig`` names (SPLADE; max length: the config's, else 256; inference
+    backend torch | onnx | onnx-int8)."""
     from uniret.retriever.splade import SpladeEncoder
 
-    return SpladeEncoder(cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length or 256)
+    return SpladeEncoder(cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length or 256,
+                         backend=getattr(cfg, "backend", "torch"))
 
 
 def build_sparse(cfg: Any, *, scratch: Path | None = None) -> Any:

@@ -425,15 +425,18 @@ class SparseModel(torch.nn.Module):
 
     # -- inference -------------------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], *, queries: bool = False, batch_size: int = 16,
-               show_progress: bool | None = None, desc: str | None = None) -> list[SparseVector]:
-        """One pruned sparse vector per text, in length-sorted batches (by characters)."""
+               show_progress: bool | None = None, desc: str | None = None,
+               forward: Any = None) -> list[SparseVector]:
+        """One pruned sparse vector per text, in length-sorted batches (by characters). ``forward``: what
+        turns a batch's features into ``(B, vocab)`` weights (default the module's own; an ONNX session's)."""
+        forward = forward or self.forward
         tokenize = self.tokenize_queries if queries else self.tokenize
         if show_progress is None:
             show_progress = logger.isEnabledFor(logging.INFO) and len(texts) > batch_size
         desc = desc or ("splade: queries" if queries else "splade: documents")
 
         def batch(rows: list[int]) -> list[SparseVector]:
-            reps = self.forward(tokenize([texts[i] for i in rows])).cpu()
+            reps = forward(tokenize([texts[i] for i in rows])).cpu()
             return [prune(r, top_k=self.top_k, threshold=self.threshold) for r in reps]
 
         was_training = self.training
@@ -451,7 +454,13 @@ class SpladeEncoder:
 
     def __init__(self, model: str | Path | SparseModel = "splade-tiny", *, device: str | None = "auto",
                  batch_size: int = 16, max_length: int | None = None, pooling: str | None = None,
-                 top_k: int | None = None, threshold: float | None = None) -> None:
+                 top_k: int | None = None, threshold: float | None = None, backend: str = "torch",
+                 threads: int | None = None) -> None:
+        from uniret.runtime import check_backend
+
+        self.backend = check_backend(backend)
+        self.threads = threads
+        self._sessions: dict[str, Any] = {}
         if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"unknown SPLADE pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
         if isinstance(model, SparseModel):
@@ -466,6 +475,9 @@ class SpladeEncoder:
             self.model.set_max_length(max_length)
         self.name = self.model.name
         self.batch_size = batch_size
+        if self.backend != "torch" and self.model.variant in DECODER_VARIANTS:
+            raise ValueError(f"the {self.backend} backend exports encoder SPLADE models; the decoder variant "
+                             f"{self.model.variant!r} runs on the torch backend")
 
     @property
     def path(self) -> str | None:
@@ -489,7 +501,37 @@ class SpladeEncoder:
 
     @property
     def identity(self) -> dict[str, Any]:
-        return self.model.identity
+        return {**self.model.identity, "backend": self.backend}
+
+    def _onnx_forward(self, queries: bool) -> Any:
+        """The ONNX Runtime forward of one side (exported on first use, cached under ``$UNIRET_CACHE/onnx`` by
+        model hash and settings); None on the torch backend and for the inference-free query side (a lookup)."""
+        if self.backend == "torch" or (queries and self.model.inference_free):
+            return None
+        side = "queries" if queries else "documents"
+        if side not in self._sessions:
+            from uniret.retriever import onnx
+
+            model = self.model
+            tokenize = model.tokenize_queries if queries else model.tokenize
+            fixed = {k: v for k, v in tokenize(["x"]).items() if not isinstance(v, torch.Tensor)}  # e.g. the task
+            with torch.inference_mode(False):
+                example = {k: v for k, v in tokenize(
+                    ["a short query", "a longer passage, padded to nothing: rows of different lengths keep the "
+                     "attention mask in the exported graph"]).items() if isinstance(v, torch.Tensor)}
+                config = model._lm().auto_model.config
+                settings = {"kind": "sparse", "hash": model.identity["hash"], "backend": self.backend, "side": side,
+                            "inputs": sorted(example), "settings": model.settings()}
+
+                def build(folder: Path) -> None:
+                    onnx.build_model(folder, lambda f: model.forward({**f, **fixed}), example, modules=[model],
+                                     backend=self.backend, config=config, output_name="weights")
+
+                path = onnx.cached_model(settings, build)
+            session = onnx.OnnxSession(path, threads=self.threads, device=model.device)
+            self._sessions[side] = lambda features: torch.from_numpy(session.run(
+                {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}))
+        return self._sessions[side]
 
     def batch(self, vectors: Sequence[SparseVector]) -> SparseVectors:
         indptr, indices, values = to_csr(vectors)
@@ -499,7 +541,7 @@ class SpladeEncoder:
                *, queries: bool = False) -> list[SparseVector]:
         """One sparse vector per text (the document side unless ``queries``)."""
         return self.model.encode(texts, queries=queries, batch_size=self.batch_size, show_progress=show_progress,
-                                 desc=desc)
+                                 desc=desc, forward=self._onnx_forward(queries))
 
     def encode_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> SparseVectors:
         return self.batch(self.encode(texts, "splade: queries", show_progress, queries=True))
