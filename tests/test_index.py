@@ -138,3 +138,28 @@ def test_lucene_bm25_round_trip_on_scifact_slice(tmp_path, scifact_small):
     assert ndcg > 0.7  # 30 queries over 200 documents: BM25 finds most judged documents
     first = next(iter(scifact_small.corpus))
     assert loaded.document(first.id) == first
+
+
+def test_flat_inner_product_search_equals_faiss():
+    """The blocked matrix-product search of CPU flat indexes returns faiss's own top-k, across block edges, for
+    k beyond a block, one query, and equal scores (lower row first)."""
+    import faiss
+
+    from uniret.index.faiss_index import flat_ip_search
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2500, 24)).astype(np.float32)
+    q = rng.standard_normal((7, 24)).astype(np.float32)
+    index = faiss.IndexFlatIP(24)
+    index.add(x)
+    want_scores, want_rows = index.search(q, 50)
+    for block, k in ((65_536, 50), (1000, 50), (30, 50), (7, 3)):
+        scores, rows = flat_ip_search(index, q, k, block=block)
+        np.testing.assert_array_equal(rows, want_rows[:, :k])
+        np.testing.assert_allclose(scores, want_scores[:, :k], rtol=1e-5, atol=1e-5)
+    scores, rows = flat_ip_search(index, q[:1], 5)
+    np.testing.assert_array_equal(rows, want_rows[:1, :5])
+    dup = faiss.IndexFlatIP(2)
+    dup.add(np.array([[1, 0], [0, 1], [1, 0], [1, 0]], dtype=np.float32))
+    _, rows = flat_ip_search(dup, np.array([[1, 0]], dtype=np.float32), 3, block=2)
+    assert rows.tolist() == [[0, 2, 3]]
