@@ -272,7 +272,8 @@ def main() -> None:
             logger.info("real-model slice: %s", real)
         for path in args.paths.split(","):
             out = work / f"index-{path}-{size}"
-            shutil.rmtree(out, ignore_errors=True)
+            for stale in (out, out.with_name(out.name + ".shards")):  # never reuse a shard of an earlier run
+                shutil.rmtree(stale, ignore_errors=True)
             proc = subprocess.run([sys.executable, __file__, "--worker", path, str(data), str(out)],
                                   capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if proc.returncode != 0:
@@ -282,7 +283,8 @@ def main() -> None:
                 row["real_model_encode_hours_extrapolated"] = round(size / real["docs_per_second"] / 3600, 2)
             logger.info("%s", row)
             rows.append(row)
-            shutil.rmtree(out, ignore_errors=True)
+            for done in (out, out.with_name(out.name + ".shards")):
+                shutil.rmtree(done, ignore_errors=True)
             record.save({"sizes": sizes, "rows": rows, "real_model_slice": real, "shard_size": SHARD_SIZE,
                          "dimension": DIM, "encoders": {"dense": "hash-dense-384 (benchmark)",
                                                         "sparse": "hash-sparse tf (benchmark)"},
