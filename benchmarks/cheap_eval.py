@@ -143,6 +143,7 @@ def main() -> None:
     ap.add_argument("--data", default="scifact")
     ap.add_argument("--split", default="test")
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20, 50], help="pool depths per query and run")
+    ap.add_argument("--headline-k", type=int, default=10, help="the k whose per-system scores BENCHMARKS.md shows")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sample", type=int, nargs=2, metavar=("QUERIES", "DOCS"), default=None,
                     help="smoke run on a slice (BeirDataset.sample)")
@@ -223,7 +224,8 @@ def main() -> None:
         "full_documents": len(dataset.corpus), "judged_documents": len({d for x in qrels.values() for d in x}),
         "metric": METRIC, "depth": DEPTH, "systems": {**{n: dict(BASE[n]) for n in BASE},
                                                       **{n: {"fusion": f, "members": list(m)} for n, (f, m) in FUSED.items()}},
-        "pooling_systems": list(POOL), "full": full, "by_k": by_k,
+        "pooling_systems": list(POOL), "headline_k": args.headline_k if str(args.headline_k) in by_k else None,
+        "full": full, "by_k": by_k,
         "seconds": {"encode_or_cache": encode_seconds, "full_corpus_runs": full_seconds},
     })
     logger.info("-> %s", path)
