@@ -865,11 +865,16 @@ def block_cheap_eval(res: Results) -> str:
     def corr(a: dict[str, Any]) -> str:
         return f"{f2(a['spearman'])} / {f2(a['kendall'])}" + ("" if a["same_best"] else " ✗")
 
-    rows = [[str(k), n0(r["documents"]), f"{r['reduction']:.1f}x", *[corr(r["agreement"][v]) for v in variants]]
-            for k, r in rec["by_k"].items()]
+    def inflation(r: dict[str, Any]) -> str:
+        return " / ".join(f"{sum(x[v] - x['full'] for x in r['systems'].values()) / len(r['systems']):+.3f}"
+                          for v in variants)
+
+    rows = [[str(k), n0(r["documents"]), f"{r['reduction']:.1f}x", *[corr(r["agreement"][v]) for v in variants],
+             inflation(r)] for k, r in rec["by_k"].items()]
     n = len(rec["full"])
     head = table([f"{rec['data']} {rec['split']}: pool top-k per query", "documents kept", "fewer",
-                  *[f"{v}: Spearman / Kendall" for v in variants]], "lrr" + "r" * len(variants), rows)
+                  *[f"{v}: Spearman / Kendall" for v in variants], "mean nDCG@10 − full (same order)"],
+                 "lrr" + "r" * len(variants) + "r", rows)
     k = str(rec.get("headline_k") or list(rec["by_k"])[len(rec["by_k"]) // 2])
     at = rec["by_k"][k]
     sys_rows = [[name, f4(r["full"]), *[f4(r[v]) for v in variants], r.get("family-out_pool", "–")]
