@@ -889,6 +889,41 @@ def block_scale(res: Results) -> str:
                                  "R@10", "real-model encode h (extrapolated)"], "lrlrrrrrrr", rows),
                          *notes, source("scale", rec)])
 
+def block_cheap_eval(res: Results) -> str:
+    """Cheap evaluation: rank agreement of systems on downsampled corpora (issue 11)."""
+    rec = res.get("cheap_eval")
+    if rec is None:
+        return missing("`cheap_eval.json`", "python benchmarks/cheap_eval.py")
+    variants = [v for v in ("pooled", "leave-one-out", "family-out", "random")
+                if all(v in k["agreement"] for k in rec["by_k"].values())]
+
+    def corr(a: dict[str, Any]) -> str:
+        return f"{f2(a['spearman'])} / {f2(a['kendall'])}" + ("" if a["same_best"] else " ✗")
+
+    def inflation(r: dict[str, Any]) -> str:
+        return " / ".join(f"{sum(x[v] - x['full'] for x in r['systems'].values()) / len(r['systems']):+.3f}"
+                          for v in variants)
+
+    rows = [[str(k), n0(r["documents"]), f"{r['reduction']:.1f}x", *[corr(r["agreement"][v]) for v in variants],
+             inflation(r)] for k, r in rec["by_k"].items()]
+    n = len(rec["full"])
+    head = table([f"{rec['data']} {rec['split']}: pool top-k per query", "documents kept", "fewer",
+                  *[f"{v}: Spearman / Kendall" for v in variants], "mean nDCG@10 − full (same order)"],
+                 "lrr" + "r" * len(variants) + "r", rows)
+    k = str(rec.get("headline_k") or list(rec["by_k"])[len(rec["by_k"]) // 2])
+    at = rec["by_k"][k]
+    sys_rows = [[name, f4(r["full"]), *[f4(r[v]) for v in variants], r.get("family-out_pool", "–")]
+                for name, r in sorted(at["systems"].items(), key=lambda x: -x[1]["full"])]
+    detail = table([f"nDCG@10 at k = {k}", "full corpus", *variants, "family-out pool"],
+                   "lr" + "r" * len(variants) + "l", sys_rows)
+    return "\n\n".join([
+        head,
+        f"Over {n} systems; full corpus {n0(rec['full_documents'])} documents, {n0(rec['judged_documents'])} of them "
+        f"judged, {n0(rec['queries'])} queries. Pooling systems: {', '.join(rec['pooling_systems'])}. "
+        "✗: the best system on the cheap corpus is not the best on the full one. "
+        "`random`: the judged documents plus random others, as many documents as `pooled` keeps.",
+        detail, source("cheap_eval", rec)])
+
 
 BLOCKS: dict[str, Callable[[Results], str]] = {
     "provenance": block_provenance,
@@ -908,6 +943,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "sparse-recipe": block_sparse_recipe,
     "limit": block_limit,
     "scale": block_scale,
+    "cheap-eval": block_cheap_eval,
     "hybrid": block_hybrid,
     "serve-latency": block_serve_latency,
     "generative-structures": block_generative_structures,

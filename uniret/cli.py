@@ -167,6 +167,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_named_runs(specs: list[str]) -> dict[str, str]:
+    """``--run NAME=PATH`` (or ``PATH``: named after its directory when it is ``run.trec`` or a report directory,
+    else after the file) as ``{name: path}``; a name given twice is an error."""
+    from pathlib import Path
+
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            p = Path(spec)
+            name, path = (p.parent.name if p.name == "run.trec" else p.name if p.is_dir() else p.stem), spec
+        if not name or not path:
+            raise ValueError(f"--run expects NAME=PATH or PATH, got {spec!r}")
+        if name in out:
+            raise ValueError(f"--run: two runs are named {name!r}; name them with NAME=PATH")
+        out[name] = path
+    return out
+
+
+def cmd_downsample(args: argparse.Namespace) -> int:
+    from uniret.eval.cheap import run_downsample
+
+    stats = run_downsample(args.data, parse_named_runs(args.run), args.output_dir, k=args.k, split=args.split,
+                           allow_whitespace_ids=args.allow_whitespace_ids)
+    print(f"kept {stats['documents']} of {stats['full_documents']} documents ({stats['reduction']:.1f}x fewer): "
+          f"{stats['judged_documents']} judged + the top {stats['k']} of {', '.join(stats['runs'])} for "
+          f"{stats['queries']} {stats['split']} queries")
+    print(f"data set: {args.output_dir} (evaluate with: uniret eval --data {args.output_dir} ...)")
+    return 0
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, object]:
     import yaml
 
@@ -357,6 +388,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a BEIR data set whose judged queries the search page evaluates (per-query nDCG)")
     p.add_argument("--split", default="test", help="the qrels split of --data (default test)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("downsample", help="cheap evaluation: shrink a corpus to judged documents + pooled hard negatives",
+                       formatter_class=fmt,
+                       description="Keep one split's judged documents plus each query's top-k documents from "
+                                   "several runs (MMTEB-style), and write a BEIR directory that uniret eval can use.\n"
+                                   "Example:\n  uniret downsample --data scifact --run bm25=reports/bm25/run.trec "
+                                   "--run dense=reports/dense/run.trec -k 50 --output-dir data/scifact-cheap")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--allow-whitespace-ids", action="store_true", help=ws_help)
+    p.add_argument("--run", action="append", required=True, metavar="[NAME=]PATH",
+                   help="a TREC run on --data's corpus (or a uniret eval report directory holding run.trec) whose "
+                        "top-k documents per query are kept (repeatable)")
+    p.add_argument("-k", type=_positive_int, default=100, help="documents pooled per query from each run (default 100)")
+    p.add_argument("--split", default="test", help="the qrels split whose queries are pooled (default test)")
+    p.add_argument("--output-dir", required=True, help="BEIR directory to write (with downsample.json)")
+    p.set_defaults(func=cmd_downsample)
 
     p = sub.add_parser("families", help="list the registered retriever families and what each needs",
                        description="List the registered families, and why any of them cannot run here.")
