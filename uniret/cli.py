@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "trained vs zero-shot dense and per-system reports.")
     p.add_argument("--data", default="scifact", help=data_help)
     p.add_argument("--quick", action="store_true",
-                   help="every stage on a small slice (50 test and 48 train queries, about 450 documents)")
+                   help="every stage on a small slice (50 test and 32 train queries, about 330 documents)")
     p.add_argument("--no-train", dest="train", action="store_false",
                    help="skip the training stage (the hybrid fuses BM25 and the zero-shot dense model)")
     p.add_argument("--train-steps", type=_positive_int, default=None,

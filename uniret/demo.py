@@ -41,10 +41,10 @@ RECIPE = Path(__file__).resolve().parents[1] / "configs" / "scifact-dense.yaml"
 uniret is installed without its ``configs/`` folder)."""
 
 FULL_TRAINING = {"steps": 25, "batch_size": 32}  # 800 examples: about one pass over the 809 train queries
-QUICK_TRAINING = {"steps": 4, "batch_size": 8}
-QUICK_SLICE = {"test_queries": 50, "train_queries": 48, "num_docs": 400}
-"""``--quick``: the first 50 judged test queries, the first 48 judged train queries, their judged documents and
-random others up to 400 (plus the train queries' documents)."""
+QUICK_TRAINING = {"steps": 4, "batch_size": 8}  # one pass over the 32 train queries of the quick slice
+QUICK_SLICE = {"test_queries": 50, "train_queries": 32, "num_docs": 300}
+"""``--quick``: the first 50 judged test queries, the first 32 judged train queries, their judged documents and
+random others up to 300 (plus the train queries' documents)."""
 
 NOT_SHOWN = {"generative": "trained only at toy scale (nDCG@10 near 0, BENCHMARKS.md), so a row would mean nothing"}
 WIN_LOSS_METRIC = "ndcg@10"
@@ -105,14 +105,28 @@ def run_demo(output_dir: str | Path = "reports/demo", *, data: str | Path = "sci
                      sparse_model=sparse_model).run()
 
 
-def quick_slice(dataset: BeirDataset) -> BeirDataset:
-    """:data:`QUICK_SLICE` of ``dataset``: test and train queries with their judged documents."""
-    test = dataset.sample(num_queries=QUICK_SLICE["test_queries"], num_docs=QUICK_SLICE["num_docs"], split="test")
+STAGES = ("bm25", "dense", "sparse", "train", "dense-trained", "hybrid")
+"""Every stage of the demo, in order (each zero-shot or trained system writes a report folder of that name)."""
+
+
+def planned_stages(*, train: bool = True, sparse: bool = True) -> list[str]:
+    """The stages a demo runs: all of :data:`STAGES`, less training (and the trained model) or sparse."""
+    skip = ({"train", "dense-trained"} if not train else set()) | ({"sparse"} if not sparse else set())
+    return [s for s in STAGES if s not in skip]
+
+
+def quick_slice(dataset: BeirDataset, *, test_queries: int = QUICK_SLICE["test_queries"],
+                train_queries: int = QUICK_SLICE["train_queries"], num_docs: int = QUICK_SLICE["num_docs"]
+                ) -> BeirDataset:
+    """A slice of ``dataset`` (default :data:`QUICK_SLICE`): the first judged test queries with their judged
+    documents and random others up to ``num_docs``, plus (when there is a train split) the first judged train
+    queries with their judged documents."""
+    test = dataset.sample(num_queries=test_queries, num_docs=num_docs, split="test")
     splits = {"test": test.qrels("test")}
     ids = set(test.corpus.ids)
     queries = dict(test.queries)
-    if "train" in dataset.splits:
-        part = dataset.sample(num_queries=QUICK_SLICE["train_queries"], num_docs=0, split="train")
+    if "train" in dataset.splits and train_queries > 0:
+        part = dataset.sample(num_queries=train_queries, num_docs=0, split="train")
         splits["train"] = part.qrels("train")
         ids |= set(part.corpus.ids)
         queries.update(part.queries)
@@ -139,6 +153,8 @@ class _Demo:
         self.cache_embeddings, self.backend = cache_embeddings, backend
         self.budget, self.sparse_model = budget, sparse_model
         self.not_shown = dict(NOT_SHOWN)
+        if not train:
+            self.not_shown["dense (trained)"] = "training skipped (--no-train)"
         self.train = train and self._can_train()
         self.results: dict[str, Any] = {}  # system name -> EvalResult, in stage order
         self.names: dict[str, str] = {}  # report folder -> system name
@@ -163,17 +179,14 @@ class _Demo:
         logger.info("demo on %s: %d documents, %d test queries%s", ds.name, len(ds.corpus),
                     len(ds.split_queries("test")),
                     f", {len(ds.qrels('train').judgements)} train queries" if "train" in ds.splits else "")
-        plan: list[tuple[str, Any]] = [("bm25", lambda: self.evaluate("bm25", RetrieverConfig(kind="bm25"), "bm25")),
-                                       ("dense", lambda: self.evaluate(f"dense ({self.model}, zero-shot)",
-                                                                       self.dense_cfg(self.model), "dense"))]
-        if self.sparse_model:
-            plan.append(("sparse", lambda: self.evaluate(
-                f"sparse ({self.sparse_model}, zero-shot)",
-                RetrieverConfig(kind="sparse", model=self.sparse_model, device=self.device,
-                                batch_size=self.batch_size, cache_embeddings=self.cache_embeddings), "sparse")))
-        if self.train:
-            plan += [("train", self.train_dense), ("dense-trained", self.evaluate_trained)]
-        plan.append(("hybrid", self.hybrid))
+        steps = {"bm25": lambda: self.evaluate("bm25", RetrieverConfig(kind="bm25"), "bm25"),
+                 "dense": lambda: self.evaluate(f"dense ({self.model}, zero-shot)", self.dense_cfg(self.model), "dense"),
+                 "sparse": lambda: self.evaluate(
+                     f"sparse ({self.sparse_model}, zero-shot)",
+                     RetrieverConfig(kind="sparse", model=self.sparse_model, device=self.device,
+                                     batch_size=self.batch_size, cache_embeddings=self.cache_embeddings), "sparse"),
+                 "train": self.train_dense, "dense-trained": self.evaluate_trained, "hybrid": self.hybrid}
+        plan = [(stage, steps[stage]) for stage in planned_stages(train=self.train, sparse=bool(self.sparse_model))]
         for i, (stage, step) in enumerate(plan, 1):
             logger.info("demo stage %d/%d: %s", i, len(plan), stage)
             began = time.perf_counter()
@@ -259,6 +272,7 @@ class _Demo:
         self.results[name] = EvalResult(name=name, metrics=means, per_query=per_query, run=run, report=report)
 
     def report(self) -> DemoResult:
+        from uniret.atomic import write_text_atomic
         from uniret.eval.metrics import DEFAULT_METRICS
         from uniret.eval.report import metrics_table, plot_metrics, plot_per_query_delta, write_json
 
@@ -272,31 +286,40 @@ class _Demo:
                                             self.out / "trained_vs_zero_shot.png", metric=WIN_LOSS_METRIC,
                                             title=f"{self.trained.name} vs zero-shot, {self.dataset.name} test")
         seconds = time.perf_counter() - self.start
-        write_json({"dataset": self.dataset.name, "quick": self.quick, "backend": self.backend,
-                    "num_docs": len(self.dataset.corpus), "num_test_queries": len(self.dataset.qrels("test").judgements),
-                    "metrics": rows, "timings": timings, "stages": self.stages, "training": self.training,
-                    "win_loss": win_loss, "win_loss_metric": WIN_LOSS_METRIC, "not_shown": self.not_shown,
-                    "total_seconds": seconds}, self.out / "summary.json")
-        (self.out / "summary.md").write_text(self.markdown(table, win_loss, seconds), encoding="utf-8")
+        hybrid = self.results[self.names["hybrid"]].report["retriever"]
+        summary = {"dataset": self.dataset.name, "quick": self.quick, "backend": self.backend,
+                   "num_docs": len(self.dataset.corpus), "num_test_queries": len(self.dataset.qrels("test").judgements),
+                   "metrics": rows, "timings": timings, "stages": self.stages, "training": self.training,
+                   "hybrid": {"fusion": hybrid["fusion"], "members": hybrid["members"]},
+                   "win_loss": win_loss, "win_loss_metric": WIN_LOSS_METRIC, "not_shown": self.not_shown,
+                   "total_seconds": seconds}
+        write_json(summary, self.out / "summary.json")
+        write_text_atomic(self.out / "summary.md", summary_markdown(summary))
         return DemoResult(rows=rows, output_dir=self.out, seconds=seconds, table=table, stages=dict(self.stages),
                           win_loss=win_loss, not_shown=dict(self.not_shown))
 
-    def markdown(self, table: str, win_loss: dict[str, int] | None, seconds: float) -> str:
-        ds = self.dataset
-        lines = [f"# uniret demo on {ds.name} (test)", "",
-                 f"{len(ds.corpus)} documents, {len(ds.qrels('test').judgements)} test queries.", "", table, ""]
-        if self.training is not None:
-            t = self.training
-            lines += [f"Trained: {t['recipe']} at a demo budget ({t['steps']} steps x batch {t['batch_size']}, "
-                      f"lr {t['learning_rate']:g}, BM25-mined hard negatives, no teachers) on the "
-                      f"{t['train_queries']} *train* queries only; {t['train_seconds']:.0f} s of training "
-                      f"({t['prep_seconds']:.0f} s mining). Model: `{t['model']}`.", ""]
-        if win_loss is not None:
-            lines += [f"Per query ({WIN_LOSS_METRIC}), trained vs zero-shot dense: {win_loss['wins']} wins, "
-                      f"{win_loss['losses']} losses, {win_loss['ties']} ties (`trained_vs_zero_shot.png`).", ""]
-        lines += [f"Hybrid: reciprocal rank fusion ({FUSION}) of BM25 and the "
-                  f"{'trained' if self.trained else 'zero-shot'} dense run; nothing tuned on the test split.", ""]
-        lines += [f"Not shown: {name}, {why}." for name, why in self.not_shown.items()]
-        lines += ["", "Stages: " + ", ".join(f"{s} {v:.0f} s" for s, v in self.stages.items()) + ".",
-                  f"Total time: {seconds:.0f} s.", ""]
-        return "\n".join(lines)
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """``summary.md`` from the ``summary.json`` of a demo: the table of every system, how the trained model was
+    trained, the per-query win/loss counts, the hybrid's members, what is not shown and why, stage times."""
+    from uniret.eval.metrics import DEFAULT_METRICS
+    from uniret.eval.report import metrics_table
+
+    lines = [f"# uniret demo on {summary['dataset']} (test)", "",
+             f"{summary['num_docs']} documents, {summary['num_test_queries']} test queries.", "",
+             metrics_table(summary["metrics"], DEFAULT_METRICS), ""]
+    if t := summary.get("training"):
+        lines += [f"Trained: {t['recipe']} at a demo budget ({t['steps']} steps x batch {t['batch_size']}, "
+                  f"lr {t['learning_rate']:g}, BM25-mined hard negatives, no teachers) on the "
+                  f"{t['train_queries']} *train* queries only; {t['train_seconds']:.0f} s of training "
+                  f"({t['prep_seconds']:.0f} s preparation and mining). Model: `{t['model']}`.", ""]
+    if wl := summary.get("win_loss"):
+        lines += [f"Per query ({summary['win_loss_metric']}), trained vs zero-shot dense: {wl['wins']} wins, "
+                  f"{wl['losses']} losses, {wl['ties']} ties (`trained_vs_zero_shot.png`).", ""]
+    if h := summary.get("hybrid"):
+        lines += [f"Hybrid: {h['fusion']} fusion of {' and '.join(h['members'])}; nothing tuned on the test "
+                  "split.", ""]
+    lines += [f"Not shown: {name}, {why}." for name, why in summary.get("not_shown", {}).items()]
+    lines += ["", "Stages: " + ", ".join(f"{s} {v:.0f} s" for s, v in summary.get("stages", {}).items()) + ".",
+              f"Total time: {summary['total_seconds']:.0f} s.", ""]
+    return "\n".join(lines)
