@@ -146,3 +146,15 @@ def test_demo_quick_cli(tmp_path):
     for name in summary["metrics"]:
         assert f"| {name}" in proc.stdout
     assert "not shown: generative" in proc.stdout and "trained vs zero-shot dense, per query" in proc.stdout
+
+
+def test_cli_demo_options(capsys):
+    from uniret.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["demo", "--no-train", "--train-steps", "3", "--train-batch-size", "4"])
+    assert (args.train, args.train_steps, args.train_batch_size, args.quick) == (False, 3, 4, False)
+    assert parser.parse_args(["demo"]).train is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--train-steps", "0"])
+    assert "--train-steps" in capsys.readouterr().err
