@@ -64,19 +64,26 @@ def plot_metrics(rows: Mapping[str, Mapping[str, float]], path: str | Path, titl
 
     systems = list(rows)
     metrics = list(next(iter(rows.values())).keys())
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics), 4))
+    many = len(systems) > 2  # more bars than fit horizontal labels: vertical labels, legend below the axes
+    legend_rows = (len(systems) + 1) // 2 if many else 0
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 + len(metrics) * (0.5 + 0.4 * len(systems))),
+                                    4 + 0.25 * legend_rows))
     width = 0.8 / max(len(systems), 1)
     for i, name in enumerate(systems):
         xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(metrics))]
         values = [rows[name].get(m, 0.0) for m in metrics]
         bars = ax.bar(xs, values, width, label=name)
-        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=7, padding=1)
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=7, padding=1,
+                     rotation=90 if many else 0)
     ax.set_xticks(range(len(metrics)), metrics)
-    ax.set_ylim(0, 1.18)
+    ax.set_ylim(0, 1.25 if many else 1.18)
     ax.set_ylabel("score")
     if title:
         ax.set_title(title)
-    ax.legend(loc="upper center", ncols=max(1, len(systems)), fontsize=8, frameon=False)
+    if many:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=2, fontsize=8, frameon=False)
+    else:
+        ax.legend(loc="upper center", ncols=max(1, len(systems)), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
