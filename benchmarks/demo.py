@@ -30,8 +30,8 @@ from _common import save_result
 PUBLISHED = {
     "bm25": {"ndcg@10": 0.6789, "source": "pyserini BEIR regression, BM25 flat (title + text)"},
     "dense (all-MiniLM-L6-v2, zero-shot)": {"ndcg@10": 0.6451, "source": "MTEB leaderboard, all-MiniLM-L6-v2, SciFact"},
-    "sparse (splade-tiny, zero-shot)": {"ndcg@10": 0.6436, "source": "the reference of benchmarks/results/"
-                                        "sparse_engines.json (splade-tiny, max length 256)"},
+    "sparse (splade-tiny, zero-shot)": {"ndcg@10": 0.6436, "source": "not published: uniret's earlier run, "
+                                        "benchmarks/results/sparse_engines.json (splade-tiny, max length 256)"},
 }
 
 
