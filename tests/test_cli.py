@@ -1,4 +1,4 @@
-"""The CLI contract: index, search, eval and demo, on real SciFact slices."""
+"""The CLI contract: index, search and eval, on real SciFact slices (the demo: tests/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -82,17 +82,3 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corpus.jsonl:2: field '_id': duplicate id 'a'" in err
     assert not (tmp_path / "idx").exists()
-
-
-@pytest.mark.java
-def test_demo_quick(tmp_path):
-    proc = run_cli("uniret", "-q", "demo", "--quick", "--output-dir", str(tmp_path / "demo"))
-    assert proc.returncode == 0, proc.stderr
-    assert "| bm25" in proc.stdout and "| dense (all-MiniLM-L6-v2)" in proc.stdout
-    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert set(summary["metrics"]) == {"bm25", "dense (all-MiniLM-L6-v2)"}
-    assert all(v["ndcg@10"] > 0.5 for v in summary["metrics"].values())
-    png = (tmp_path / "demo" / "metrics.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    for sub in ("bm25", "dense"):
-        assert (tmp_path / "demo" / sub / "report.json").is_file()

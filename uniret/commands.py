@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from uniret.data import BeirDataset, Document, load_beir
 from uniret.families import RetrieverConfig, check_positive
-from uniret.runtime import DEMO_BACKEND
 
 logger = logging.getLogger(__name__)
 
@@ -294,54 +293,5 @@ def backend_family_of_index(index_dir: str | Path) -> str:
     return families.for_index_kind(read_manifest(index_dir)["kind"]).name
 
 
-@dataclass
-class DemoResult:
-    rows: dict[str, dict[str, float]]
-    output_dir: Path
-    seconds: float
-    table: str
-
-
-def run_demo(output_dir: str | Path = "reports/demo", *, data: str | Path = "scifact", quick: bool = False,
-             model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 32,
-             cache_embeddings: bool = False, backend: str = DEMO_BACKEND) -> DemoResult:
-    """The main job: BM25 and a dense embedder on a real BEIR data set, a comparison table and a chart.
-    ``backend``: the dense encoder's inference backend (default :data:`uniret.runtime.DEMO_BACKEND`)."""
-    from uniret.atomic import output_directory
-
-    start = time.perf_counter()
-    out = Path(output_dir)
-    dataset = load_beir(data)
-    with output_directory(out, kind="report", protect=[dataset.root]):
-        return _run_demo(out, dataset, start, quick=quick, model=model, device=device, batch_size=batch_size,
-                         cache_embeddings=cache_embeddings, backend=backend)
-
-
-def _run_demo(out: Path, dataset: BeirDataset, start: float, *, quick: bool, model: str, device: str,
-              batch_size: int, cache_embeddings: bool, backend: str) -> DemoResult:
-    from uniret.eval.metrics import DEFAULT_METRICS
-    from uniret.eval.report import metrics_table, plot_metrics, write_json
-
-    if quick:
-        dataset = dataset.sample(num_queries=50, num_docs=400, split="test")
-    logger.info("demo on %s: %d documents, %d test queries", dataset.name, len(dataset.corpus),
-                len(dataset.split_queries("test")))
-    systems = {
-        "bm25": RetrieverConfig(kind="bm25"),
-        f"dense ({model})": RetrieverConfig(kind="dense", model=model, device=device, batch_size=batch_size,
-                                            cache_embeddings=cache_embeddings, backend=backend),
-    }
-    rows: dict[str, dict[str, float]] = {}
-    timings: dict[str, dict[str, Any]] = {}
-    for name, cfg in systems.items():
-        result = run_eval(dataset, cfg, out / cfg.kind, name=name)
-        rows[name] = {m: result.metrics[m] for m in DEFAULT_METRICS}
-        timings[name] = result.report["timings"]
-    table = metrics_table(rows, DEFAULT_METRICS)
-    plot_metrics(rows, out / "metrics.png", title=f"{dataset.name} test")
-    seconds = time.perf_counter() - start
-    write_json({"dataset": dataset.name, "quick": quick, "backend": backend, "metrics": rows, "timings": timings,
-                "total_seconds": seconds}, out / "summary.json")
-    (out / "summary.md").write_text(f"# uniret demo on {dataset.name} (test)\n\n{table}\n\n"
-                                    f"Total time: {seconds:.0f} s.\n", encoding="utf-8")
-    return DemoResult(rows=rows, output_dir=out, seconds=seconds, table=table)
+# The demo (``uniret demo``) lives in its own module; its entry points are re-exported here with the other commands.
+from uniret.demo import DemoResult, run_demo  # noqa: E402, F401
