@@ -4,7 +4,8 @@ Stages, each logged as it starts, with the libraries' own progress bars inside:
 
 1. ``bm25``: Lucene BM25 (:func:`uniret.commands.run_eval`, as ``uniret eval --retriever bm25``);
 2. ``dense``: the zero-shot dense embedder (MiniLM on the demo's inference backend);
-3. ``sparse``: zero-shot learned sparse (SPLADE-tiny on the sparse family's default engine);
+3. ``sparse``: zero-shot learned sparse (SPLADE-tiny on the demo's inference backend, the sparse family's
+   default engine);
 4. ``train``: a short run of the dense recipe (``configs/scifact-dense.yaml`` through
    :func:`uniret.train.pipeline.run_training`, at a demo budget: BM25-mined hard negatives, no teachers,
    :data:`FULL_TRAINING` steps) on the data set's *train* queries only (a query that is also judged in the
@@ -86,7 +87,7 @@ def run_demo(output_dir: str | Path = "reports/demo", *, data: str | Path = "sci
              train_steps: int | None = None, train_batch_size: int | None = None,
              sparse_model: str | None = "splade-tiny") -> DemoResult:
     """The main job: every landed family on a BEIR data set's test split, a table, a chart and a per-query
-    win/loss plot of the trained against the zero-shot dense model. ``backend``: the dense encoders' inference
+    win/loss plot of the trained against the zero-shot dense model. ``backend``: the encoders' inference
     backend (default :data:`uniret.runtime.DEMO_BACKEND`). ``train=False`` skips the training stage (the hybrid
     then fuses BM25 with the zero-shot dense model); ``train_steps`` / ``train_batch_size`` change its budget
     (default :data:`FULL_TRAINING`, or :data:`QUICK_TRAINING` with ``quick``). ``sparse_model=None`` skips
@@ -184,7 +185,8 @@ class _Demo:
                  "sparse": lambda: self.evaluate(
                      f"sparse ({self.sparse_model}, zero-shot)",
                      RetrieverConfig(kind="sparse", model=self.sparse_model, device=self.device,
-                                     batch_size=self.batch_size, cache_embeddings=self.cache_embeddings), "sparse"),
+                                     batch_size=self.batch_size, cache_embeddings=self.cache_embeddings,
+                                     backend=self.backend), "sparse"),
                  "train": self.train_dense, "dense-trained": self.evaluate_trained, "hybrid": self.hybrid}
         plan = [(stage, steps[stage]) for stage in planned_stages(train=self.train, sparse=bool(self.sparse_model))]
         for i, (stage, step) in enumerate(plan, 1):
