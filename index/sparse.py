@@ -105,6 +105,20 @@ def encode_cached(encoder: Any, texts: Sequence[str], side: str, *, cache: bool)
     return SparseVectors(arrays["indptr"], arrays["indices"], arrays["data"], encoder.vocabulary)
 
 
+ENCODE_BLOCK = 10_000
+"""Documents encoded per call when a sparse index streams its corpus."""
+
+
+def concat_sparse(parts: Sequence[SparseVectors]) -> SparseVectors:
+    """Stack CSR batches over one vocabulary into one."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [int(p.indptr[-1]) for p in parts[:-1]])
+    indptr = np.concatenate([parts[0].indptr[:1]] + [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)])
+    return SparseVectors(indptr.astype(np.int64), np.concatenate([p.indices for p in parts]),
+                         np.concatenate([p.data for p in parts]), parts[0].vocabulary)
+
+
 class SparseIndex(StoredDocuments):
     """The search protocol over quantised sparse vectors, served by one engine (``lucene``, ``pisa``,
     ``seismic``; ``auto``: the fastest exact engine installed)."""
@@ -135,12 +149,22 @@ class SparseIndex(StoredDocuments):
 
     # -- building -------------------------------------------------------------------------------
     def index(self, corpus: Corpus) -> None:
+        """Encode and index ``corpus``. Without the vector cache, documents are encoded in blocks of
+        :data:`ENCODE_BLOCK` as the corpus streams from its file, so no more than one block of texts is held."""
         start = time.perf_counter()
-        ids, texts = [], []
-        for d in corpus:
-            ids.append(d.id)
-            texts.append(d.full_text())
-        vectors = encode_cached(self.encoder, texts, "documents", cache=self.cache_embeddings)
+        ids: list[str] = []
+        if self.cache_embeddings:
+            texts: list[str] = []
+            for d in corpus:
+                ids.append(d.id)
+                texts.append(d.full_text())
+            vectors = encode_cached(self.encoder, texts, "documents", cache=True)
+        else:
+            parts = []
+            for block in corpus.batches(ENCODE_BLOCK):
+                ids.extend(d.id for d in block)
+                parts.append(self.encoder.encode_documents([d.full_text() for d in block]))
+            vectors = concat_sparse(parts)
         self.add_vectors(ids, vectors)
         self._corpus = corpus
         self.index_seconds = time.perf_counter() - start
