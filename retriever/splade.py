@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import math
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -161,6 +162,26 @@ class DecoderSpladeTransformer(Transformer):
         return out
 
 
+def _pool_max_first(module: Any, features: dict[str, Any]) -> dict[str, Any]:
+    """sentence-transformers' ``SpladePooling.forward`` for max pooling at inference, computed max-first.
+
+    ``log1p(relu(x))`` is non-decreasing, so its maximum over tokens is ``log1p(relu(max over tokens of x))``,
+    with masked positions counted as 0 as ``SpladePooling`` counts them: the same numbers, with the transform
+    applied to ``(batch, vocab)`` instead of ``(batch, length, vocab)``. Training, sum pooling and flattened
+    inputs go through ``SpladePooling`` itself (its gradient picks one maximum among ties)."""
+    if module.training or module.pooling_strategy != "max" or "cu_seq_lens_q" in features:
+        return type(module).forward(module, features)
+    logits = features["token_embeddings"]
+    mask = features["attention_mask"].unsqueeze(-1).to(torch.bool)
+    pooled = torch.log1p(torch.relu(torch.where(mask, logits, torch.zeros((), dtype=logits.dtype)).amax(dim=1)))
+    if module.activation_function == "log1p_relu":
+        pooled = torch.log1p(pooled)
+    if module.embedding_dimension is None:
+        module.embedding_dimension = pooled.shape[1]
+    features["sentence_embedding"] = pooled
+    return features
+
+
 # -- the trainable model -------------------------------------------------------------------------------------
 
 def _is_decoder(path: str) -> bool:
@@ -191,6 +212,9 @@ class SparseModel(torch.nn.Module):
         self._weights_version = self._parameter_version()
         self._hash: str | None = None
         self._vocabulary: list[str] | None = None
+        for module in self.st.modules():
+            if type(module).__name__ == "SpladePooling":
+                module.forward = types.MethodType(_pool_max_first, module)  # saved as SpladePooling all the same
 
     # -- building and loading -----------------------------------------------------------------------
     @classmethod

@@ -70,3 +70,32 @@ def test_batching_keeps_input_order_and_sum_pooling_dominates_max(splade):
     assert np.all(summed.values >= together[-1].values - 1e-5)
     with pytest.raises(ValueError, match="max, sum"):
         SpladeEncoder(splade.path, pooling="mean")
+
+
+def test_max_first_pooling_equals_splade_pooling():
+    """The inference pooling uniret installs on SpladePooling gives sentence-transformers' numbers exactly:
+    padded rows, all-negative rows, both activations; training falls back to SpladePooling itself."""
+    import types
+
+    import torch
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    from uniret.retriever.splade import _pool_max_first
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 9, 50, generator=g) * 3
+    logits[2] = -torch.rand(9, 50, generator=g) - 0.1  # no positive logit anywhere
+    mask = torch.ones(4, 9, dtype=torch.long)
+    mask[0, 5:] = 0
+    mask[1, 1:] = 0
+    logits[1, 1:] += 100.0  # padding with huge logits must not count
+    for activation in ("relu", "log1p_relu"):
+        pool = SpladePooling(pooling_strategy="max", activation_function=activation).eval()
+        want = SpladePooling.forward(pool, {"token_embeddings": logits.clone(), "attention_mask": mask})
+        fast = types.MethodType(_pool_max_first, pool)
+        got = fast({"token_embeddings": logits.clone(), "attention_mask": mask})
+        assert torch.equal(got["sentence_embedding"], want["sentence_embedding"])
+    assert (got["sentence_embedding"][2] == 0).all()
+    pool.train()
+    trained = fast({"token_embeddings": logits.clone().requires_grad_(), "attention_mask": mask})
+    assert trained["sentence_embedding"].requires_grad  # SpladePooling's own path
