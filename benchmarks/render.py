@@ -542,7 +542,7 @@ def block_reranker(res: Results) -> str:
               f"best {w:g}. " + source(fname, fusion))
 
 
-HYBRID_LABELS = {"bm25": "BM25 alone", "dense": "all-MiniLM-L6-v2 alone", "rrf": "hybrid, RRF (k 60)"}
+HYBRID_LABELS = {"bm25": "BM25 alone", "dense": "dense alone", "rrf": "hybrid, RRF (k 60)"}
 
 
 def block_hybrid(res: Results) -> str:
@@ -564,7 +564,7 @@ def hybrid_table(res: Results, name: str) -> str:
         if norm in ("minmax", "zscore"):
             w = float(weight)
             chosen = w == float(rec["best_weight"][norm])
-            label += f" (BM25 {w:g}, dense {1 - w:g}{'; the best on train' if chosen else ''})"
+            label += f" (BM25 {w:g}, dense {1 - w:g}{'; chosen on the selection queries' if chosen else ''})"
         gain = "" if system in ("bm25", "dense") else f"{t['ndcg@10'] - best_single:+.4f}"
         bold = system not in ("bm25", "dense") and t["ndcg@10"] > best_single
         rows.append([label, f"**{f4(t['ndcg@10'])}**" if bold else f4(t["ndcg@10"]), gain, f4(t["recall@100"]),
