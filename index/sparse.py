@@ -165,7 +165,10 @@ class SparseIndex(StoredDocuments):
                 ids.extend(d.id for d in block)
                 parts.append(self.encoder.encode_documents([d.full_text() for d in block]))
             vectors = concat_sparse(parts)
-        self.add_vectors(ids, vectors)
+            del parts
+        quantised, vocabulary = self._quantised(ids, vectors)
+        del vectors  # the float vectors are not needed while the engine builds
+        self._add_quantised(ids, quantised, vocabulary)
         self._corpus = corpus
         self.index_seconds = time.perf_counter() - start
         logger.info("sparse index (%s) of %d documents built in %.1f s", self.engine_name, len(ids),
@@ -173,14 +176,20 @@ class SparseIndex(StoredDocuments):
 
     def add_vectors(self, ids: Sequence[str], vectors: SparseVectors) -> None:
         """Build the index from encoded documents (rows in the order of ``ids``)."""
-        import tempfile
+        self._add_quantised(ids, *self._quantised(ids, vectors))
 
+    def _quantised(self, ids: Sequence[str], vectors: SparseVectors) -> tuple[ImpactVectors, Sequence[str]]:
         if len(vectors) != len(ids):
             raise ValueError(f"expected {len(ids)} sparse vectors, got {len(vectors)}")
         self._check_vocabulary(vectors.vocabulary)
+        return quantise(vectors, self.scale), vectors.vocabulary
+
+    def _add_quantised(self, ids: Sequence[str], quantised: ImpactVectors, vocabulary: Sequence[str]) -> None:
+        import tempfile
+
         self._ids = list(ids)
-        self._vectors = quantise(vectors, self.scale)
-        self._vocabulary = list(vectors.vocabulary)
+        self._vectors = quantised
+        self._vocabulary = list(vocabulary)
         self._terms = escape_terms(self._vocabulary)
         empty = int(np.sum(np.diff(self._vectors.indptr) == 0))
         if empty:

@@ -309,17 +309,25 @@ def write_pisa_collection(directory: Path, ids: Sequence[str], indptr: np.ndarra
     directory.mkdir(parents=True, exist_ok=True)
     n = len(ids)
     indptr = np.asarray(indptr, dtype=np.int64)
+    # memory: at 1M documents x ~55 terms every array below is 0.2-0.4 GB, so keep them narrow and drop each
+    # one as soon as it is used
     rows = np.repeat(np.arange(n, dtype=np.uint32), np.diff(indptr))
-    cols = np.asarray(indices, dtype=np.int64)
+    cols = np.asarray(indices, dtype=np.int32)
     vals = np.asarray(values, dtype=np.uint32)
+    sizes = np.bincount(rows, weights=vals, minlength=n).astype(np.uint32)
     used = np.unique(cols)
     used_terms = [terms[int(t)] for t in used]
     order = sorted(range(len(used)), key=lambda j: used_terms[j].encode("utf-8"))  # PISA's lexicon order
     # postings sorted by (term, document): a stable sort on the term keeps documents ascending
     by_term = np.argsort(cols, kind="stable")
-    cols_sorted, rows_sorted, vals_sorted = cols[by_term], rows[by_term], vals[by_term]
+    rows_sorted = rows[by_term]
+    del rows
+    vals_sorted = vals[by_term]
+    cols_sorted = cols[by_term]
+    del by_term
     starts = np.searchsorted(cols_sorted, used, side="left")
     ends = np.searchsorted(cols_sorted, used, side="right")
+    del cols_sorted
     with open(directory / "inv.docs", "wb") as f_docs, open(directory / "inv.freqs", "wb") as f_freqs:
         f_docs.write(np.array([1, n], dtype=np.uint32).tobytes())
         for j in order:
@@ -327,7 +335,6 @@ def write_pisa_collection(directory: Path, ids: Sequence[str], indptr: np.ndarra
             header = np.array([hi - lo], dtype=np.uint32).tobytes()
             f_docs.write(header + rows_sorted[lo:hi].tobytes())
             f_freqs.write(header + vals_sorted[lo:hi].tobytes())
-    sizes = np.bincount(rows, weights=vals, minlength=n).astype(np.uint32)
     (directory / "inv.sizes").write_bytes(np.array([n], dtype=np.uint32).tobytes() + sizes.tobytes())
     (directory / "fwd.documents").write_text("".join(d + "\n" for d in ids), encoding="utf-8")
     (directory / "fwd.terms").write_text("".join(used_terms[j] + "\n" for j in order), encoding="utf-8")
