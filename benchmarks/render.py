@@ -306,8 +306,10 @@ def block_encode_backends(res: Results) -> str:
            + f"{n0(rec['documents'])} SciFact documents ({n0(rec['tokens_per_document'])} tokens each on average), "
              f"batch size {rec['batch_size']}, max length {rec['max_length']}, {rec['torch_threads']} torch threads, "
              f"{rec['onnx_threads']} ONNX Runtime intra-op threads, {rec['rounds']} rounds in rotating order"
-             + (f"; load average {rec['machine']['load_average_at_start'][0]:.0f} at the start (other jobs shared "
-                "the cores: absolute rates are far below this machine's, the ratios of one run are the measurement)"
+             + (f"; load average {rec['machine']['load_average_at_start'][0]:.1f} at the start"
+                + (" (other jobs shared the cores: absolute rates are far below this machine's, the ratios of one "
+                   "run are the measurement)" if rec["machine"]["load_average_at_start"][0] >= 3 else
+                   " (no other job of this session ran; the load is the tail of the previous one)")
                 if (rec.get("machine") or {}).get("load_average_at_start") else "") + ".\n\n"
            + source(name, rec))
     try:

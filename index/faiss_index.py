@@ -174,10 +174,26 @@ class FaissIndex(StoredDocuments):
                                      f"({shards.plan['corpus']['source']}) than {corpus.source}")
         index = self._new_index(shards.num_docs, int(shards.dimension), None,
                                 sample=lambda: shards.head(train_rows))
+        faiss = _faiss()
         ids: list[str] = []
-        for shard_ids, array in shards:
-            index.add(np.ascontiguousarray(array, dtype=np.float32))
-            ids.extend(shard_ids)
+        if type(index) in (faiss.IndexFlat, faiss.IndexFlatIP, faiss.IndexFlatL2):
+            # a flat index's storage is sized once and filled in place: adding shard after shard would grow
+            # it by doubling and briefly hold old and new buffers (2.5 GB instead of 1.5 at 1M x 384)
+            n, d = shards.num_docs, index.d
+            index.codes.resize(n * d * 4)
+            index.ntotal = n
+            stored = faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
+            for shard_ids, array in shards:
+                if len(ids) + len(shard_ids) > n:
+                    break
+                stored[len(ids) : len(ids) + len(shard_ids)] = array
+                ids.extend(shard_ids)
+            if len(ids) != n:
+                raise IndexMismatchError(f"{shards.directory}: the shards hold {len(ids)} documents, the plan says {n}")
+        else:
+            for shard_ids, array in shards:
+                index.add(np.ascontiguousarray(array, dtype=np.float32))
+                ids.extend(shard_ids)
         self._index, self._search_index, self._ids = index, None, ids
         self._corpus = corpus
 
