@@ -241,14 +241,19 @@ def block_demo_wall(res: Results) -> str:
     return out + ("\n\n" + " ".join(notes) if notes else "") + ("\n\nRaw: " + ", ".join(sources) + "." if sources else "")
 
 
+def demo_rows(rec: dict[str, Any]) -> list[list[str]]:
+    """The demo's systems with nDCG@10, R@100, MRR@10 and MAP@100."""
+    return [[system, f4(m.get("ndcg@10")), f4(m.get("recall@100")), f4(m.get("mrr@10")), f4(m.get("map@100"))]
+            for system, m in rec["metrics"].items()]
+
+
 def block_demo_systems(res: Results) -> str:
     """Every system of the full demo, the training run and the per-query win/loss of trained vs zero-shot."""
     try:
         name, rec = res.need("demo")
     except MissingResult:
         return missing("`demo.json`", "python benchmarks/demo.py")
-    rows = [[system, f4(m.get("ndcg@10")), f4(m.get("recall@100")), f4(m.get("mrr@10")), f4(m.get("map@100"))]
-            for system, m in rec["metrics"].items()]
+    rows = demo_rows(rec)
     parts = [table([f"system (`uniret demo`, {demo_scope(rec)})", "nDCG@10", "R@100", "MRR@10", "MAP@100"], "lrrrr",
                    rows)]
     t = rec.get("training")
@@ -679,8 +684,7 @@ def block_readme_demo(res: Results) -> str:
         name, rec = res.need("demo")
     except MissingResult:
         return missing("`demo.json`", "python benchmarks/demo.py")
-    rows = [[system, f4(m.get("ndcg@10")), f4(m.get("recall@100")), f4(m.get("mrr@10")), f4(m.get("map@100"))]
-            for system, m in rec["metrics"].items()]
+    rows = demo_rows(rec)
     quick = res.get("demo_quick")
     quick_text = (f" `uniret demo --quick` ({demo_scope(quick)}) took **{n0(quick['wall_seconds'])} s** "
                   f"({'within' if quick['wall_seconds'] < 120 else 'over'} its 2-minute target; {where_when(quick)}"
@@ -970,16 +974,22 @@ def block_scale(res: Results) -> str:
                  f", at end {load_label(rec)}: a shared machine, so times are upper bounds.")
     parts = [table(["path", "docs", "index", "build s", "save s", "peak RSS MiB", "index MiB", "QPS", "R@10",
                     "real-model encode h (extrapolated)"], "lrlrrrrrrr", rows), *notes, source("scale", rec)]
-    again = res.get("scale_sparse_1m")
-    if again is not None:
+    fixes = {"scale_sparse_1m": "Sparse at 1M again, after the build's memory fix (commit {commit}: streamed encoding, "
+                                "narrow arrays in the PISA collection writer, float vectors released before the "
+                                "engine builds):",
+             "scale_dense_1m": "Dense at 1M again, after the flat index is sized once and filled in place from the "
+                               "shards (commit {commit}; adding shard after shard grew faiss's storage by doubling):"}
+    for again_name, intro in fixes.items():
+        again = res.get(again_name)
+        if again is None:
+            continue
         commit = ((again.get("git") or {}).get("commit") or "")[:7]
-        parts += [f"Sparse at 1M again, after the build's memory fix (commit {commit}: streamed encoding, narrow "
-                  "arrays in the PISA collection writer, float vectors released before the engine builds):",
+        parts += [intro.format(commit=commit),
                   table(["path", "docs", "index", "build s", "save s", "peak RSS MiB", "index MiB", "QPS", "R@10"],
                         "lrlrrrrrr", [[r["path"], n0(r["docs"]), r.get("engine") or "–", n1(r["build_seconds"]),
                                        n1(r["save_seconds"]), n0(r["peak_rss_mb"]), n0(r["index_mb"]), n0(r["qps"]),
                                        f4(r["recall@10"])] for r in again["rows"]]),
-                  source("scale_sparse_1m", again)]
+                  source(again_name, again)]
     return "\n\n".join(parts)
 
 def block_cheap_eval(res: Results) -> str:
