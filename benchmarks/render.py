@@ -974,9 +974,9 @@ def block_scale(res: Results) -> str:
                  f", at end {load_label(rec)}: a shared machine, so times are upper bounds.")
     parts = [table(["path", "docs", "index", "build s", "save s", "peak RSS MiB", "index MiB", "QPS", "R@10",
                     "real-model encode h (extrapolated)"], "lrlrrrrrrr", rows), *notes, source("scale", rec)]
-    fixes = {"scale_sparse_1m": "Sparse at 1M again, after the build's memory fix (commit {commit}: streamed encoding, "
-                                "narrow arrays in the PISA collection writer, float vectors released before the "
-                                "engine builds):",
+    fixes = {"scale_sparse_1m": "Sparse at 1M again, after the build's memory fixes (commit {commit}: streamed encoding, "
+                                "float vectors released before the engine builds, the PISA collection written "
+                                "through a CSC transpose):",
              "scale_dense_1m": "Dense at 1M again, after the flat index is sized once and filled in place from the "
                                "shards (commit {commit}; adding shard after shard grew faiss's storage by doubling):"}
     for again_name, intro in fixes.items():
