@@ -72,16 +72,22 @@ def padding_only_mask(model: torch.nn.Module, attention_mask: torch.Tensor) -> A
                                      allow_is_bidirectional_skip=False)
 
 
-def decoder_hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
-                          bidirectional: bool) -> torch.Tensor:
-    """Last hidden states ``(B, L, H)`` of a decoder backbone.
+def decoder_forward(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                    bidirectional: bool) -> Any:
+    """The output of a decoder-only model (a backbone, or a causal LM with its vocabulary head) for a padded batch.
 
-    Position ids count real tokens only, so a left-padded sequence gets the positions it would have alone.
+    Position ids count real tokens only, so a left-padded sequence gets the positions it would have alone;
+    ``bidirectional``: every token attends to every real token (padding keys hidden).
     """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     mask = padding_only_mask(model, attention_mask) if bidirectional else attention_mask
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
-    return out.last_hidden_state
+    return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
+
+
+def decoder_hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                          bidirectional: bool) -> torch.Tensor:
+    """Last hidden states ``(B, L, H)`` of a decoder backbone (:func:`decoder_forward`)."""
+    return decoder_forward(model, input_ids, attention_mask, bidirectional=bidirectional).last_hidden_state
 
 
 class DecoderTransformer(Transformer):
@@ -107,14 +113,17 @@ class DecoderTransformer(Transformer):
         if self.bidirectional:
             enable_bidirectional(self.auto_model)
 
-    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, processing_kwargs: Any = None,
-                   **kwargs: Any) -> dict[str, Any]:
+    def token_ids(self, inputs: Sequence[Any], prompt: str | None = None) -> list[list[int]]:
+        """Token ids of each text (prompt prepended), truncated to ``max_seq_length``."""
         if not all(isinstance(x, str) for x in inputs):
             raise TypeError(f"{type(self).__name__} encodes text only")
         texts = [prompt + t for t in inputs] if prompt else list(inputs)
-        tokenizer: Any = self.tokenizer
-        ids = token_ids(tokenizer, texts, self.max_seq_length, append_eos=self.append_eos)
-        return pad_token_ids(ids, pad_id=tokenizer.pad_token_id, padding_side=self.padding_side)
+        return token_ids(cast(Any, self.tokenizer), texts, self.max_seq_length, append_eos=self.append_eos)
+
+    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, processing_kwargs: Any = None,
+                   **kwargs: Any) -> dict[str, Any]:
+        return pad_token_ids(self.token_ids(inputs, prompt), pad_id=cast(Any, self.tokenizer).pad_token_id,
+                             padding_side=self.padding_side)
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         features["token_embeddings"] = decoder_hidden_states(

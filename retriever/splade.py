@@ -44,6 +44,7 @@ from sentence_transformers.base.modules.transformer import Transformer
 
 from uniret.protocols import SparseVectors
 from uniret.retriever.batching import map_sorted, progress_bar
+from uniret.retriever.bidirectional import DecoderTransformer, decoder_forward
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +104,10 @@ def compute_idf(tokenizer: Any, texts: Sequence[str], vocab_size: int, *, batch_
 
 # -- the decoder input module --------------------------------------------------------------------------------
 
-class DecoderSpladeTransformer(Transformer):
+class DecoderSpladeTransformer(DecoderTransformer):
     """A decoder-only causal LM as a sentence-transformers input module whose ``token_embeddings`` are its
-    vocabulary logits, for ``SpladePooling``.
+    vocabulary logits, for ``SpladePooling``: the dense ``DecoderTransformer`` (tokenization, pad token,
+    bidirectional attention, position ids) with the LM head kept and no final EOS.
 
     ``variant="echo"``: each text is fed twice (``text text``) and the attention mask handed to pooling covers
     only the second copy, whose positions have all seen the whole text under causal attention.
@@ -115,32 +117,22 @@ class DecoderSpladeTransformer(Transformer):
     config_keys = [*Transformer.config_keys, "max_seq_length", "variant"]
 
     def __init__(self, model_name_or_path: str, *, variant: str = "echo", **kwargs: Any) -> None:
-        from uniret.retriever.bidirectional import enable_bidirectional
-
         if variant not in DECODER_VARIANTS:
             raise ValueError(f"unknown decoder SPLADE variant {variant!r}; expected one of "
                              + ", ".join(DECODER_VARIANTS))
         kwargs["transformer_task"] = "text-generation"
-        super().__init__(model_name_or_path, **kwargs)
+        super().__init__(model_name_or_path, bidirectional=variant == "bidirectional", append_eos=False,
+                         padding_side="right", **kwargs)
         self.variant = variant
-        tokenizer: Any = self.tokenizer
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if variant == "bidirectional":
-            enable_bidirectional(self.auto_model)
 
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, processing_kwargs: Any = None,
                    **kwargs: Any) -> dict[str, Any]:
-        from uniret.retriever.dense import pad_token_ids, token_ids
+        from uniret.retriever.dense import pad_token_ids
 
-        if not all(isinstance(x, str) for x in inputs):
-            raise TypeError(f"{type(self).__name__} encodes text only")
-        texts = [prompt + t for t in inputs] if prompt else list(inputs)
-        tokenizer: Any = self.tokenizer
-        ids = token_ids(tokenizer, texts, self.max_seq_length, append_eos=False)
+        ids = self.token_ids(inputs, prompt)
         if self.variant == "echo":
             ids = [x + x for x in ids]
-        batch = pad_token_ids(ids, pad_id=tokenizer.pad_token_id, padding_side="right")
+        batch = pad_token_ids(ids, pad_id=self.tokenizer.pad_token_id, padding_side=self.padding_side)  # type: ignore[attr-defined]
         if self.variant == "echo":
             pool = torch.zeros_like(batch["attention_mask"])
             for row, x in enumerate(ids):
@@ -149,13 +141,8 @@ class DecoderSpladeTransformer(Transformer):
         return batch
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        from uniret.retriever.bidirectional import padding_only_mask
-
         mask = features["attention_mask"]
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        attn = padding_only_mask(self.auto_model, mask) if self.variant == "bidirectional" else mask
-        logits = self.auto_model(input_ids=features["input_ids"], attention_mask=attn, position_ids=position_ids,
-                                 use_cache=False).logits
+        logits = decoder_forward(self.auto_model, features["input_ids"], mask, bidirectional=self.bidirectional).logits
         out = dict(features)  # the caller's features stay as they were (gradient caching replays them)
         out["token_embeddings"] = logits
         out["attention_mask"] = features.get("pool_mask", mask)
