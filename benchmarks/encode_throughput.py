@@ -13,6 +13,12 @@ to the torch embeddings, tokens per document and the fp32 compute floor of this 
     python benchmarks/encode_throughput.py --limit 1500 --rounds 2
     python benchmarks/encode_throughput.py --limit 300 --rounds 2 --backends torch onnx onnx-int8 --fastembed
 
+``--st-onnx-python PY`` adds sentence-transformers' own ONNX backends (``backend="onnx"`` unoptimised, O1-O3 and
+dynamic int8), exported and run by ``st_onnx_peer.py`` in the venv of PY, which must have sentence-transformers 5,
+transformers 4.57 and optimum-onnx (see that script). The worker waits idle between requests, so its variants
+take their turn in the same rotating rounds as the encoders of this process; a round's time for them includes
+passing the embeddings back through a ``.npy`` file (milliseconds).
+
 ``--fastembed`` needs fastembed importable (``pip install --no-deps fastembed loguru mmh3 py-rust-stemmers``;
 it is no dependency of uniret).
 """
@@ -22,7 +28,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -58,6 +66,44 @@ def fastembed_model(encoder: DenseEncoder, folder: Path, max_length: int, thread
     return TextEmbedding(name, specific_model_path=str(folder), threads=threads)
 
 
+class StOnnxPeer:
+    """``st_onnx_peer.py`` running in another venv: one variant's ``encode`` of the fixed texts per request."""
+
+    def __init__(self, python: str, model_path: str, texts: list[str], batch_size: int, max_length: int) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="st-onnx-peer-"))
+        (self.dir / "texts.json").write_text(json.dumps(texts), encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [python, str(Path(__file__).with_name("st_onnx_peer.py")), "--model", model_path,
+             "--texts", str(self.dir / "texts.json"), "--workdir", str(self.dir), "--batch-size", str(batch_size),
+             "--max-length", str(max_length)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        self.info = self._read()
+        self.seconds: dict[str, float] = {}
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"st_onnx_peer.py exited with code {self.proc.wait()} (its stderr is above)")
+        return json.loads(line)
+
+    def encode(self, name: str) -> np.ndarray:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        answer = self._read()
+        self.seconds[name] = self.seconds.get(name, 0.0) + answer["seconds"]
+        return np.load(self.dir / f"{name}.npy")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def timed_rounds(encoders: dict, texts: list[str], rounds: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     times = dict.fromkeys(encoders, 0.0)
     outputs = {}
@@ -84,6 +130,10 @@ def main() -> None:
     ap.add_argument("--fastembed", action="store_true",
                     help="also time fastembed's TextEmbedding on the very ONNX graphs of uniret's onnx backends "
                          "(fastembed cannot load this model offline otherwise: it downloads its own export)")
+    ap.add_argument("--st-onnx-python", default=None, metavar="PY",
+                    help="python of a venv with sentence-transformers 5, transformers 4.57 and optimum-onnx: adds "
+                         "sentence-transformers' own ONNX backends (st_onnx_peer.py)")
+    ap.add_argument("--results-dir", default=None, help="where the results JSON goes (default benchmarks/results)")
     args = ap.parse_args()
 
     corpus = load_beir(args.data).corpus
@@ -105,7 +155,7 @@ def main() -> None:
             "ratio_uniret_over_st": times["sentence_transformers"] / times["uniret"],
             "max_abs_diff": float(np.abs(out["uniret"] - out["sentence_transformers"]).max()),
         }
-        path = save_result("encode_throughput", result)
+        path = save_result("encode_throughput", result, results_dir=args.results_dir)
         print(f"uniret {result['docs_per_s']['uniret']:.1f} docs/s, sentence-transformers "
               f"{result['docs_per_s']['sentence_transformers']:.1f} docs/s, ratio {result['ratio_uniret_over_st']:.3f} "
               f"(max |diff| {result['max_abs_diff']:.1e}); written to {path}")
@@ -123,7 +173,19 @@ def main() -> None:
             encoders[f"fastembed_{backend}"] = lambda t, fe=fe: np.asarray(list(fe.embed(t, batch_size=args.batch_size)))
     for fn in encoders.values():
         fn(texts[:64])  # warm-up
-    times, out = timed_rounds(encoders, texts, args.rounds)
+    peer = None
+    if args.st_onnx_python:  # exported and warmed up in the worker, before any timing
+        from uniret.assets import resolve_model
+
+        peer = StOnnxPeer(args.st_onnx_python, str(resolve_model(args.model)), texts, args.batch_size,
+                          args.max_length)
+        for variant in peer.info["variants"]:
+            encoders[f"st_{variant}"] = lambda t, v=variant: peer.encode(v)
+    try:
+        times, out = timed_rounds(encoders, texts, args.rounds)
+    finally:
+        if peer is not None:
+            peer.close()
     ref = out["sentence_transformers"]
     tokens = sum(len(x) for x in enc._tokenize(texts))
     fidelity = {}
@@ -139,7 +201,10 @@ def main() -> None:
         "ratio_over_st_torch": {k: times["sentence_transformers"] / v for k, v in times.items()},
         "fidelity_to_st_torch": fidelity,
     }
-    path = save_result("encode_backends", result)
+    if peer is not None:
+        result["st_onnx_peer"] = {**{k: v for k, v in peer.info.items() if k != "ready"},
+                                  "encode_seconds_in_worker": peer.seconds, "python": args.st_onnx_python}
+    path = save_result("encode_backends", result, results_dir=args.results_dir)
     for k, v in result["docs_per_s"].items():
         print(f"{k}: {v:.1f} docs/s, x{result['ratio_over_st_torch'][k]:.2f} over sentence-transformers, "
               f"min cosine {fidelity[k]['min_cosine']:.6f}")

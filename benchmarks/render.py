@@ -291,7 +291,19 @@ def block_encode_throughput(res: Results) -> str:
 
 ENCODER_LABELS = {"sentence_transformers": "`SentenceTransformer.encode` (torch)", "uniret_torch": "uniret `torch`",
                   "uniret_onnx": "uniret `onnx` (ONNX Runtime fp32)", "uniret_onnx-int8": "uniret `onnx-int8`",
-                  "fastembed_onnx": "fastembed on uniret's `onnx` graph", "fastembed_onnx-int8": "fastembed on uniret's `onnx-int8` graph"}
+                  "fastembed_onnx": "fastembed on uniret's `onnx` graph", "fastembed_onnx-int8": "fastembed on uniret's `onnx-int8` graph",
+                  "st_onnx": "sentence-transformers `backend=\"onnx\"` (optimum export)",
+                  **{f"st_onnx_O{i}": f"sentence-transformers `backend=\"onnx\"`, optimised {i}" for i in (1, 2, 3)},
+                  "st_onnx_qint8_avx512_vnni": "sentence-transformers `backend=\"onnx\"`, dynamic int8 (avx512_vnni)"}
+
+
+def peer_note(peer: dict[str, Any]) -> str:
+    """Where the sentence-transformers ONNX rows ran: their own venv (optimum needs transformers < 4.58)."""
+    v = peer["versions"]
+    return (f" The sentence-transformers ONNX rows ran in a separate venv (`benchmarks/st_onnx_peer.py`: "
+            f"sentence-transformers {v['sentence-transformers']}, transformers {v['transformers']}, optimum-onnx "
+            f"{v['optimum-onnx']}, onnxruntime {v['onnxruntime']}), exported before timing and interleaved in the "
+            "same rounds.")
 
 
 def block_encode_backends(res: Results) -> str:
@@ -315,7 +327,8 @@ def block_encode_backends(res: Results) -> str:
                 + (" (other jobs shared the cores: absolute rates are far below this machine's, the ratios of one "
                    "run are the measurement)" if rec["machine"]["load_average_at_start"][0] >= 3 else
                    " (no other job of this session ran; the load is the tail of the previous one)")
-                if (rec.get("machine") or {}).get("load_average_at_start") else "") + ".\n\n"
+                if (rec.get("machine") or {}).get("load_average_at_start") else "") + "."
+           + (peer_note(rec["st_onnx_peer"]) if rec.get("st_onnx_peer") else "") + "\n\n"
            + source(name, rec))
     try:
         fname, fid = res.need("backend_fidelity")
