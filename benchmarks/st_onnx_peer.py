@@ -44,8 +44,11 @@ def main() -> None:
     ap.add_argument("--quantization", default="avx512_vnni", help="export_dynamic_quantized_onnx_model config")
     args = ap.parse_args()
 
-    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model, \
-        export_optimized_onnx_model
+    from sentence_transformers import (
+        SentenceTransformer,
+        export_dynamic_quantized_onnx_model,
+        export_optimized_onnx_model,
+    )
 
     work = Path(args.workdir)
     folder = work / "model"
