@@ -5,6 +5,7 @@ Each backend indexes the whole corpus and answers the test queries exactly as
 the results give nDCG@10 per backend and the int8 difference from fp32 (the issue's bar: within 0.005).
 
     python benchmarks/backend_fidelity.py --backends onnx onnx-int8
+    python benchmarks/backend_fidelity.py --backends bf16 --name backend_fidelity_bf16
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> None:
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--backends", nargs="+", default=["onnx", "onnx-int8"])
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--name", default="backend_fidelity", help="results file name (without .json)")
     args = ap.parse_args()
 
     dataset = load_beir(args.data)
@@ -44,7 +46,9 @@ def main() -> None:
                   "queries": len(dataset.split_queries("test")), "batch_size": args.batch_size, "backends": rows}
         if "onnx" in rows and "onnx-int8" in rows:
             result["int8_minus_fp32_ndcg@10"] = rows["onnx-int8"]["ndcg@10"] - rows["onnx"]["ndcg@10"]
-        path = save_result("backend_fidelity", result)  # after each backend: a long run keeps what it measured
+        if "torch" in rows and "bf16" in rows:
+            result["bf16_minus_fp32_ndcg@10"] = rows["bf16"]["ndcg@10"] - rows["torch"]["ndcg@10"]
+        path = save_result(args.name, result)  # after each backend: a long run keeps what it measured
         print(f"written to {path}", flush=True)
 
 

@@ -11,7 +11,7 @@ backend against ``SentenceTransformer.encode`` (results ``encode_backends.json``
 to the torch embeddings, tokens per document and the fp32 compute floor of this machine).
 
     python benchmarks/encode_throughput.py --limit 1500 --rounds 2
-    python benchmarks/encode_throughput.py --limit 300 --rounds 2 --backends torch onnx onnx-int8 --fastembed
+    python benchmarks/encode_throughput.py --limit 300 --rounds 2 --backends torch bf16 onnx onnx-int8 --fastembed
 
 ``--st-onnx-python PY`` adds sentence-transformers' own ONNX backends (``backend="onnx"`` unoptimised, O1-O3 and
 dynamic int8), exported and run by ``st_onnx_peer.py`` in the venv of PY, which must have sentence-transformers 5,
@@ -42,6 +42,7 @@ import torch
 from _common import save_result
 from uniret.data import load_beir
 from uniret.retriever.dense import DenseEncoder
+from uniret.runtime import ONNX_BACKENDS
 
 ISSUE_FP32_FLOOR_DOCS_PER_S = 37.0
 """Issue #12's fp32 compute floor for MiniLM-L6 on SciFact at max length 256: 21 MFLOP per token x 1.25 M tokens
@@ -166,9 +167,9 @@ def main() -> None:
     for backend in args.backends:
         e = enc if backend == "torch" else DenseEncoder(args.model, device="cpu", max_length=args.max_length,
                                                         batch_size=args.batch_size, backend=backend)
-        threads = getattr(e.session, "threads", None) if backend != "torch" else threads  # export outside timing
+        threads = getattr(e.session, "threads", None) if backend in ONNX_BACKENDS else threads  # export untimed
         encoders[f"uniret_{backend}"] = lambda t, e=e: e.encode_documents(t, show_progress=False)
-        if args.fastembed and backend != "torch":
+        if args.fastembed and backend in ONNX_BACKENDS:
             fe = fastembed_model(e, Path(tempfile.mkdtemp(prefix="fastembed-")), args.max_length, threads)
             encoders[f"fastembed_{backend}"] = lambda t, fe=fe: np.asarray(list(fe.embed(t, batch_size=args.batch_size)))
     for fn in encoders.values():

@@ -291,6 +291,7 @@ def block_encode_throughput(res: Results) -> str:
 
 ENCODER_LABELS = {"sentence_transformers": "`SentenceTransformer.encode` (torch)", "uniret_torch": "uniret `torch`",
                   "uniret_onnx": "uniret `onnx` (ONNX Runtime fp32)", "uniret_onnx-int8": "uniret `onnx-int8`",
+                  "uniret_bf16": "uniret `bf16` (torch, bfloat16 autocast)",
                   "fastembed_onnx": "fastembed on uniret's `onnx` graph", "fastembed_onnx-int8": "fastembed on uniret's `onnx-int8` graph",
                   "st_onnx": "sentence-transformers `backend=\"onnx\"` (optimum export)",
                   **{f"st_onnx_O{i}": f"sentence-transformers `backend=\"onnx\"`, optimised {i}" for i in (1, 2, 3)},
@@ -345,11 +346,20 @@ def block_encode_backends(res: Results) -> str:
         which = "demo_torch_reference.json" if res.get("demo_torch_reference") else "demo.json"
         rows.insert(0, [f"`torch` (fp32; the demo's run, `{which}`)", f4(dense["ndcg@10"]), f4(dense["recall@100"])])
         diff = b["onnx-int8"]["ndcg@10"] - dense["ndcg@10"]
+    bf16 = res.get("backend_fidelity_bf16")
+    bf16_note = ""
+    if bf16 is not None and "bf16" in bf16["backends"]:
+        row = bf16["backends"]["bf16"]
+        rows.append(["`bf16` (`backend_fidelity_bf16.json`)", f4(row["ndcg@10"]), f4(row["recall@100"])])
+        fp32 = (bf16["backends"].get("torch") or dense or {}).get("ndcg@10")
+        if fp32 is not None:
+            bf16_note = f"\n\nbf16 − fp32 nDCG@10: **{row['ndcg@10'] - fp32:+.4f}** (bar: within 0.005)."
+        bf16_note += "\n\n" + source("backend_fidelity_bf16", bf16)
     return (out + "\n\nFull SciFact (test split, " + n0(fid["documents"]) + " documents, "
             + n0(fid["queries"]) + " queries), as `uniret eval --retriever dense --backend BACKEND`:\n\n"
             + table(["backend", "nDCG@10", "recall@100"], "lrr", rows)
             + (f"\n\nint8 − fp32 nDCG@10: **{diff:+.4f}** (bar: within 0.005)." if diff is not None else "")
-            + "\n\n" + source(fname, fid))
+            + "\n\n" + source(fname, fid) + bf16_note)
 
 
 def block_bm25_qps(res: Results) -> str:

@@ -25,7 +25,7 @@ import torch
 
 from uniret.assets import cached_arrays, content_hash, resolve_model
 from uniret.retriever.batching import map_sorted_array, progress_bar
-from uniret.runtime import check_backend, resolve_device
+from uniret.runtime import ONNX_BACKENDS, check_backend, inference_autocast, resolve_device
 
 if TYPE_CHECKING:
     from uniret.retriever.embedder import Embedder
@@ -128,8 +128,8 @@ class DenseEncoder:
     ``model`` is a sentence-transformers model (folder, alias or hub name), a folder saved by
     :class:`~uniret.retriever.embedder.Embedder`, or an ``Embedder`` object (encoded as it is, on its device).
 
-    ``backend``: ``torch`` (the module), ``onnx`` (ONNX Runtime, fp32, graph-optimised) or ``onnx-int8``
-    (dynamic int8 quantisation); the ONNX model is exported on first use and cached by the model's content
+    ``backend``: ``torch`` (the module), ``bf16`` (the module under bfloat16 autocast), ``onnx`` (ONNX Runtime,
+    fp32, graph-optimised) or ``onnx-int8`` (dynamic int8 quantisation); the ONNX model is exported on first use and cached by the model's content
     hash (:mod:`uniret.retriever.onnx`). ``threads``: ONNX Runtime intra-op threads (default
     ``$UNIRET_ONNX_THREADS``, else torch's thread count).
     """
@@ -263,8 +263,8 @@ class DenseEncoder:
     def session(self) -> Any:
         """The ONNX Runtime session of an ``onnx`` / ``onnx-int8`` backend: exported on first use and cached
         under ``$UNIRET_CACHE/onnx`` by model hash and settings (see :mod:`uniret.retriever.onnx`)."""
-        if self.backend == "torch":
-            raise ValueError("the torch backend has no ONNX session")
+        if self.backend not in ONNX_BACKENDS:
+            raise ValueError(f"the {self.backend} backend has no ONNX session")
         if self._session is None:
             from uniret.retriever import onnx
 
@@ -284,10 +284,12 @@ class DenseEncoder:
         return self._session
 
     def _forward(self, ids: list[list[int]]) -> torch.Tensor:
-        if self.backend != "torch":
+        if self.backend in ONNX_BACKENDS:
             out = torch.from_numpy(self.session.run(self._features(ids)))
         else:
-            out = self._module_forward(self._features(ids))
+            with inference_autocast(self.backend, str(self.device)):
+                out = self._module_forward(self._features(ids))
+            out = out.float()
         if self.normalize:
             out = torch.nn.functional.normalize(out, p=2, dim=-1)
         return out

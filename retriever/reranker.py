@@ -27,7 +27,7 @@ from uniret.atomic import atomic_directory
 from uniret.data import Document, Run
 from uniret.retriever.batching import map_sorted_array, progress_bar
 from uniret.retriever.embedder import set_attention_dropout
-from uniret.runtime import check_backend, resolve_device
+from uniret.runtime import ONNX_BACKENDS, check_backend, inference_autocast, resolve_device
 from uniret.scores import ranked
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class CrossEncoderReranker(torch.nn.Module):
     def __init__(self, model: str | Path = "all-MiniLM-L6-v2", *, max_length: int = 256, batch_size: int = 32,
                  device: str | None = "auto", attention_dropout: float | None = None, backend: str = "torch",
                  threads: int | None = None) -> None:
-        """``backend``: ``torch``, ``onnx`` or ``onnx-int8`` for scoring (see :mod:`uniret.retriever.onnx`;
+        """``backend``: ``torch``, ``bf16`` (bfloat16 autocast), ``onnx`` or ``onnx-int8`` for scoring (see :mod:`uniret.retriever.onnx`;
         the export is cached by a hash of the weights, so a reranker in training is re-exported after updates);
         training always runs on torch."""
         super().__init__()
@@ -93,13 +93,14 @@ class CrossEncoderReranker(torch.nn.Module):
         if show_progress is None:
             show_progress = logger.isEnabledFor(logging.INFO) and len(queries) > 10 * self.batch_size
 
-        session = self.session if self.backend != "torch" else None  # weights hashed once per call
+        session = self.session if self.backend in ONNX_BACKENDS else None  # weights hashed once per call
 
         def score(rows: list[int]) -> np.ndarray:
             features = self.tokenize([queries[i] for i in rows], [docs[i] for i in rows])
             if session is not None:
                 return session.run(features)
-            return self.forward(features).cpu().numpy()
+            with inference_autocast(self.backend, self.device_name):
+                return self.forward(features).cpu().numpy()
 
         try:
             with progress_bar(len(queries), "reranking", unit="pair", show=show_progress) as bar:

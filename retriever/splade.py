@@ -45,6 +45,7 @@ from sentence_transformers.base.modules.transformer import Transformer
 from uniret.protocols import SparseVectors
 from uniret.retriever.batching import map_sorted, progress_bar
 from uniret.retriever.bidirectional import DecoderTransformer, decoder_forward
+from uniret.runtime import ONNX_BACKENDS, check_backend, inference_autocast
 
 logger = logging.getLogger(__name__)
 
@@ -467,8 +468,6 @@ class SpladeEncoder:
                  batch_size: int = 16, max_length: int | None = None, pooling: str | None = None,
                  top_k: int | None = None, threshold: float | None = None, backend: str = "torch",
                  threads: int | None = None) -> None:
-        from uniret.runtime import check_backend
-
         self.backend = check_backend(backend)
         self.threads = threads
         self._sessions: dict[str, Any] = {}
@@ -486,7 +485,7 @@ class SpladeEncoder:
             self.model.set_max_length(max_length)
         self.name = self.model.name
         self.batch_size = batch_size
-        if self.backend != "torch" and self.model.variant in DECODER_VARIANTS:
+        if self.backend in ONNX_BACKENDS and self.model.variant in DECODER_VARIANTS:
             raise ValueError(f"the {self.backend} backend exports encoder SPLADE models; the decoder variant "
                              f"{self.model.variant!r} runs on the torch backend")
 
@@ -516,9 +515,18 @@ class SpladeEncoder:
 
     def _onnx_forward(self, queries: bool) -> Any:
         """The ONNX Runtime forward of one side (exported on first use, cached under ``$UNIRET_CACHE/onnx`` by
-        model hash and settings); None on the torch backend and for the inference-free query side (a lookup)."""
+        model hash and settings); the module's own forward under bfloat16 autocast for ``bf16``; None on the torch
+        backend and for the inference-free query side (a lookup)."""
         if self.backend == "torch" or (queries and self.model.inference_free):
             return None
+        if self.backend not in ONNX_BACKENDS:
+            model = self.model
+
+            def autocast_forward(features: dict[str, Any]) -> torch.Tensor:
+                with inference_autocast(self.backend, model.device):
+                    return model.forward(features)
+
+            return autocast_forward
         side = "queries" if queries else "documents"
         if side not in self._sessions:
             from uniret.retriever import onnx

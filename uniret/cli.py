@@ -73,7 +73,8 @@ def _add_backend_arg(p: argparse.ArgumentParser, default: str | None) -> None:
     from uniret.runtime import INFERENCE_BACKENDS
 
     p.add_argument("--backend", choices=INFERENCE_BACKENDS, default=default,
-                   help="encoder inference backend: torch | onnx (ONNX Runtime fp32) | onnx-int8 (dynamic int8); "
+                   help="encoder inference backend: torch | bf16 (torch under bfloat16 autocast: fast on AMX/AVX512-BF16 "
+                        "CPUs and GPUs) | onnx (ONNX Runtime fp32) | onnx-int8 (dynamic int8); "
                         f"default {default or 'torch, or with --index the one it was built with'}")
 
 
