@@ -26,7 +26,7 @@ import torch
 from _common import save_result
 from uniret.assets import resolve_model
 from uniret.data import load_beir
-from uniret.train.precision import cpu_has_native_bf16
+from uniret.runtime import native_bf16
 from uniret.train.records import records_from_beir
 
 
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"uniret: {ours:.2f} examples/s", flush=True)
     result = {"model": "all-MiniLM-L6-v2", "steps": args.steps, "warmup_steps": args.warmup,
               "batch_size": args.batch_size, "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
-              "mixed_precision": args.mixed_precision, "cpu_native_bf16": cpu_has_native_bf16(),
+              "mixed_precision": args.mixed_precision, "cpu_native_bf16": native_bf16(),
               "uniret_attention_dropout": args.uniret_attention_dropout,
               "identical_computation": args.uniret_attention_dropout is None,
               "examples_per_s": {"sentence_transformers": st, "uniret": ours}, "ratio_uniret_over_st": ours / st}

@@ -14,20 +14,12 @@ from typing import Any, Literal
 
 import torch
 
+from uniret.runtime import native_bf16
+
 logger = logging.getLogger(__name__)
 
 MixedPrecision = Literal["no", "bf16"]
 MIXED_PRECISIONS = ("no", "bf16")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU advertises bfloat16 instructions (Linux ``/proc/cpuinfo`` flags)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def autocast_forward(forward: Callable[[Any], torch.Tensor], mixed_precision: str,
@@ -39,7 +31,7 @@ def autocast_forward(forward: Callable[[Any], torch.Tensor], mixed_precision: st
     if mixed_precision == "no":
         return forward
     device_type = torch.device(device).type
-    if device_type == "cpu" and not cpu_has_native_bf16():
+    if device_type == "cpu" and not native_bf16():
         logger.warning("mixed_precision bf16 on a CPU without AVX512-BF16/AMX: bfloat16 is emulated and slower "
                        "than float32")
 
