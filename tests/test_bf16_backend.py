@@ -122,3 +122,13 @@ def test_cli_and_config_take_bf16():
                                       "--backend", "bf16"])
     assert args.backend == "bf16"
     assert RetrieverConfig(kind="dense", backend="bf16").backend == "bf16"
+
+
+def test_demo_backend_is_bf16_only_where_it_is_native(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    assert runtime.demo_backend() == "bf16"
+    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    assert runtime.demo_backend() == "onnx-int8"

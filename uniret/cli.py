@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 
 from uniret import __version__
 from uniret.errors import UniretError
-from uniret.runtime import DEMO_BACKEND
 
 logger = logging.getLogger("uniret")
 
@@ -69,13 +68,13 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
     _add_backend_arg(p, default=None)
 
 
-def _add_backend_arg(p: argparse.ArgumentParser, default: str | None) -> None:
+def _add_backend_arg(p: argparse.ArgumentParser, default: str | None, default_text: str | None = None) -> None:
     from uniret.runtime import INFERENCE_BACKENDS
 
     p.add_argument("--backend", choices=INFERENCE_BACKENDS, default=default,
                    help="encoder inference backend: torch | bf16 (torch under bfloat16 autocast: fast on AMX/AVX512-BF16 "
                         "CPUs and GPUs) | onnx (ONNX Runtime fp32) | onnx-int8 (dynamic int8); "
-                        f"default {default or 'torch, or with --index the one it was built with'}")
+                        f"default {default_text or default or 'torch, or with --index the one it was built with'}")
 
 
 def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -374,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
     p.add_argument("--cache-embeddings", action="store_true", help="reuse document embeddings from $UNIRET_CACHE")
-    _add_backend_arg(p, default=DEMO_BACKEND)
+    _add_backend_arg(p, default=None, default_text="bf16 where bfloat16 is native (AMX/AVX512-BF16 CPU, GPU), "
+                     "else onnx-int8")
     p.add_argument("--output-dir", default="reports/demo", help="report directory (default reports/demo)")
     p.set_defaults(func=cmd_demo)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from uniret.data import BeirDataset, load_beir
 from uniret.families import RetrieverConfig, check_positive
-from uniret.runtime import DEMO_BACKEND
+from uniret.runtime import demo_backend
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +83,12 @@ class DemoResult:
 
 def run_demo(output_dir: str | Path = "reports/demo", *, data: str | Path = "scifact", quick: bool = False,
              model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 32,
-             cache_embeddings: bool = False, backend: str = DEMO_BACKEND, train: bool = True,
+             cache_embeddings: bool = False, backend: str | None = None, train: bool = True,
              train_steps: int | None = None, train_batch_size: int | None = None,
              sparse_model: str | None = "splade-tiny") -> DemoResult:
     """The main job: every landed family on a BEIR data set's test split, a table, a chart and a per-query
     win/loss plot of the trained against the zero-shot dense model. ``backend``: the encoders' inference
-    backend (default :data:`uniret.runtime.DEMO_BACKEND`). ``train=False`` skips the training stage (the hybrid
+    backend (default :func:`uniret.runtime.demo_backend`: bf16 where native, else onnx-int8). ``train=False`` skips the training stage (the hybrid
     then fuses BM25 with the zero-shot dense model); ``train_steps`` / ``train_batch_size`` change its budget
     (default :data:`FULL_TRAINING`, or :data:`QUICK_TRAINING` with ``quick``). ``sparse_model=None`` skips
     the sparse stage."""
@@ -96,6 +96,7 @@ def run_demo(output_dir: str | Path = "reports/demo", *, data: str | Path = "sci
 
     check_positive(batch_size=batch_size, train_steps=train_steps, train_batch_size=train_batch_size)
     start = time.perf_counter()
+    backend = backend or demo_backend()
     out = Path(output_dir)
     dataset = load_beir(data)
     with output_directory(out, kind="report", protect=[dataset.root]):

@@ -33,8 +33,15 @@ and the ONNX Runtime ones (see :mod:`uniret.retriever.onnx`)."""
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 """The backends that run an exported ONNX graph instead of the torch module."""
 
-DEMO_BACKEND = "onnx-int8"
-"""The demo's encoder backend: the fastest one that meets the fidelity bar (BENCHMARKS.md, encode throughput)."""
+
+
+def demo_backend() -> str:
+    """The demo's encoder backend: the fastest one on this machine that meets the fidelity bar (BENCHMARKS.md,
+    encode throughput): ``bf16`` where bfloat16 is native (a GPU, or a CPU with AVX512-BF16 / AMX), else
+    ``onnx-int8``."""
+    import torch
+
+    return "bf16" if torch.cuda.is_available() or native_bf16() else "onnx-int8"
 
 
 def check_backend(backend: str) -> str:
