@@ -229,7 +229,7 @@ def block_demo_wall(res: Results) -> str:
         cpu = rec.get("cpu_seconds")
         before = rec.get("load_average_before")
         stages = rec.get("stages") or {}
-        rows.append([f"{what} ({demo_scope(rec)})", n0(rec["wall_seconds"]), n0(rec["demo_total_seconds"]),
+        rows.append([f"{what} ({demo_scope(rec)}, `{demo_backend(rec)}`)", n0(rec["wall_seconds"]), n0(rec["demo_total_seconds"]),
                      n0(cpu["user"] + cpu["system"]) if cpu else "–",
                      ", ".join(f"{k} {n0(v)}" for k, v in stages.items()) or "–",
                      " / ".join(f"{x:.1f}" for x in before) if before else "–", where_when(rec), load_label(rec)])
@@ -709,7 +709,9 @@ def block_readme_demo(res: Results) -> str:
         return missing("`demo.json`", "python benchmarks/demo.py")
     rows = demo_rows(rec)
     quick = res.get("demo_quick")
-    quick_text = (f" `uniret demo --quick` ({demo_scope(quick)}) took **{n0(quick['wall_seconds'])} s** "
+    quick_text = (f" `uniret demo --quick` ({demo_scope(quick)}"
+                  + (f", `{demo_backend(quick)}` backend" if demo_backend(quick) != demo_backend(rec) else "")
+                  + f") took **{n0(quick['wall_seconds'])} s** "
                   f"({'within' if quick['wall_seconds'] < 120 else 'over'} its 2-minute target; {where_when(quick)}"
                   + (f", load average {' / '.join(f'{x:.1f}' for x in quick['load_average_before'])} at the start"
                      if quick.get("load_average_before") else "") + ", `demo_quick.json`)." if quick else "")
@@ -729,7 +731,7 @@ def block_readme_demo(res: Results) -> str:
     return (table(["system", "ndcg@10", "recall@100", "mrr@10", "map@100"], "lrrrr", rows) + "\n\n"
             + wl_text + not_shown + ("\n\n" if wl_text or not_shown else "")
             + f"Measured by `python benchmarks/demo.py` on {where_when(rec)} (`benchmarks/results/{name}.json`): "
-              f"`uniret demo` took **{n0(rec['wall_seconds'])} s** wall in a fresh process"
+              f"`uniret demo` (`{demo_backend(rec)}` backend) took **{n0(rec['wall_seconds'])} s** wall in a fresh process"
               + (" (the 15-minute target on 2 cores is met)." if rec["wall_seconds"] <= 900 else
                  ": over the 15-minute target on 2 cores in this run.") + stage_text
             + f"{cpu_text} {load_text} (the machine is shared; alone it is faster).{note}{quick_text}")
