@@ -952,7 +952,7 @@ def block_dense_ood_ablation(res: Results) -> str:
     rows_in = rec["rows"]
     sets = sorted({s for r in rows_in.values() for s in (r.get("ood") or {})})
     header = ["row (one change from the recipe)", "dev nDCG@10", "SciFact test"] + [f"{s} Δ vs base" for s in sets] \
-        + ["train s", "commit"]
+        + ["train s (own load)", "commit"]
     rows = []
     for key in [k for k in OOD_ABLATION_LABELS if k in rows_in] + [k for k in rows_in if k not in OOD_ABLATION_LABELS]:
         r = rows_in[key]
@@ -965,8 +965,9 @@ def block_dense_ood_ablation(res: Results) -> str:
         table(header, "l" + "r" * (len(header) - 1), rows), "",
         "Every row trains on the same records (`--records`: the recipe run's mined negatives and teacher scores). "
         "Base model out of domain: " + ", ".join(f"{s} {f4(base[s]['before'])}" for s in sets) + "; Δ is the row's "
-        "model minus the base, full test corpora at max length 256. Each row's command, start and commit are in its "
-        "entry of the results file.",
+        "model minus the base, full test corpora at max length 256. Each row's command, start, load average and commit "
+        "are in its entry of the results file; training seconds are not comparable across rows (the recipe row is an "
+        "earlier run on a loaded machine, the others ran on one thread beside another job).",
         source(name, rec)])
 
 
