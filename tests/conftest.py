@@ -167,3 +167,20 @@ def make_records(n: int = 8, negatives: int = 3, with_scores: bool = False, seed
                                   positive_scores=[1.0] if with_scores else None,
                                   negative_scores=[rng.random() for _ in negs] if with_scores else None))
     return out
+
+
+def reranker_scores_on_backend(scifact, backend: str, docs_per_query: int = 5):
+    """(scores on ``backend``, torch scores, the ``backend`` reranker) of one MiniLM cross-encoder head on a few
+    real SciFact query-document lists: both rerankers share the same (randomly initialised) weights."""
+    import itertools
+
+    import numpy as np
+
+    from uniret.retriever.reranker import CrossEncoderReranker
+
+    ref = CrossEncoderReranker("all-MiniLM-L6-v2", device="cpu", max_length=128, batch_size=8)
+    other = CrossEncoderReranker("all-MiniLM-L6-v2", device="cpu", max_length=128, batch_size=8, backend=backend)
+    other.model.load_state_dict(ref.model.state_dict())
+    queries = [q for _, q in itertools.islice(scifact.queries.items(), 3)]
+    docs = [[d.full_text() for d in itertools.islice(scifact.corpus, i, i + docs_per_query)] for i in range(3)]
+    return np.array(other.score_pairs(queries, docs)), np.array(ref.score_pairs(queries, docs)), other

@@ -80,16 +80,11 @@ def test_splade_bf16_keeps_the_top_terms(texts):
 
 
 def test_reranker_bf16_orders_like_fp32(scifact):
-    from uniret.retriever.reranker import CrossEncoderReranker
+    from conftest import reranker_scores_on_backend
 
-    fp32 = CrossEncoderReranker("all-MiniLM-L6-v2", device="cpu", max_length=128, batch_size=8)
-    bf16 = CrossEncoderReranker("all-MiniLM-L6-v2", device="cpu", max_length=128, batch_size=8, backend="bf16")
-    bf16.model.load_state_dict(fp32.model.state_dict())  # the same (randomly initialised) head
-    queries = [q for _, q in itertools.islice(scifact.queries.items(), 3)]
-    docs = [[d.full_text() for d in itertools.islice(scifact.corpus, i, i + 6)] for i in range(3)]
-    ours, ref = np.array(bf16.score_pairs(queries, docs)), np.array(fp32.score_pairs(queries, docs))
+    ours, ref, ranker = reranker_scores_on_backend(scifact, "bf16", docs_per_query=6)
     np.testing.assert_allclose(ours, ref, atol=0.05 * np.abs(ref).max() + 1e-3)
-    assert bf16.identity["backend"] == "bf16"
+    assert ranker.identity["backend"] == "bf16"
 
 
 def test_native_bf16_reads_the_cpu_flags(tmp_path):

@@ -92,7 +92,7 @@ def test_export_is_cached_and_reused(onnx_encoder, texts, cache, monkeypatch):
 
 
 def test_bad_backend_name_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown inference backend 'onnx-fp16'; choose one of torch, onnx, onnx-int8"):
+    with pytest.raises(ValueError, match=r"unknown inference backend 'onnx-fp16'; choose one of torch, bf16, onnx, onnx-int8"):
         DenseEncoder("all-MiniLM-L6-v2", backend="onnx-fp16")
     from uniret.families import RetrieverConfig
 
@@ -150,16 +150,11 @@ def test_manifest_records_the_backend_and_eval_flags_a_mixed_one(scifact, tmp_pa
 
 
 def test_reranker_onnx_scores_equal_torch(scifact):
-    from uniret.retriever.reranker import CrossEncoderReranker
+    from conftest import reranker_scores_on_backend
 
-    torch_ranker = CrossEncoderReranker("all-MiniLM-L6-v2", device="cpu", max_length=128, batch_size=8)
-    onnx_ranker = CrossEncoderReranker("all-MiniLM-L6-v2", device="cpu", max_length=128, batch_size=8, backend="onnx")
-    onnx_ranker.model.load_state_dict(torch_ranker.model.state_dict())  # the same (randomly initialised) head
-    queries = [q for _, q in itertools.islice(scifact.queries.items(), 3)]
-    docs = [[d.full_text() for d in itertools.islice(scifact.corpus, i, i + 5)] for i in range(3)]
-    ours, ref = onnx_ranker.score_pairs(queries, docs), torch_ranker.score_pairs(queries, docs)
-    np.testing.assert_allclose(np.array(ours), np.array(ref), atol=1e-4)
-    assert onnx_ranker.identity["backend"] == "onnx"
+    ours, ref, ranker = reranker_scores_on_backend(scifact, "onnx")
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert ranker.identity["backend"] == "onnx"
 
 
 @pytest.mark.parametrize("command", [["index", "--data", "scifact", "--retriever", "dense", "--output", "x"],
