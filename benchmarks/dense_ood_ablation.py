@@ -53,8 +53,10 @@ logger = logging.getLogger("dense_ood_ablation")
 def finished_recipe(run_dir: Path, out: Path) -> dict[str, Any]:
     """A finished ``uniret train`` run of the recipe: its ``train_result.json`` and a test evaluation now."""
     summary = json.loads((run_dir / "train_result.json").read_text(encoding="utf-8"))
-    test, eval_wall = evaluate_test("scifact", run_dir / "model", out / "test")
+    import yaml
+
     config = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    test, eval_wall = evaluate_test(yaml.safe_load(config)["data"]["data"], run_dir / "model", out / "test")
     return {"trainer": "uniret", "train_seconds": summary["train_seconds"], "dev": summary.get("dev"),
             "ood": summary.get("ood"), "test": test, "eval_wall_seconds": eval_wall, "run_config_yaml": config}
 

@@ -513,7 +513,7 @@ class SpladeEncoder:
     def identity(self) -> dict[str, Any]:
         return {**self.model.identity, "backend": self.backend}
 
-    def _onnx_forward(self, queries: bool) -> Any:
+    def _backend_forward(self, queries: bool) -> Any:
         """The ONNX Runtime forward of one side (exported on first use, cached under ``$UNIRET_CACHE/onnx`` by
         model hash and settings); the module's own forward under bfloat16 autocast for ``bf16``; None on the torch
         backend and for the inference-free query side (a lookup)."""
@@ -560,7 +560,7 @@ class SpladeEncoder:
                *, queries: bool = False) -> list[SparseVector]:
         """One sparse vector per text (the document side unless ``queries``)."""
         return self.model.encode(texts, queries=queries, batch_size=self.batch_size, show_progress=show_progress,
-                                 desc=desc, forward=self._onnx_forward(queries))
+                                 desc=desc, forward=self._backend_forward(queries))
 
     def encode_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> SparseVectors:
         return self.batch(self.encode(texts, "splade: queries", show_progress, queries=True))

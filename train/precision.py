@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 
-from uniret.runtime import native_bf16
+from uniret.runtime import inference_autocast  # the one bf16 autocast (and emulated-bf16 warning)
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +30,10 @@ def autocast_forward(forward: Callable[[Any], torch.Tensor], mixed_precision: st
         raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {mixed_precision!r}")
     if mixed_precision == "no":
         return forward
-    device_type = torch.device(device).type
-    if device_type == "cpu" and not native_bf16():
-        logger.warning("mixed_precision bf16 on a CPU without AVX512-BF16/AMX: bfloat16 is emulated and slower "
-                       "than float32")
+    device_name = str(torch.device(device))
 
     def wrapped(features: Any) -> torch.Tensor:
-        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+        with inference_autocast("bf16", device_name):
             out = forward(features)
         return out.float()
 
