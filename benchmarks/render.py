@@ -872,8 +872,14 @@ def block_sparse_recipe(res: Results) -> str:
     hyb = res.get("scifact_sparse_hybrid")
     if hyb is not None:
         hrows = [[k, f4(v["ndcg@10"]), f4(v["recall@100"])] for k, v in hyb["rows"].items()]
-        out.append(table(["hybrid (runs fused by `uniret.scores.fuse_runs`, equal weights)", "nDCG@10", "R@100"],
-                         "lrr", hrows))
+        sel = hyb.get("dev_selection")
+        out.append(table(["hybrid (runs fused by `uniret.scores.fuse_runs`; equal weights unless chosen on dev)",
+                          "nDCG@10", "R@100"], "lrr", hrows))
+        if sel:
+            sweeps = "; ".join(f"{norm}: " + ", ".join(f"{w} {v:.3f}" for w, v in sel[norm]["dev_ndcg@10"].items())
+                               for norm in ("minmax", "zscore") if norm in sel)
+            out.append(f"Weights chosen on the {sel['dev_queries']} dev queries (held out of training; full corpus), "
+                       f"as the weight of {sel['minmax']['weight_of']}; dev nDCG@10 per weight: {sweeps}.")
         out.append(f"Fusion beats the best single run: {'yes' if hyb['fusion_beats_best_single'] else 'no'} "
                    f"({f4(hyb['best_fused_ndcg@10'])} vs {f4(hyb['best_single_ndcg@10'])}).")
         sources.append(source("scifact_sparse_hybrid", hyb))
