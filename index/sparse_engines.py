@@ -7,7 +7,8 @@ product ``sum(q_t * d_t)``:
 - ``lucene``: an Anserini impact index (``JsonVectorCollection``, ``IndexCollection -impact -pretokenized``),
   searched with Anserini's ``SimpleImpactSearcher`` (the Java class behind pyserini's ``LuceneImpactSearcher``,
   which opens the same folder). Exact; the interoperable format.
-- ``pisa``: PISA (MaxScore over a compressed inverted index with block-max data, the ``quantized`` scorer: the dot product of
+- ``pisa``: PISA (term-at-a-time up to 200k documents, MaxScore beyond, over a compressed inverted index with
+  block-max data, the ``quantized`` scorer: the dot product of
   query term counts and document impacts), through the compiled extension of the ``pyterrier-pisa`` wheel. The
   extension is loaded directly, without the wheel's Python package (which would pull in python-terrier and
   ir_datasets); it needs the ``tbb`` wheel's ``libtbb.so.2``. Exact.
@@ -216,9 +217,20 @@ def pisathon() -> Any:
     return _PISATHON
 
 
-PISA_ALGORITHM = "maxscore"
-"""PISA's query algorithm: MaxScore, measured ~4x faster than block-max WAND on SPLADE-tiny's SciFact vectors (about
-50 query terms; BENCHMARKS.md "Learned sparse"); both are exact."""
+PISA_ALGORITHM = "auto"
+"""PISA's query algorithm. ``auto``: term-at-a-time over a flat accumulator (``ranked_or_taat``) up to
+:data:`PISA_TAAT_MAX_DOCS` documents, MaxScore beyond. Both are exact. On SPLADE-tiny's vectors (about 50 query
+terms) TAAT was measured 1.6-2.2x faster than MaxScore at 5k, 50k and 200k documents, and MaxScore ~4x faster than
+block-max WAND (``benchmarks/pisa_algorithms.py``, BENCHMARKS.md "Learned sparse"); past that size, unmeasured for
+long queries, the per-query accumulator grows with the corpus while MaxScore skips more."""
+PISA_TAAT_MAX_DOCS = 200_000
+
+
+def pisa_algorithm(algorithm: str, num_docs: int) -> str:
+    """The PISA algorithm ``algorithm`` names for a corpus of ``num_docs`` documents (``auto`` resolved)."""
+    if algorithm != "auto":
+        return algorithm
+    return "ranked_or_taat" if num_docs <= PISA_TAAT_MAX_DOCS else "maxscore"
 PISA_ENCODING = "block_simdbp"
 PISA_BLOCK = 64
 
@@ -265,7 +277,7 @@ class PisaEngine:
             context = cls._prepare(directory, scorer, **params)
         except Exception as e:  # noqa: BLE001 - PISA reports damage as assorted C++ exceptions
             raise _damaged(directory, f"PISA cannot open it ({e})") from None
-        return cls(directory, context, {d: i for i, d in enumerate(ids)}, algorithm)
+        return cls(directory, context, {d: i for i, d in enumerate(ids)}, pisa_algorithm(algorithm, len(ids)))
 
     def search(self, queries: Sequence[Query], k: int) -> list[Hits]:
         pisa = pisathon()
