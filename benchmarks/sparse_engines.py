@@ -167,7 +167,7 @@ def main() -> None:
         found = pyserini.batch_search(term_queries, qnums, k=k, threads=1)
         return [[(row_of[h.docid], round(h.score)) for h in found[i]] for i in qnums]
 
-    for algorithm in ("block_max_wand", "block_max_maxscore"):  # PISA's other exact algorithms, same index files
+    for algorithm in ("maxscore", "block_max_wand", "block_max_maxscore"):  # PISA's other exact algorithms, same files
         engines[f"pisa_{algorithm}"] = PisaEngine.open(work / "pisa", ids, algorithm=algorithm)
     per_engine: dict = {}
     k = 10
