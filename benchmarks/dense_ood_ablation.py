@@ -22,6 +22,8 @@ test with more of what carries the gain, one addition each:
 - ``no-distill-h4``: no distillation and four hard negatives per query (``loss.hard_negatives=4``, not 2).
 - ``no-distill-len256``: no distillation and training at max length 256 (``model.max_length=256``, not 128),
   the length every evaluation encodes at.
+- ``minilm-teacher``: distillation kept, but to all-MiniLM-L6-v2 alone (the base model: its geometry as the soft
+  labels), without BM25 in the ensemble; the records' teacher scores are computed again.
 
     python benchmarks/dense_ood_ablation.py --records runs/ood/recipe/train_records.jsonl --recipe-run runs/ood/recipe \\
         --rows recipe,lr5e-5,no-distill --out runs/ood_ablation
@@ -54,6 +56,7 @@ ROWS: dict[str, list[str]] = {
     "no-distill": ["loss.distill_weight=0"],
     "no-distill-h4": ["loss.distill_weight=0", "loss.hard_negatives=4"],
     "no-distill-len256": ["loss.distill_weight=0", "model.max_length=256"],
+    "minilm-teacher": ["teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}"],
 }
 RESULT = "dense_ood_ablation"
 logger = logging.getLogger("dense_ood_ablation")
@@ -98,7 +101,7 @@ def main() -> None:
             info = {"run_dir": str(Path(args.recipe_run).resolve()), "overrides": [],
                     **finished_recipe(Path(args.recipe_run), row_dir)}
         else:
-            overrides = [*shared, *ROWS[name]]
+            overrides = [*shared, *ROWS[name]]  # a row's own teachers= replaces the shared teachers=null
             cfg = load_config(RECIPE, TrainConfig, overrides=parse_overrides(overrides))
             info = {"run_dir": str(row_dir.resolve()), "overrides": overrides, **run_recipe(cfg, row_dir)}
         info["wall_seconds"] = time.perf_counter() - start
