@@ -966,7 +966,10 @@ def block_dense_ood(res: Results) -> str:
 
 OOD_ABLATION_LABELS = {"recipe": "recipe (`configs/scifact-dense.yaml`)", "lr5e-5": "learning rate 5e-5 (not 1e-4)",
                        "steps50": "50 steps (not 100)", "no-hard-negatives": "no hard negatives (in-batch only)",
-                       "no-distill": "no distillation (InfoNCE only)"}
+                       "no-distill": "no distillation (InfoNCE only)",
+                       "no-distill-h4": "no distillation, 4 hard negatives per query (candidate)",
+                       "no-distill-len256": "no distillation, training length 256 (candidate)",
+                       "minilm-teacher": "distillation to all-MiniLM-L6-v2 alone, no BM25 (candidate)"}
 
 
 def block_dense_ood_ablation(res: Results) -> str:
@@ -978,7 +981,7 @@ def block_dense_ood_ablation(res: Results) -> str:
                                          "--recipe-run RUN")
     rows_in = rec["rows"]
     sets = sorted({s for r in rows_in.values() for s in (r.get("ood") or {})})
-    header = ["row (one change from the recipe)", "dev nDCG@10", "SciFact test"] + [f"{s} Δ vs base" for s in sets] \
+    header = ["row (one change from the recipe; candidates: changes on top of the ablation)", "dev nDCG@10", "SciFact test"] + [f"{s} Δ vs base" for s in sets] \
         + ["train s (own load)", "commit"]
     rows = []
     for key in [k for k in OOD_ABLATION_LABELS if k in rows_in] + [k for k in rows_in if k not in OOD_ABLATION_LABELS]:
