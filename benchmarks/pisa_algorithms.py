@@ -47,6 +47,36 @@ def replicate(docs, size: int, seed: int = 0):
     return ImpactVectors(indptr, indices, np.maximum(1, np.rint(values)).astype(docs.values.dtype))
 
 
+def compare_encodings(docs, qvecs, size: int, encodings: list[str], k: int, repeat: int) -> dict:
+    """q/s of each posting-list codec under the default algorithm, timed in interleaved rounds (one pass of
+    every codec per round), with each index's size on disk."""
+    from uniret.index.sparse_engines import PisaEngine, pisa_algorithm
+
+    vectors = replicate(docs, size)
+    ids = [f"d{i}" for i in range(size)]
+    work = Path(tempfile.mkdtemp(prefix="pisa-codec-"))
+    try:
+        engines, sizes, seconds = {}, {}, {}
+        for codec in encodings:
+            PisaEngine.build(work / codec, ids, vectors, [], encoding=codec)
+            engines[codec] = PisaEngine.open(work / codec, ids)
+            engines[codec].search(qvecs, k)  # warm-up
+            sizes[codec] = sum(p.stat().st_size for p in (work / codec).glob(f"*.{codec}"))
+            seconds[codec] = 0.0
+        for _ in range(repeat):
+            for codec, engine in engines.items():
+                start = time.perf_counter()
+                engine.search(qvecs, k)
+                seconds[codec] += time.perf_counter() - start
+        out = {"docs": size, "algorithm": pisa_algorithm("auto", size),
+               "qps": {c: len(qvecs) * repeat / seconds[c] for c in encodings},
+               "index_bytes": sizes}
+        logger.info("codecs at %d docs: %s", size, {c: round(v) for c, v in out["qps"].items()})
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="5183,50000,200000")
@@ -54,6 +84,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated; maxscore and "
                     "ranked_or_taat always run (maxscore first: the reference)")
+    ap.add_argument("--encodings", default="block_simdbp,block_streamvbyte,block_varintg8iu",
+                    help="posting-list codecs compared with the default algorithm on the first size")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,7 +93,7 @@ def main() -> None:
     from uniret.families import RetrieverConfig
     from uniret.index.builders import sparse_encoder
     from uniret.index.sparse import encode_cached, quantise
-    from uniret.index.sparse_engines import PisaEngine
+    from uniret.index.sparse_engines import PISA_ENCODING, PisaEngine
 
     bench = BenchmarkRun("pisa_algorithms", results_dir=args.results_dir)
     ds = load_beir("scifact")
@@ -101,10 +133,12 @@ def main() -> None:
             rows.append(row)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    codecs = compare_encodings(docs, qvecs, int(args.sizes.split(",")[0]), args.encodings.split(","), args.k,
+                               args.repeat)
     path = bench.save({"data": "scifact (documents repeated with jittered weights beyond 5,183)",
                        "model": "splade-tiny", "queries": len(qvecs), "k": args.k, "threads": 1,
                        "repeat": args.repeat, "mean_terms_per_query": float(np.mean([len(q) for q in qvecs])),
-                       "rows": rows})
+                       "rows": rows, "encodings": codecs, "default_encoding": PISA_ENCODING})
     logger.info("-> %s", path)
 
 

@@ -847,6 +847,12 @@ def block_pisa_algorithms(res: Results) -> str:
     out.append(f"SPLADE-tiny vectors of SciFact ({rec['queries']} test queries, {n1(rec['mean_terms_per_query'])} "
                f"terms per query), top {rec['k']}, {rec['threads']} thread, {rec['repeat']} timed passes after a "
                "warm-up; beyond 5,183 documents the corpus is SciFact repeated with jittered weights.")
+    codecs = rec.get("encodings")
+    if codecs:
+        crow = [[f"`{c}`" + (" (default)" if c == rec.get("default_encoding") else ""), n0(q),
+                 f"{codecs['index_bytes'][c] / 1e6:.1f}"] for c, q in codecs["qps"].items()]
+        out.append(table([f"posting-list codec ({n0(codecs['docs'])} documents, `{codecs['algorithm']}`, interleaved "
+                          "rounds)", "q/s", "index MB"], "lrr", crow))
     out.append(source(name, rec))
     return "\n\n".join(out)
 

@@ -7,7 +7,8 @@ product ``sum(q_t * d_t)``:
 - ``lucene``: an Anserini impact index (``JsonVectorCollection``, ``IndexCollection -impact -pretokenized``),
   searched with Anserini's ``SimpleImpactSearcher`` (the Java class behind pyserini's ``LuceneImpactSearcher``,
   which opens the same folder). Exact; the interoperable format.
-- ``pisa``: PISA (term-at-a-time up to 200k documents, MaxScore beyond, over a compressed inverted index with
+- ``pisa``: PISA (term-at-a-time up to 200k documents, MaxScore beyond, over an inverted index compressed with
+  StreamVByte (the codec is recorded in the folder's ``pisa.json``), with
   block-max data, the ``quantized`` scorer: the dot product of
   query term counts and document impacts), through the compiled extension of the ``pyterrier-pisa`` wheel. The
   extension is loaded directly, without the wheel's Python package (which would pull in python-terrier and
@@ -231,7 +232,11 @@ def pisa_algorithm(algorithm: str, num_docs: int) -> str:
     if algorithm != "auto":
         return algorithm
     return "ranked_or_taat" if num_docs <= PISA_TAAT_MAX_DOCS else "maxscore"
-PISA_ENCODING = "block_simdbp"
+PISA_ENCODING = "block_streamvbyte"
+"""PISA's posting-list codec for new indexes (recorded in the folder's ``pisa.json``): StreamVByte decodes faster
+than SIMD-BP128 in term-at-a-time search here, for a slightly larger index (``benchmarks/pisa_algorithms.py``)."""
+LEGACY_PISA_ENCODING = "block_simdbp"  # indexes built before pisa.json recorded the codec
+PISA_SETTINGS = "pisa.json"
 PISA_BLOCK = 64
 
 
@@ -250,17 +255,29 @@ class PisaEngine:
 
     @staticmethod
     def build(directory: Path, ids: Sequence[str], vectors: ImpactVectors, terms: Sequence[str], *,
-              threads: int = 1) -> None:
+              threads: int = 1, encoding: str = PISA_ENCODING) -> None:
         write_pisa_collection(directory, ids, vectors.indptr, vectors.indices, vectors.values,
                               [str(t) for t in range(int(vectors.indices.max(initial=0)) + 1)])
-        PisaEngine._prepare(directory)  # builds the compressed index and block-max data into the folder
+        (directory / PISA_SETTINGS).write_text(json.dumps({"encoding": encoding}) + "\n", encoding="utf-8")
+        PisaEngine._prepare(directory, encoding)  # builds the compressed index and block-max data into the folder
 
     @staticmethod
-    def _prepare(directory: Path, scorer: str = "quantized", **params: float) -> Any:
+    def encoding_of(directory: Path) -> str:
+        """The posting-list codec the folder was built with (``pisa.json``; older folders: block_simdbp)."""
+        settings = directory / PISA_SETTINGS
+        if not settings.is_file():
+            return LEGACY_PISA_ENCODING
+        try:
+            return str(json.loads(settings.read_text(encoding="utf-8"))["encoding"])
+        except (ValueError, KeyError, TypeError):
+            raise _damaged(settings, "not a JSON object with an 'encoding'") from None
+
+    @staticmethod
+    def _prepare(directory: Path, encoding: str, scorer: str = "quantized", **params: float) -> Any:
         pisa = pisathon()
         context = pisa.RetrievalContext()
         with _native_output("PISA"):
-            pisa.prepare_index(context, str(directory), PISA_ENCODING, scorer, "", block_size=PISA_BLOCK,
+            pisa.prepare_index(context, str(directory), encoding, scorer, "", block_size=PISA_BLOCK,
                                quantize=0, stop_fname="", **params)
         return context
 
@@ -273,8 +290,9 @@ class PisaEngine:
         documents = (directory / "fwd.documents").read_text(encoding="utf-8").split("\n")[:-1]
         if documents != list(ids):
             raise _damaged(directory / "fwd.documents", "its document ids differ from the index's docids.json")
+        encoding = cls.encoding_of(directory)
         try:
-            context = cls._prepare(directory, scorer, **params)
+            context = cls._prepare(directory, encoding, scorer, **params)
         except Exception as e:  # noqa: BLE001 - PISA reports damage as assorted C++ exceptions
             raise _damaged(directory, f"PISA cannot open it ({e})") from None
         return cls(directory, context, {d: i for i, d in enumerate(ids)}, pisa_algorithm(algorithm, len(ids)))

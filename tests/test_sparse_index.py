@@ -161,6 +161,29 @@ def test_both_pisa_algorithms_return_the_exact_top10_and_auto_picks_by_size(enco
             assert_same_top_k(hits, ex, 10)
 
 
+def test_pisa_records_its_codec_and_opens_older_folders(encoded, splade, tmp_path):
+    """A PISA folder records the posting-list codec it was built with (``pisa.json``); a folder without it (built
+    before the codec was recorded) opens as SIMD-BP128; a damaged ``pisa.json`` is a clear error. Every codec
+    gives the same exact top-10."""
+    from uniret.index.sparse_engines import LEGACY_PISA_ENCODING, PISA_ENCODING, IndexMismatchError, PisaEngine
+
+    ids, docs, queries = encoded
+    exact = brute_force(docs, queries, 10)
+    for codec in (PISA_ENCODING, LEGACY_PISA_ENCODING):
+        folder = tmp_path / codec
+        PisaEngine.build(folder, ids, docs, [], encoding=codec)
+        assert PisaEngine.encoding_of(folder) == codec
+        assert list(folder.glob(f"*.{codec}"))
+        if codec == LEGACY_PISA_ENCODING:
+            (folder / "pisa.json").unlink()
+            assert PisaEngine.encoding_of(folder) == LEGACY_PISA_ENCODING
+        for hits, ex in zip(PisaEngine.open(folder, ids).search(queries, 10), exact, strict=True):
+            assert_same_top_k(hits, ex, 10)
+    (tmp_path / PISA_ENCODING / "pisa.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(IndexMismatchError, match="pisa.json"):
+        PisaEngine.open(tmp_path / PISA_ENCODING, ids)
+
+
 def test_seismic_is_close_to_exact(encoded, splade, tmp_path):
     from uniret.index.sparse_engines import SeismicEngine
 
