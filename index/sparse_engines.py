@@ -7,11 +7,10 @@ product ``sum(q_t * d_t)``:
 - ``lucene``: an Anserini impact index (``JsonVectorCollection``, ``IndexCollection -impact -pretokenized``),
   searched with Anserini's ``SimpleImpactSearcher`` (the Java class behind pyserini's ``LuceneImpactSearcher``,
   which opens the same folder). Exact; the interoperable format.
-- ``pisa``: PISA (term-at-a-time up to 200k documents, MaxScore beyond, over an inverted index compressed with
-  StreamVByte (the codec is recorded in the folder's ``pisa.json``), with
-  block-max data, the ``quantized`` scorer: the dot product of
-  query term counts and document impacts), through the compiled extension of the ``pyterrier-pisa`` wheel. The
-  extension is loaded directly, without the wheel's Python package (which would pull in python-terrier and
+- ``pisa``: PISA (term-at-a-time up to 200k documents, MaxScore beyond; an inverted index compressed with
+  StreamVByte, the codec recorded in the folder's ``pisa.json``, with block-max data; the ``quantized`` scorer:
+  the dot product of query term counts and document impacts), through the compiled extension of the
+  ``pyterrier-pisa`` wheel. The extension is loaded directly, without the wheel's Python package (which would pull in python-terrier and
   ir_datasets); it needs the ``tbb`` wheel's ``libtbb.so.2``. Exact.
 - ``seismic``: Seismic (``pyseismic-lsr``), an approximate engine: blocked, summarised posting lists. Fast; its
   recall against exact search is measured in BENCHMARKS.md.
@@ -232,6 +231,8 @@ def pisa_algorithm(algorithm: str, num_docs: int) -> str:
     if algorithm != "auto":
         return algorithm
     return "ranked_or_taat" if num_docs <= PISA_TAAT_MAX_DOCS else "maxscore"
+
+
 PISA_ENCODING = "block_streamvbyte"
 """PISA's posting-list codec for new indexes (recorded in the folder's ``pisa.json``): StreamVByte decodes faster
 than SIMD-BP128 in term-at-a-time search here, for a slightly larger index (``benchmarks/pisa_algorithms.py``)."""

@@ -165,7 +165,12 @@ def test_pisa_records_its_codec_and_opens_older_folders(encoded, splade, tmp_pat
     """A PISA folder records the posting-list codec it was built with (``pisa.json``); a folder without it (built
     before the codec was recorded) opens as SIMD-BP128; a damaged ``pisa.json`` is a clear error. Every codec
     gives the same exact top-10."""
-    from uniret.index.sparse_engines import LEGACY_PISA_ENCODING, PISA_ENCODING, IndexMismatchError, PisaEngine
+    from uniret.index.sparse_engines import (
+        LEGACY_PISA_ENCODING,
+        PISA_ENCODING,
+        IndexMismatchError,
+        PisaEngine,
+    )
 
     ids, docs, queries = encoded
     exact = brute_force(docs, queries, 10)
