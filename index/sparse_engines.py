@@ -10,8 +10,8 @@ product ``sum(q_t * d_t)``:
 - ``pisa``: PISA (term-at-a-time up to 200k documents, MaxScore beyond; an inverted index compressed with
   StreamVByte, the codec recorded in the folder's ``pisa.json``, with block-max data; the ``quantized`` scorer:
   the dot product of query term counts and document impacts), through the compiled extension of the
-  ``pyterrier-pisa`` wheel. The extension is loaded directly, without the wheel's Python package (which would pull in python-terrier and
-  ir_datasets); it needs the ``tbb`` wheel's ``libtbb.so.2``. Exact.
+  ``pyterrier-pisa`` wheel. The extension is loaded directly, without the wheel's Python package (which would
+  pull in python-terrier and ir_datasets); it needs the ``tbb`` wheel's ``libtbb.so.2``. Exact.
 - ``seismic``: Seismic (``pyseismic-lsr``), an approximate engine: blocked, summarised posting lists. Fast; its
   recall against exact search is measured in BENCHMARKS.md.
 
