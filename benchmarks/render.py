@@ -925,9 +925,8 @@ def block_sparse_recipe(res: Results) -> str:
     return "\n\n".join(out + sources)
 
 
-def block_dense_ood(res: Results) -> str:
-    """The recipe out of domain and its WiSE-FT alphas (``wise_ft.py``): dev, out-of-domain and SciFact test."""
-    name = "scifact_dense_wise_ft"
+def block_dense_ood(res: Results, name: str = "scifact_dense_wise_ft", trained: str = "the trained recipe") -> str:
+    """A trained run out of domain and its WiSE-FT alphas (``wise_ft.py``): dev, out-of-domain and SciFact test."""
     rec = res.get(name)
     how = ("python benchmarks/wise_ft.py --run RUN --ood ../shared/datasets/cranfield,"
            "../shared/datasets/agentset-msmarco-5k")
@@ -942,7 +941,7 @@ def block_dense_ood(res: Results) -> str:
     rows = [["all-MiniLM-L6-v2 (base)", "–"] + [c for n in labels for c in (f4(base[n]), "–")] + ["–"]]
     for c in rec.get("candidates") or []:
         a = c["alpha"]
-        label = f"WiSE-FT α = {a:g}" + (" (the trained recipe)" if a == 1 else "") + \
+        label = f"WiSE-FT α = {a:g}" + (f" ({trained})" if a == 1 else "") + \
             (" **chosen**" if rec.get("chosen") == a else "")
         test = tests.get(f"{a:g}")
         rows.append([label, f4(c["dev"])] + [x for n in labels for x in (f4(c["ood"][n]), f"{c['ood'][n] - base[n]:+.4f}")]
@@ -1134,6 +1133,8 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "dense-recipe": block_dense_recipe,
     "dense-recipe-details": block_dense_recipe_details,
     "dense-ood": block_dense_ood,
+    "dense-ood-len256": lambda res: block_dense_ood(res, "scifact_dense_wise_ft_len256",
+                                                    "no distillation, training length 256"),
     "dense-ood-ablation": block_dense_ood_ablation,
     "ablation-40": block_ablation_40,
     "train-throughput": block_train_throughput,
