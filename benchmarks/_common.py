@@ -26,6 +26,12 @@ from uniret.runtime import library_versions
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the flags that change CPU training speed
+FUSION_WEIGHTS = [round(0.1 * i, 1) for i in range(11)]  # the interpolation weights a fusion sweep tries
+
+
+def best_fusion_weight(sweep: dict[float, float]) -> float:
+    """The weight with the best score in ``{weight: score}``; ties go to the weight nearest 0.5."""
+    return max(sweep, key=lambda w: (sweep[w], -abs(float(w) - 0.5)))
 
 
 def utc_now() -> str:

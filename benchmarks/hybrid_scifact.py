@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import BenchmarkRun
+from _common import FUSION_WEIGHTS, BenchmarkRun, best_fusion_weight
 from uniret.data import load_beir
 from uniret.eval.metrics import evaluate
 from uniret.index import load_index
 from uniret.index.hybrid import HybridIndex
 
 METRICS = ["ndcg@10", "recall@100", "mrr@10"]
-WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
 
 
 def main() -> None:
@@ -76,8 +75,8 @@ def main() -> None:
         return evaluate(qs, {q: runs[name][q] for q in qs}, METRICS)  # type: ignore[return-value]
 
     # minmax:W / zscore:W give BM25 weight W and dense 1 - W (the first member gets W)
-    sweep = {norm: {str(w): score(f"{norm}:{w}", "train")["ndcg@10"] for w in WEIGHTS} for norm in ("minmax", "zscore")}
-    best = {norm: float(max(s, key=lambda w: (s[w], -abs(float(w) - 0.5)))) for norm, s in sweep.items()}
+    sweep = {norm: {str(w): score(f"{norm}:{w}", "train")["ndcg@10"] for w in FUSION_WEIGHTS} for norm in ("minmax", "zscore")}
+    best = {norm: float(best_fusion_weight(s)) for norm, s in sweep.items()}
     systems = {
         "bm25": {s: single("bm25", s) for s in splits},
         "dense": {s: single("dense", s) for s in splits},

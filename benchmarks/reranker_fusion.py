@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from _common import save_result
+from _common import FUSION_WEIGHTS, save_result
 from uniret.data import load_beir
 from uniret.eval.metrics import evaluate
 from uniret.index.lucene import LuceneBM25Index
@@ -24,8 +24,6 @@ from uniret.index.rerank import fuse_scores
 from uniret.retriever.reranker import CrossEncoderReranker
 from uniret.train.pipeline import holdout_split
 from uniret.trec import read_trec_run
-
-WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
 
 
 def fuse_run(first: dict, reranked: dict, w: float) -> dict:
@@ -52,8 +50,8 @@ def main() -> None:
     reranker = CrossEncoderReranker(args.model, batch_size=64)
     scores = reranker.score_pairs([queries[q] for q in first], [[texts[d] for d in hits] for hits in first.values()])
     reranked = {q: dict(zip(hits, s, strict=True)) for (q, hits), s in zip(first.items(), scores, strict=True)}
-    dev_ndcg = {w: evaluate(dev_qrels, fuse_run(first, reranked, w), ["ndcg@10"])["ndcg@10"] for w in WEIGHTS}
-    best = max(WEIGHTS, key=lambda w: (dev_ndcg[w], w))
+    dev_ndcg = {w: evaluate(dev_qrels, fuse_run(first, reranked, w), ["ndcg@10"])["ndcg@10"] for w in FUSION_WEIGHTS}
+    best = max(FUSION_WEIGHTS, key=lambda w: (dev_ndcg[w], w))
     runs = Path(args.runs)
     test_first = read_trec_run(runs / "eval-bm25" / "run.trec")
     test_reranked = read_trec_run(runs / "eval-rerank" / "run.trec")

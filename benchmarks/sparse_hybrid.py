@@ -23,11 +23,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from _common import BenchmarkRun
+from _common import FUSION_WEIGHTS, BenchmarkRun, best_fusion_weight
 
 logger = logging.getLogger("sparse_hybrid")
 METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
-WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
 
 
 def main() -> None:
@@ -48,7 +47,8 @@ def main() -> None:
     from uniret.trec import read_trec_run
 
     run_record = BenchmarkRun(args.name)
-    qrels = load_beir(args.data).qrels(args.split).judgements
+    dataset = load_beir(args.data)
+    qrels = dataset.qrels(args.split).judgements
     runs: dict[str, Any] = {}
     sources: dict[str, Any] = {}
     for spec in args.run:
@@ -80,7 +80,7 @@ def main() -> None:
     selection: dict[str, Any] = {}
     if dev_runs:
         dev_ids = json.loads(Path(args.dev_queries).read_text(encoding="utf-8"))
-        judged = load_beir(args.data).qrels(args.dev_split).judgements
+        judged = dataset.qrels(args.dev_split).judgements
         dev_qrels = {q: judged[q] for q in dev_ids if q in judged}
         missing = [q for q in dev_qrels for r in dev_runs.values() if q not in r]
         if missing:
@@ -90,8 +90,8 @@ def main() -> None:
         first = next(iter(runs))
         for norm in ("minmax", "zscore"):
             sweep = {w: evaluate(dev_qrels, fuse_runs(dev_members, "interpolate", [w, 1 - w], normalization=norm),
-                                 ["ndcg@10"])["ndcg@10"] for w in WEIGHTS}
-            w = max(sweep, key=lambda x: (sweep[x], -abs(x - 0.5)))
+                                 ["ndcg@10"])["ndcg@10"] for w in FUSION_WEIGHTS}
+            w = best_fusion_weight(sweep)
             label = f"{norm}:{w:g} ({first} {w:g}; chosen on dev)"
             rows[label] = dict(evaluate(  # type: ignore[arg-type]
                 qrels, fuse_runs(members, "interpolate", [w, 1 - w], normalization=norm), METRICS))
