@@ -24,6 +24,8 @@ test with more of what carries the gain, one addition each:
   the length every evaluation encodes at.
 - ``minilm-teacher``: distillation kept, but to all-MiniLM-L6-v2 alone (the base model: its geometry as the soft
   labels), without BM25 in the ensemble; the records' teacher scores are computed again.
+- ``len256``: the recipe (distillation kept) trained at max length 256, the one change that moved test up
+  without distillation.
 
     python benchmarks/dense_ood_ablation.py --records runs/ood/recipe/train_records.jsonl --recipe-run runs/ood/recipe \\
         --rows recipe,lr5e-5,no-distill --out runs/ood_ablation
@@ -57,6 +59,7 @@ ROWS: dict[str, list[str]] = {
     "no-distill-h4": ["loss.distill_weight=0", "loss.hard_negatives=4"],
     "no-distill-len256": ["loss.distill_weight=0", "model.max_length=256"],
     "minilm-teacher": ["teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}"],
+    "len256": ["model.max_length=256"],
 }
 RESULT = "dense_ood_ablation"
 logger = logging.getLogger("dense_ood_ablation")

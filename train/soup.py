@@ -107,15 +107,17 @@ def combine_model_dirs(model_dirs: Sequence[str | Path], weights: Sequence[float
     return Path(output)
 
 
-def select_alpha(candidates: Sequence[dict[str, Any]], *, max_ood_drop: float) -> tuple[float, str]:
-    """Choose alpha from evaluated candidates, never from test numbers.
+def select_candidate(candidates: Sequence[dict[str, Any]], *, max_ood_drop: float,
+                     what: str = "candidates") -> tuple[int, str]:
+    """The config's model-selection rule over evaluated candidates, never test numbers; ``candidates`` come
+    in order of preference for ties (e.g. the larger alpha, or the simpler model first).
 
-    Each candidate is ``{"alpha": a, "dev": score or None, "ood_drops": {name: base - candidate}}``. The
-    rule: among candidates whose drop is ``<= max_ood_drop`` on every out-of-domain set, the best dev score
-    (ties, or no dev scores: the larger alpha, i.e. the one closer to the trained model); if none qualifies,
-    the smallest worst-case drop (ties: the larger alpha). Returns (alpha, the reason in words)."""
+    Each candidate is ``{"dev": score or None, "ood_drops": {name: base - candidate}}``. Among candidates whose
+    drop is ``<= max_ood_drop`` on every out-of-domain set, the best dev score (ties, or no dev scores: the
+    earliest); if none qualifies, the smallest worst-case drop (ties: the earliest). Returns (index, the reason
+    in words)."""
     if not candidates:
-        raise ValueError("no candidate alphas to choose from")
+        raise ValueError(f"no {what} to choose from")
 
     def worst(c: dict[str, Any]) -> float:
         drops = c.get("ood_drops") or {}
@@ -125,14 +127,25 @@ def select_alpha(candidates: Sequence[dict[str, Any]], *, max_ood_drop: float) -
         return float("-inf") if c.get("dev") is None else float(c["dev"])
 
     eps = 1e-12
-    within = [c for c in candidates if worst(c) <= max_ood_drop + eps]
+    within = [i for i, c in enumerate(candidates) if worst(c) <= max_ood_drop + eps]
     if within:
-        best = max(within, key=lambda c: (dev(c), c["alpha"]))
-        reason = (f"best dev score ({dev(best):.4f}) among the {len(within)} of {len(candidates)} alphas whose "
-                  f"out-of-domain drop is <= {max_ood_drop} on every set (worst drop {worst(best):+.4f})")
-        return float(best["alpha"]), reason
-    best = min(candidates, key=lambda c: (worst(c), -c["alpha"]))
-    reason = (f"no alpha keeps every out-of-domain drop <= {max_ood_drop}; chose the smallest worst drop "
-              f"({worst(best):+.4f})")
-    logger.warning("interpolation: %s (alpha %s)", reason, best["alpha"])
-    return float(best["alpha"]), reason
+        best = max(within, key=lambda i: (dev(candidates[i]), -i))
+        reason = (f"best dev score ({dev(candidates[best]):.4f}) among the {len(within)} of {len(candidates)} "
+                  f"{what} whose out-of-domain drop is <= {max_ood_drop} on every set (worst drop "
+                  f"{worst(candidates[best]):+.4f})")
+        return best, reason
+    best = min(range(len(candidates)), key=lambda i: (worst(candidates[i]), i))
+    reason = (f"no {what[:-1] if what.endswith('s') else what} keeps every out-of-domain drop <= {max_ood_drop}; "
+              f"chose the smallest worst drop ({worst(candidates[best]):+.4f})")
+    logger.warning("model selection: %s (%s)", reason, best)
+    return best, reason
+
+
+def select_alpha(candidates: Sequence[dict[str, Any]], *, max_ood_drop: float) -> tuple[float, str]:
+    """:func:`select_candidate` over WiSE-FT alphas (``{"alpha": a, "dev": ..., "ood_drops": ...}``); ties go
+    to the larger alpha, the one closer to the trained model."""
+    if not candidates:
+        raise ValueError("no candidate alphas to choose from")
+    ordered = sorted(candidates, key=lambda c: -c["alpha"])
+    index, reason = select_candidate(ordered, max_ood_drop=max_ood_drop, what="alphas")
+    return float(ordered[index]["alpha"]), reason
