@@ -969,12 +969,14 @@ def block_dense_ood(res: Results, name: str = "scifact_dense_wise_ft", trained: 
     return "\n".join(lines)
 
 
-OOD_ABLATION_LABELS = {"recipe": "recipe (`configs/scifact-dense.yaml`)", "lr5e-5": "learning rate 5e-5 (not 1e-4)",
+OOD_ABLATION_LABELS = {"recipe": "recipe before issue 13 (BM25 + MiniLM teachers, no WiSE-FT)", "lr5e-5": "learning rate 5e-5 (not 1e-4)",
                        "steps50": "50 steps (not 100)", "no-hard-negatives": "no hard negatives (in-batch only)",
                        "no-distill": "no distillation (InfoNCE only)",
                        "no-distill-h4": "no distillation, 4 hard negatives per query (candidate)",
                        "no-distill-len256": "no distillation, training length 256 (candidate)",
-                       "minilm-teacher": "distillation to all-MiniLM-L6-v2 alone, no BM25 (candidate)"}
+                       "minilm-teacher": "distillation to all-MiniLM-L6-v2 alone, no BM25 (candidate)",
+                       "len256": "training length 256, distillation kept (candidate)",
+                       "minilm-teacher-len256": "distillation to all-MiniLM-L6-v2 alone, training length 256 (candidate)"}
 
 
 def block_dense_ood_ablation(res: Results) -> str:
@@ -1004,6 +1006,43 @@ def block_dense_ood_ablation(res: Results) -> str:
         "are in its entry of the results file; training seconds are not comparable across rows (the recipe row is an "
         "earlier run on a loaded machine, the others ran on one thread beside another job).",
         source(name, rec)])
+
+
+def block_dense_soup(res: Results, name: str = "dense_soup") -> str:
+    """Member runs and their model soups on dev, out of domain and SciFact test (``dense_soup.py``)."""
+    rec = res.get(name)
+    if rec is None:
+        return missing(f"`{name}.json`", "python benchmarks/dense_soup.py --member A=RUN_A --member B=RUN_B --soup A+B")
+    rule = rec["rule"]
+    devs = list(rec["dev_sets"])
+    sets = list(rec["base"]["ood"])
+    base = rec["base"]["ood"]
+    header = ["candidate (runs on the same records; soups: uniform weight average)"] + \
+        [f"{d} nDCG@10 ({n0(rec['dev_sets'][d])} docs)" for d in devs] + [f"{s} Δ vs base" for s in sets] + \
+        ["SciFact test"]
+    rows = []
+    for c in rec["candidates"]:
+        label = f"`{c['name']}`" + (" **chosen**" if rec.get("chosen") == c["name"] else "")
+        rows.append([label] + [f4(c["dev"].get(d)) for d in devs]
+                    + [f"{c['ood'][s] - base[s]:+.4f}" for s in sets] + [f4(metric(c.get("test"), "ndcg@10"))])
+    lines = [table(header, "l" + "r" * (len(header) - 1), rows), ""]
+    lines.append("Members: " + ", ".join(f"`{n}` = `{p}`" for n, p in rec["members"].items()) + "; `base` is "
+                 "all-MiniLM-L6-v2 (out of domain: " + ", ".join(f"{s} {f4(base[s])}" for s in sets) + "). Dev: the "
+                 f"recipe's 100 held-out training queries at max length {rec['eval_max_length']}, the length of test "
+                 "and out of domain (full test corpora).")
+    if rec.get("chosen") is not None:
+        chosen = next(c for c in rec["candidates"] if c["name"] == rec["chosen"])
+        worst = max(chosen["ood_drops"].values())
+        test = metric(chosen.get("test"), "ndcg@10")
+        lines.append(f"Selection rule (never SciFact test): best {rule['dev']} {rule['dev_metric']} among the "
+                     f"candidates whose {rule['ood_metric']} drop is ≤ {rule['max_ood_drop']} on every collection; "
+                     f"chose `{rec['chosen']}` ({rule.get('reason', '')}).")
+        test_note = "not measured" if test is None else (
+            f"{'**met**' if test >= 0.7826 else '**not met**'} ({f4(test)}, {test - 0.7826:+.4f})")
+        lines.append(f"Targets for the chosen candidate: SciFact test ≥ 0.7826: {test_note}; no out-of-domain drop > "
+                     f"0.005: {'**met**' if worst <= 0.005 + 1e-12 else '**not met**'} (worst drop {worst:+.4f}).")
+    lines.append(source(name, rec))
+    return "\n".join(lines)
 
 
 def block_readme_ood(res: Results) -> str:
@@ -1136,6 +1175,9 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "dense-ood-len256": lambda res: block_dense_ood(res, "scifact_dense_wise_ft_len256",
                                                     "no distillation, training length 256"),
     "dense-ood-ablation": block_dense_ood_ablation,
+    "dense-soup": block_dense_soup,
+    "dense-ood-minilm-teacher": lambda res: block_dense_ood(res, "scifact_dense_wise_ft_minilm_teacher",
+                                                            "distillation to all-MiniLM-L6-v2 alone"),
     "ablation-40": block_ablation_40,
     "train-throughput": block_train_throughput,
     "decoder-embedder": block_decoder_embedder,

@@ -112,6 +112,9 @@ def test_shipped_recipes_load(name):
     assert cfg.data.holdout_queries == 100 and cfg.mining is not None and cfg.mining.filter == "relative"
     assert cfg.trainer.max_steps and cfg.trainer.max_steps > 0
     assert cfg.model.kind == ("dense" if "dense" in name else "cross-encoder")
+    if name == "scifact-dense.yaml":  # issue 13: the out-of-domain guard chooses the WiSE-FT alpha
+        assert len(cfg.eval.ood) == 2 and cfg.interpolate is not None and cfg.interpolate.alphas[0] == 1.0
+        assert cfg.interpolate.max_ood_drop == 0.005
     with pytest.raises(Exception, match="max_stepz"):
         load_config(Path(__file__).resolve().parent.parent / "configs" / name, TrainConfig,
                     overrides={"trainer.max_stepz": 3})
