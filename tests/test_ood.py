@@ -18,7 +18,7 @@ from uniret.errors import DataFormatError
 from uniret.train.config import DataConfig, EvalConfig, InterpolateConfig, ModelConfig, TrainConfig
 from uniret.train.mining import MiningConfig
 from uniret.train.ood import dataset_fingerprint, resolve_ood
-from uniret.train.soup import interpolate_model_dirs, interpolate_state_dicts, select_alpha
+from uniret.train.soup import interpolate_model_dirs, interpolate_state_dicts, select_alpha, select_candidate
 from uniret.train.trainer import TrainerConfig
 
 
@@ -83,6 +83,20 @@ def test_selection_rule_on_fake_numbers(caplog):
     assert select_alpha([_c(0.5, 0.91), _c(1.0, 0.9)], max_ood_drop=0.005)[0] == 0.5
     with pytest.raises(ValueError, match="no candidate"):
         select_alpha([], max_ood_drop=0.005)
+
+
+def test_candidate_rule_prefers_the_earlier_on_ties_and_names_what_it_chose_among():
+    """The rule behind select_alpha, over any candidates (e.g. model soups): ties go to the earlier one."""
+    cands = [{"dev": 0.90, "ood_drops": {"x": 0.001}}, {"dev": 0.90, "ood_drops": {"x": 0.0}},
+             {"dev": 0.95, "ood_drops": {"x": 0.02}}]
+    index, reason = select_candidate(cands, max_ood_drop=0.005, what="soups")
+    assert index == 0 and "2 of 3 soups" in reason
+    assert select_candidate(cands, max_ood_drop=0.05)[0] == 2
+    index, reason = select_candidate([{"dev": 0.9, "ood_drops": {"x": 0.02}}, {"dev": 0.8, "ood_drops": {"x": 0.01}}],
+                                     max_ood_drop=0.005, what="soups")
+    assert index == 1 and "no soup keeps" in reason
+    with pytest.raises(ValueError, match="no soups"):
+        select_candidate([], max_ood_drop=0.005, what="soups")
 
 
 def test_interpolate_config_reads_one_alpha_or_a_list():
