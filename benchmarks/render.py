@@ -465,6 +465,13 @@ def block_dense_recipe_details(res: Results) -> str:
         other = "" if machine_label(st) == machine_label(rec) else f"; measured on another machine: {machine_label(st)}"
         gaps.append(f"against sentence-transformers at {label} {'**met**' if diff >= 0.02 else '**not met**'} "
                     f"({diff:+.4f}: {f4(test)} vs {f4(st_test)}, `{name}.json`{other})")
+    sweep = rec.get("interpolation")
+    if sweep:
+        lines.append(f"- WiSE-FT (`interpolate`): α = {sweep['chosen']:g} of "
+                     + ", ".join(f"{c['alpha']:g}" for c in sweep["candidates"]) + f", chosen by the rule: {sweep['rule']}; "
+                     "per α (dev nDCG@10; out-of-domain Δ vs base): " + "; ".join(
+                         f"{c['alpha']:g}: {f4(c['dev'])}; " + ", ".join(f"{n} {-d:+.4f}" for n, d in c["ood_drops"].items())
+                         for c in sweep["candidates"]) + ".")
     lines.append(f"- Targets: test nDCG@10 ≥ 0.72 {'**met**' if test >= 0.72 else '**not met**'} ({f4(test)}). "
                  "Beating sentence-transformers by ≥ 0.02: " + "; ".join(gaps) + ".")
     return "\n".join(lines)
@@ -1046,7 +1053,21 @@ def block_dense_soup(res: Results, name: str = "dense_soup") -> str:
 
 
 def block_readme_ood(res: Results) -> str:
-    """README's sentence on the recipe out of domain (README.md may carry this block)."""
+    """README's sentence on the recipe out of domain (README.md may carry this block): the shipped recipe's own
+    run (``dense_recipe.py``, with its WiSE-FT sweep) when it has one, else ``wise_ft.py`` on an earlier run."""
+    rec = res.get("scifact_dense_recipe")
+    if rec is not None and rec.get("interpolation") and rec.get("ood"):
+        sweep, ood = rec["interpolation"], rec["ood"]
+        first = next((c for c in sweep["candidates"] if c["alpha"] == 1.0), None)
+        parts = []
+        if first is not None:
+            parts.append("out of domain the recipe's trained weights (α = 1) move nDCG@10 " + ", ".join(
+                f"{f4(ood[n]['before'])} → {f4(first['ood'][n])} on {n}" for n in ood))
+        parts.append(f"WiSE-FT with the base model (α = {sweep['chosen']:g}, chosen by the config's rule on dev + "
+                     "out-of-domain) gives " + ", ".join(f"{f4(r['after'])} ({r['difference']:+.4f}) on {n}"
+                                                          for n, r in ood.items())
+                     + f", and {f4(rec['test']['ndcg@10'])} on SciFact test")
+        return "; ".join(parts) + ". Source: `benchmarks/results/scifact_dense_recipe.json`."
     name = "scifact_dense_wise_ft"
     rec = res.get(name)
     if rec is None or not rec.get("candidates"):
