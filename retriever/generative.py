@@ -338,6 +338,7 @@ class GenerativeRetriever(torch.nn.Module):
         results: list[list[Hypothesis]] = []
         for i in range(len(texts)):
             hyps = []
+            seen: set[tuple[int, ...]] = set()
             for j in range(i * num_return, (i + 1) * num_return):
                 seq = seqs[j]
                 n = seq.index(eos) if eos in seq else len(seq)
@@ -345,6 +346,12 @@ class GenerativeRetriever(torch.nn.Module):
                 total = sum(float(x) for x in steps[j][: n + 1])  # EOS included
                 if n == 0 or not math.isfinite(total):
                     continue  # a beam the constraint left without any allowed path (fewer identifiers than beams)
-                hyps.append(Hypothesis(seq[:n], total, token_scores))
+                tokens = tuple(seq[:n])
+                if constraint is not None and eos not in constraint(list(tokens)):
+                    continue  # a spare beam cut off inside an identifier (more beams than identifiers)
+                if tokens in seen:
+                    continue  # spare beams can repeat an identifier; the first is the best-scored
+                seen.add(tokens)
+                hyps.append(Hypothesis(list(tokens), total, token_scores))
             results.append(hyps)
         return results

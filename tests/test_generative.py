@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from uniret.data import Document
@@ -151,6 +151,8 @@ def tiny():
 @given(docs=st.lists(st.lists(st.integers(4, 4 + len(WORDS) - 1), min_size=1, max_size=12), min_size=1, max_size=6),
        scheme=st.sampled_from(["ngram", "title"]), beams=st.integers(1, 6),
        query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=5))
+@example(docs=[[4, 4]], scheme="title", beams=2, query=["the"])  # a spare beam cut off inside the only title
+@example(docs=[[4, 4]], scheme="title", beams=3, query=["the"])  # spare beams repeating the only title
 def test_constrained_decoding_never_leaves_the_identifier_set(tiny, docs, scheme, beams, query):
     model = tiny[scheme]
     backend = GenerativeIndex(model, num_beams=beams)
@@ -163,6 +165,7 @@ def test_constrained_decoding_never_leaves_the_identifier_set(tiny, docs, scheme
                           else backend._max_title_tokens + 1)
     for per_query in hyps:
         assert 1 <= len(per_query) <= beams
+        assert len({tuple(h.tokens) for h in per_query}) == len(per_query)  # no identifier twice
         for h in per_query:
             assert h.tokens and backend.is_valid(h.tokens), (scheme, h)
             assert math.isclose(sum(h.token_scores), h.score, abs_tol=1e-3) or h.score < sum(h.token_scores)
