@@ -3,9 +3,10 @@
 The recipe as it was before issue 13 (``configs/scifact-dense.yaml`` with KL distillation to the BM25 + MiniLM
 ensemble and no WiSE-FT: 100 steps x 32 queries, lr 1e-4, two hard negatives per query with online mixing) gains
 on SciFact and loses 0.007-0.008 nDCG@10 on cranfield and agentset-msmarco-5k. The rows keep that baseline: the
-records carry its teacher scores, and ``interpolate=null`` leaves out the WiSE-FT step the config now has. Each row below trains from all-MiniLM-L6-v2 on the **same training records**
-(``--records``: the recipe run's ``train_records.jsonl``, i.e. the same mined negatives and teacher scores), with
-exactly one change, and reports dev (100 held-out training queries), SciFact test (full corpus, max length 256,
+records carry its teacher scores, and ``interpolate=null`` leaves out the WiSE-FT step the config now has.
+Each row below trains from all-MiniLM-L6-v2 on the **same training records** (``--records``: the recipe
+run's ``train_records.jsonl``, i.e. the same mined negatives and teacher scores), with exactly one change, and
+reports dev (100 held-out training queries), SciFact test (full corpus, max length 256,
 as ``uniret eval --retriever dense --model OUT/ROW/model --max-length 256``) and the recipe's ``eval.ood``
 collections (base model against the row's model, as ``uniret train`` reports them).
 
