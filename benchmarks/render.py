@@ -1199,6 +1199,8 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "dense-soup": block_dense_soup,
     "dense-ood-minilm-teacher": lambda res: block_dense_ood(res, "scifact_dense_wise_ft_minilm_teacher",
                                                             "distillation to all-MiniLM-L6-v2 alone"),
+    "dense-ood-minilm-teacher-len256": lambda res: block_dense_ood(
+        res, "scifact_dense_wise_ft_minilm_teacher_len256", "distillation to all-MiniLM-L6-v2 alone, length 256"),
     "ablation-40": block_ablation_40,
     "train-throughput": block_train_throughput,
     "decoder-embedder": block_decoder_embedder,
