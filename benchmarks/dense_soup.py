@@ -75,7 +75,7 @@ def main() -> None:
 
     from uniret.data import load_beir
     from uniret.train.ood import evaluate_folder, resolve_ood
-    from uniret.train.pipeline import build_model, holdout_split, ood_before
+    from uniret.train.pipeline import build_model, dev_corpus, holdout_split, ood_before
     from uniret.train.soup import combine_model_dirs, select_candidate
 
     members = parse_members(args.member)
@@ -103,8 +103,7 @@ def main() -> None:
     dev_sets = {}
     for docs in dict.fromkeys([args.dev_docs, args.also_dev_docs] if args.also_dev_docs else [args.dev_docs]):
         label = "dev-full" if docs <= 0 else f"dev-{docs}"
-        dev_sets[label] = dev_view if docs <= 0 else dev_view.sample(
-            num_queries=len(dev_view.qrels("dev")), num_docs=docs, split="dev", seed=cfg.data.holdout_seed)
+        dev_sets[label] = dev_corpus(dev_view, docs, cfg.data.holdout_seed)
     rule_dev = "dev-full" if args.dev_docs <= 0 else f"dev-{args.dev_docs}"
     sets = resolve_ood(list(cfg.eval.ood), cfg.data.data, cfg.eval.ood_split)
 

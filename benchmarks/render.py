@@ -1053,38 +1053,23 @@ def block_dense_soup(res: Results, name: str = "dense_soup") -> str:
 
 
 def block_readme_ood(res: Results) -> str:
-    """README's sentence on the recipe out of domain (README.md may carry this block): the shipped recipe's own
-    run (``dense_recipe.py``, with its WiSE-FT sweep) when it has one, else ``wise_ft.py`` on an earlier run."""
+    """README's sentence on the shipped recipe out of domain (README.md may carry this block), from its own run
+    (``dense_recipe.py``: the pipeline's WiSE-FT sweep and out-of-domain guard)."""
     rec = res.get("scifact_dense_recipe")
-    if rec is not None and rec.get("interpolation") and rec.get("ood"):
-        sweep, ood = rec["interpolation"], rec["ood"]
-        first = next((c for c in sweep["candidates"] if c["alpha"] == 1.0), None)
-        parts = []
-        if first is not None:
-            parts.append("out of domain the recipe's trained weights (α = 1) move nDCG@10 " + ", ".join(
-                f"{f4(ood[n]['before'])} → {f4(first['ood'][n])} on {n}" for n in ood))
-        parts.append(f"WiSE-FT with the base model (α = {sweep['chosen']:g}, chosen by the config's rule on dev + "
-                     "out-of-domain) gives " + ", ".join(f"{f4(r['after'])} ({r['difference']:+.4f}) on {n}"
-                                                          for n, r in ood.items())
-                     + f", and {f4(rec['test']['ndcg@10'])} on SciFact test")
-        return "; ".join(parts) + ". Source: `benchmarks/results/scifact_dense_recipe.json`."
-    name = "scifact_dense_wise_ft"
-    rec = res.get(name)
-    if rec is None or not rec.get("candidates"):
-        return missing(f"`{name}.json` with the trained model's rows", "python benchmarks/wise_ft.py --run RUN")
-    base = rec["base"]["ood"]
-    labels = {n: Path(p).name for n, p in zip(base, rec["ood_collections"], strict=True)}
-    cands = {c["alpha"]: c for c in rec["candidates"]}
+    if rec is None or not rec.get("interpolation") or not rec.get("ood"):
+        return missing("`scifact_dense_recipe.json` with the recipe's `interpolation` and `ood`",
+                       "python benchmarks/dense_recipe.py --rows recipe")
+    sweep, ood = rec["interpolation"], rec["ood"]
+    first = next((c for c in sweep["candidates"] if c["alpha"] == 1.0), None)
     parts = []
-    if 1.0 in cands:
-        moves = ", ".join(f"{f4(base[n])} → {f4(cands[1.0]['ood'][n])} on {labels[n]}" for n in base)
-        parts.append(f"out of domain the trained recipe moves nDCG@10 {moves}")
-    chosen = cands[rec["chosen"]]
-    test = metric((rec.get("test") or {}).get(f"{rec['chosen']:g}"), "ndcg@10")
-    moves = ", ".join(f"{f4(chosen['ood'][n])} on {labels[n]}" for n in base)
-    parts.append(f"WiSE-FT with the base model (`interpolate`, α = {rec['chosen']:g} chosen on dev + out-of-domain) "
-                 f"gives {moves}" + ("" if test is None else f" and {f4(test)} on SciFact test"))
-    return "; ".join(parts) + f". Source: `benchmarks/results/{name}.json`."
+    if first is not None:
+        parts.append("out of domain the recipe's trained weights (α = 1) move nDCG@10 " + ", ".join(
+            f"{f4(ood[n]['before'])} → {f4(first['ood'][n])} on {n}" for n in ood))
+    parts.append(f"WiSE-FT with the base model (α = {sweep['chosen']:g}, chosen by the config's rule on dev + "
+                 "out-of-domain) gives " + ", ".join(f"{f4(r['after'])} ({r['difference']:+.4f}) on {n}"
+                                                      for n, r in ood.items())
+                 + f", and {f4(rec['test']['ndcg@10'])} on SciFact test")
+    return "; ".join(parts) + ". Source: `benchmarks/results/scifact_dense_recipe.json`."
 
 
 def block_limit(res: Results) -> str:

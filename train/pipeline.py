@@ -168,13 +168,18 @@ class ReMining(Callback):
         model.train(True)
 
 
+def dev_corpus(dev: BeirDataset, docs: int, seed: int) -> BeirDataset:
+    """The dev split searched over ``docs`` documents (its judged ones plus random others, ``seed``), or over
+    the whole corpus when ``docs`` <= 0 (``eval.dev_docs``)."""
+    if docs <= 0:
+        return dev
+    return dev.sample(num_queries=len(dev.qrels("dev")), num_docs=docs, split="dev", seed=seed)
+
+
 def evaluate_dev(model: Any, dev: BeirDataset, cfg: TrainConfig, output_dir: Path) -> dict[str, Any]:
     from uniret.eval.runner import evaluate_backend
 
-    data = dev
-    if cfg.eval.dev_docs > 0:
-        data = dev.sample(num_queries=len(dev.qrels("dev")), num_docs=cfg.eval.dev_docs, split="dev",
-                          seed=cfg.data.holdout_seed)
+    data = dev_corpus(dev, cfg.eval.dev_docs, cfg.data.holdout_seed)
     model.train(False)
     result = evaluate_backend(search_backend(cfg, model), data, split="dev", name="dev", output_dir=output_dir / "dev")
     return result.report
