@@ -66,6 +66,9 @@ ROWS: dict[str, list[str]] = {
     "len256": ["model.max_length=256"],
     "minilm-teacher-len256": ["teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}",
                               "model.max_length=256"],
+    "minilm-teacher-len256-freeze2": [
+        "teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}",
+        "model.max_length=256", "model.freeze=[embeddings, encoder.layer.0, encoder.layer.1]"],
 }
 RESULT = "dense_ood_ablation"
 logger = logging.getLogger("dense_ood_ablation")

@@ -63,3 +63,30 @@ def test_remining_averaging_and_cropped_pairs(scifact, tmp_path):
     dev = set(json.loads((out / "dev_queries.json").read_text()))
     trained = {json.loads(line)["query_id"] for line in (out / "train_records.jsonl").read_text().splitlines()}
     assert len(dev) == 4 and not dev & trained
+
+
+def test_frozen_lower_layers_stay_the_base_models(scifact, tmp_path):
+    """model.freeze: the named backbone parameters leave training exactly as they came (real MiniLM, real
+    SciFact records); the rest train; a prefix that matches nothing is a clear error."""
+    from uniret.retriever.embedder import Embedder
+    from uniret.train.families import freeze_parameters
+
+    data = save_beir(scifact.sample(num_queries=12, num_docs=40, split="train"), tmp_path / "data")
+    cfg = TrainConfig(
+        model=ModelConfig(max_length=32, device="cpu", freeze=["embeddings", "encoder.layer.0"]),
+        data=DataConfig(data=str(data)),
+        trainer=TrainerConfig(batch_size=4, max_steps=3, learning_rate=1e-3, log_every=100),
+        eval=EvalConfig(dev=False),
+    )
+    out = tmp_path / "run"
+    run_training(cfg, out)
+    base = dict(Embedder.build("all-MiniLM-L6-v2", device="cpu").named_parameters())
+    trained = dict(Embedder.load(out / "model", device="cpu").named_parameters())
+    frozen = [k for k in base if ".embeddings." in k or ".encoder.layer.0." in k]
+    free = [k for k in base if ".encoder.layer.1." in k]
+    assert frozen and free
+    assert all(torch.equal(base[k], trained[k]) for k in frozen)
+    assert not all(torch.equal(base[k], trained[k]) for k in free)
+
+    with pytest.raises(ValueError, match=r"'encoder\.layer\.9' matches no parameter.*embeddings, encoder"):
+        freeze_parameters(Embedder.build("all-MiniLM-L6-v2", device="cpu").backbone, ["encoder.layer.9"])

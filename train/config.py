@@ -29,6 +29,9 @@ class ModelConfig:
     matryoshka_dim: int | None = None
     lora: dict[str, Any] | None = None  # peft LoraConfig arguments, e.g. {r: 16, alpha: 32}
     gradient_checkpointing: bool = False
+    # Parameters left as they are: prefixes of the backbone's parameter names, e.g. [embeddings, encoder.layer.0]
+    # (dense family; see uniret.train.families.freeze_parameters)
+    freeze: list[str] | None = None
     attention_dropout: float | None = None  # None: the backbone's; 0 lets fused attention kernels train (faster)
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on CPU

@@ -7,9 +7,12 @@ is searched (dev evaluation, iterative re-mining). The pipeline calls only these
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,30 @@ def _build_dense(cfg: Any) -> tuple[Any, Any]:
                            icl_examples=icl, matryoshka_dim=m.matryoshka_dim, lora=m.lora,
                            gradient_checkpointing=m.gradient_checkpointing, device=m.device, dtype=m.dtype,
                            attention_dropout=m.attention_dropout)
+    if m.freeze:
+        freeze_parameters(model.backbone, m.freeze)
     return model, BiEncoderModule(model, cfg.loss, grad_cache_chunk=cfg.trainer.grad_cache_chunk)
+
+
+def freeze_parameters(module: Any, prefixes: list[str]) -> int:
+    """Stop training the parameters of ``module`` whose names start with one of ``prefixes`` (a whole dotted
+    component: ``encoder.layer.1`` matches ``encoder.layer.1.attention...``, not ``encoder.layer.10``); returns
+    how many tensors were frozen. A prefix that matches nothing is an error naming the top-level modules."""
+    named = list(module.named_parameters())
+    frozen = 0
+    for prefix in prefixes:
+        hits = [p for name, p in named if name == prefix or name.startswith(prefix.rstrip(".") + ".")]
+        if not hits:
+            tops = sorted({name.split(".")[0] for name, _ in named})
+            raise ValueError(f"model.freeze: {prefix!r} matches no parameter of the backbone; its parameter names "
+                             f"start with {', '.join(tops)} (e.g. {named[0][0]!r})")
+        for p in hits:
+            p.requires_grad_(False)
+        frozen += len(hits)
+    n_frozen = sum(p.numel() for _, p in named if not p.requires_grad)
+    logger.info("froze %d parameter tensors (%d of %d weights) under %s", frozen, n_frozen,
+                                     sum(p.numel() for _, p in named), ", ".join(prefixes))
+    return frozen
 
 
 def _dense_backend(model: Any) -> Any:
