@@ -314,13 +314,27 @@ def block_encode_backends(res: Results) -> str:
         return missing("`encode_backends.json`",
                        "python benchmarks/encode_throughput.py --limit 300 --rounds 2 --backends torch onnx onnx-int8")
     floor = rec["issue_fp32_floor_docs_per_s"]
+    measured = rec.get("machine_floor")
     rows = []
     for key, dps in rec["docs_per_s"].items():
         fid = rec["fidelity_to_st_torch"][key]
         rows.append([ENCODER_LABELS.get(key, key), n1(dps), f"**{f2(rec['ratio_over_st_torch'][key])}**",
-                     f"{dps / floor:.2f}", f"{fid['min_cosine']:.6f}", f"{fid['max_abs_diff']:.0e}"])
+                     f"{dps / floor:.2f}", *([f"{dps / measured['floor_docs_per_s']['float32']:.2f}"] if measured else []),
+                     f"{fid['min_cosine']:.6f}", f"{fid['max_abs_diff']:.0e}"])
+    floor_note = ""
+    if measured:
+        g, f = measured["gemm_gflops"], measured["floor_docs_per_s"]
+        shape = " × ".join(n0(x) for x in measured["gemm_shape"])
+        floor_note = (f" This machine's floor, measured in the same run: the model's largest matrix product "
+                      f"({shape}) runs at {n0(g['float32'])} GFLOP/s in fp32 and {n0(g['bfloat16'])} GFLOP/s in bf16 "
+                      f"({rec['torch_threads']} threads); at {measured['model_flops_per_token'] / 1e6:.1f} MFLOP per "
+                      f"token (attention included) that is **{n1(f['float32'])} docs/s in fp32** and "
+                      f"{n1(f['bfloat16'])} docs/s in bf16 if every FLOP ran at that rate, so 1.3× "
+                      f"sentence-transformers torch ({n1(1.3 * rec['docs_per_s']['sentence_transformers'])} docs/s) "
+                      f"is {1.3 * rec['docs_per_s']['sentence_transformers'] / f['float32']:.0%} of the fp32 floor.")
     out = (table(["encoder", "docs/s", "× sentence-transformers torch", "× issue's fp32 floor (37 docs/s)",
-                  "min cosine vs torch", "max abs diff"], "lrrrrr", rows) + "\n\n"
+                  *([f"× measured fp32 floor ({n1(measured['floor_docs_per_s']['float32'])} docs/s)"] if measured else []),
+                  "min cosine vs torch", "max abs diff"], "lrrr" + ("r" if measured else "") + "rr", rows) + "\n\n"
            + f"{n0(rec['documents'])} SciFact documents ({n0(rec['tokens_per_document'])} tokens each on average), "
              f"batch size {rec['batch_size']}, max length {rec['max_length']}, {rec['torch_threads']} torch threads, "
              f"{rec['onnx_threads']} ONNX Runtime intra-op threads, {rec['rounds']} rounds in rotating order"
@@ -329,7 +343,7 @@ def block_encode_backends(res: Results) -> str:
                    "run are the measurement)" if rec["machine"]["load_average_at_start"][0] >= 3 else
                    " (no other job of this session ran; the load is the tail of the previous one)")
                 if (rec.get("machine") or {}).get("load_average_at_start") else "") + "."
-           + (peer_note(rec["st_onnx_peer"]) if rec.get("st_onnx_peer") else "") + "\n\n"
+           + (peer_note(rec["st_onnx_peer"]) if rec.get("st_onnx_peer") else "") + floor_note + "\n\n"
            + source(name, rec))
     try:
         fname, fid = res.need("backend_fidelity")

@@ -48,7 +48,7 @@ __all__ = ["BACKENDS", "OnnxSession", "build_model", "cached_model", "check_back
 
 logger = logging.getLogger(__name__)
 
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 """Bumped when the way models are exported changes, so older cached exports are not reused."""
 
 OPSET = 17
@@ -140,16 +140,28 @@ FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert
 attention, embedding and layer-norm subgraphs it fuses into single kernels."""
 
 
+UNFUSED = ("SkipLayerNormFusion",)
+"""ONNX Runtime graph fusions left off, in the export and in every session: on the CPU its
+``SkipLayerNormalization`` kernel is ~4x slower than the ``Add`` + ``LayerNormalization`` it replaces
+(5.6 vs 1.2 ms on 2,048 x 384 floats, 2 threads; the same numbers to 1e-6), which made the int8 model ~11%
+slower end to end (``benchmarks/encode_throughput.py``)."""
+
+
 def fuse_transformer(source: str | Path, destination: str | Path, config: Any) -> bool:
-    """ONNX Runtime's transformer optimizer (Attention, EmbedLayerNormalization, SkipLayerNormalization,
-    BiasGelu fusions) for a model of a :data:`FUSABLE` type; True when ``destination`` was written."""
+    """ONNX Runtime's transformer optimizer (Attention, EmbedLayerNormalization and BiasGelu fusions; not
+    SkipLayerNormalization, see :data:`UNFUSED`) for a model of a :data:`FUSABLE` type; True when
+    ``destination`` was written."""
     kind = FUSABLE.get(getattr(config, "model_type", None) or "")
     if kind is None:
         return False
     _onnxruntime()
     from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
 
-    model = optimizer.optimize_model(str(source), model_type=kind, opt_level=0,
+    options = FusionOptions(kind)
+    options.enable_skip_layer_norm = False
+    options.enable_bias_skip_layer_norm = False
+    model = optimizer.optimize_model(str(source), model_type=kind, opt_level=0, optimization_options=options,
                                      num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
                                      hidden_size=int(getattr(config, "hidden_size", 0) or 0))
     fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
@@ -227,7 +239,8 @@ def default_threads() -> int:
 
 
 class OnnxSession:
-    """An ONNX Runtime session with every graph optimisation on and ``threads`` intra-op threads.
+    """An ONNX Runtime session with every graph optimisation on (but :data:`UNFUSED`) and ``threads``
+    intra-op threads.
 
     ``device`` "cuda..." uses CUDA where this onnxruntime build has it, else the CPU."""
 
@@ -243,7 +256,8 @@ class OnnxSession:
         if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = ort.InferenceSession(str(path), options, providers=providers,
+                                            disabled_optimizers=list(UNFUSED))
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, features: Mapping[str, torch.Tensor | np.ndarray]) -> np.ndarray:
