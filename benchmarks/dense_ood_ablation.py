@@ -69,6 +69,9 @@ ROWS: dict[str, list[str]] = {
     "minilm-teacher-len256-freeze2": [
         "teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}",
         "model.max_length=256", "model.freeze=[embeddings, encoder.layer.0, encoder.layer.1]"],
+    "minilm-teacher-len256-freeze-emb": [
+        "teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}",
+        "model.max_length=256", "model.freeze=[embeddings]"],
 }
 RESULT = "dense_ood_ablation"
 logger = logging.getLogger("dense_ood_ablation")
