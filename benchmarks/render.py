@@ -1198,6 +1198,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
                                                     "no distillation, training length 256"),
     "dense-ood-ablation": block_dense_ood_ablation,
     "dense-soup": block_dense_soup,
+    "dense-soup-len256": lambda res: block_dense_soup(res, "dense_soup_len256"),
     "dense-ood-minilm-teacher": lambda res: block_dense_ood(res, "scifact_dense_wise_ft_minilm_teacher",
                                                             "distillation to all-MiniLM-L6-v2 alone"),
     "dense-ood-minilm-teacher-len256": lambda res: block_dense_ood(
