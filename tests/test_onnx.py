@@ -110,6 +110,21 @@ def test_sessions_keep_add_and_layer_norm_unfused(onnx_encoder, texts, tmp_path)
     assert "LayerNormalization" in optimised and "SkipLayerNormalization" not in optimised
 
 
+def test_sub_batches_give_the_same_output_as_one_run(onnx_encoder, texts):
+    """OnnxSession.run splits a batch into sub-batches of at most sub_batch_tokens tokens (rows x padded length)
+    and concatenates them: the fp32 graph's output is the one-run output, row for row, for any split."""
+    onnx_encoder.encode_queries(texts[:1])
+    ids = onnx_encoder._tokenize(texts[:11])
+    features = onnx_encoder._features(ids)  # 11 rows padded to the longest (256 tokens)
+    whole = onnx.OnnxSession(onnx_encoder.session.path, sub_batch_tokens=10**9).run(features)
+    for budget in (1, 256 * 3, 256 * 4):  # 1 row per run (at least one row), 3 rows (uneven), 4 rows
+        split = onnx.OnnxSession(onnx_encoder.session.path, sub_batch_tokens=budget).run(features)
+        assert split.shape == whole.shape == (11, 384)
+        np.testing.assert_allclose(split, whole, atol=1e-5)
+    with pytest.raises(ValueError, match="sub_batch_tokens must be at least 1"):
+        onnx.OnnxSession(onnx_encoder.session.path, sub_batch_tokens=0)
+
+
 def test_bad_backend_name_is_a_clear_error():
     with pytest.raises(ValueError, match=r"unknown inference backend 'onnx-fp16'; choose one of torch, bf16, onnx, onnx-int8"):
         DenseEncoder("all-MiniLM-L6-v2", backend="onnx-fp16")
