@@ -88,5 +88,7 @@ def test_frozen_lower_layers_stay_the_base_models(scifact, tmp_path):
     assert all(torch.equal(base[k], trained[k]) for k in frozen)
     assert not all(torch.equal(base[k], trained[k]) for k in free)
 
+    with pytest.raises(ValueError, match="model.freeze is implemented for the dense family only"):
+        ModelConfig(kind="sparse", freeze=["embeddings"])
     with pytest.raises(ValueError, match=r"'encoder\.layer\.9' matches no parameter.*embeddings, encoder"):
         freeze_parameters(Embedder.build("all-MiniLM-L6-v2", device="cpu").backbone, ["encoder.layer.9"])

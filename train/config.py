@@ -45,6 +45,8 @@ class ModelConfig:
         if self.kind not in families.names(trainable=True):
             raise ValueError(f"model.kind: got {self.kind!r}; expected a trainable family: "
                              + ", ".join(families.names(trainable=True)))
+        if self.freeze and self.kind != "dense":
+            raise ValueError(f"model.freeze is implemented for the dense family only, not {self.kind!r}")
 
 
 @dataclass

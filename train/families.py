@@ -57,7 +57,7 @@ def freeze_parameters(module: Any, prefixes: list[str]) -> int:
         frozen += len(hits)
     n_frozen = sum(p.numel() for _, p in named if not p.requires_grad)
     logger.info("froze %d parameter tensors (%d of %d weights) under %s", frozen, n_frozen,
-                                     sum(p.numel() for _, p in named), ", ".join(prefixes))
+                sum(p.numel() for _, p in named), ", ".join(prefixes))
     return frozen
 
 
