@@ -54,6 +54,7 @@ from uniret.config import load_config
 from uniret.train.config import TrainConfig
 
 RECIPE = REPO / "configs" / "scifact-dense.yaml"
+MINILM_TEACHER = "teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}"
 ROWS: dict[str, list[str]] = {
     "recipe": [],
     "lr5e-5": ["trainer.learning_rate=5e-5"],
@@ -62,16 +63,12 @@ ROWS: dict[str, list[str]] = {
     "no-distill": ["loss.distill_weight=0"],
     "no-distill-h4": ["loss.distill_weight=0", "loss.hard_negatives=4"],
     "no-distill-len256": ["loss.distill_weight=0", "model.max_length=256"],
-    "minilm-teacher": ["teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}"],
+    "minilm-teacher": [MINILM_TEACHER],
     "len256": ["model.max_length=256"],
-    "minilm-teacher-len256": ["teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}",
-                              "model.max_length=256"],
-    "minilm-teacher-len256-freeze2": [
-        "teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}",
-        "model.max_length=256", "model.freeze=[embeddings, encoder.layer.0, encoder.layer.1]"],
-    "minilm-teacher-len256-freeze-emb": [
-        "teachers={normalization: minmax, teachers: [{kind: dense, model: all-MiniLM-L6-v2}]}",
-        "model.max_length=256", "model.freeze=[embeddings]"],
+    "minilm-teacher-len256": [MINILM_TEACHER, "model.max_length=256"],
+    "minilm-teacher-len256-freeze2": [MINILM_TEACHER, "model.max_length=256",
+                                      "model.freeze=[embeddings, encoder.layer.0, encoder.layer.1]"],
+    "minilm-teacher-len256-freeze-emb": [MINILM_TEACHER, "model.max_length=256", "model.freeze=[embeddings]"],
 }
 RESULT = "dense_ood_ablation"
 logger = logging.getLogger("dense_ood_ablation")

@@ -248,11 +248,13 @@ torch, within a few percent either way); see BENCHMARKS.md, encoding backends.""
 class OnnxSession:
     """An ONNX Runtime session with every graph optimisation on (but :data:`UNFUSED`) and ``threads``
     intra-op threads; :meth:`run` feeds it sub-batches of at most ``sub_batch_tokens`` tokens.
+    ``optimized_model``: also write the graph ONNX Runtime runs, after its optimisations, to this path (to
+    inspect which kernels it fused).
 
     ``device`` "cuda..." uses CUDA where this onnxruntime build has it, else the CPU."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None, device: str = "cpu",
-                 sub_batch_tokens: int = SUB_BATCH_TOKENS) -> None:
+                 sub_batch_tokens: int = SUB_BATCH_TOKENS, optimized_model: str | Path | None = None) -> None:
         ort = _onnxruntime()
         if sub_batch_tokens < 1:
             raise ValueError(f"sub_batch_tokens must be at least 1, got {sub_batch_tokens}")
@@ -262,6 +264,8 @@ class OnnxSession:
         self.threads = threads or default_threads()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        if optimized_model is not None:
+            options.optimized_model_filepath = str(optimized_model)
         providers = ["CPUExecutionProvider"]
         if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
