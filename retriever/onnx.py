@@ -12,7 +12,8 @@ embedder):
   and sequence axes of every input dynamic. The example batch must be padded (rows of different lengths):
   an export traced from a batch without padding can drop the attention-mask path (transformers skips an
   all-ones mask), and padded batches then come out wrong (0.96 cosine instead of 1.0).
-- :func:`quantize_int8` is ONNX Runtime's dynamic quantisation of the MatMul weights (per channel).
+- :func:`quantize_int8` is ONNX Runtime's dynamic quantisation of the MatMul weights (per channel), with the
+  first layer's feed-forward output projection kept float (:data:`INT8_KEEP_FLOAT`).
 - :func:`cached_model` keeps an export in ``$UNIRET_CACHE/onnx/<key>/`` (see :func:`uniret.assets.cache_dir`),
   keyed by the model's content hash and the export settings, written atomically: the second run loads it.
 - :class:`OnnxSession` runs it with ``intra_op_num_threads`` threads.
@@ -30,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -44,11 +46,11 @@ from uniret.runtime import INFERENCE_BACKENDS as BACKENDS
 from uniret.runtime import check_backend
 
 __all__ = ["BACKENDS", "OnnxSession", "build_model", "cached_model", "check_backend", "export_module",
-           "fuse_transformer", "quantize_int8"]
+           "fuse_transformer", "int8_float_nodes", "quantize_int8"]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_VERSION = 3
+EXPORT_VERSION = 4
 """Bumped when the way models are exported changes, so older cached exports are not reused."""
 
 OPSET = 17
@@ -170,15 +172,32 @@ def fuse_transformer(source: str | Path, destination: str | Path, config: Any) -
     return True
 
 
-def quantize_int8(source: str | Path, destination: str | Path) -> Path:
+INT8_KEEP_FLOAT = r"(^|/)layers?\.0/(output/dense|mlp/down_proj)/MatMul$"
+"""Matrix products that ``onnx-int8`` keeps in float (a regular expression on the exported node names): the
+first layer's feed-forward output projection (BERT ``layer.0/output/dense``, Llama-style ``layers.0/mlp/down_proj``).
+Its input, the GELU output, quantises worst: kept float, it cut the int8 model's cosine error to fp32 more than
+any other single product, for about 1/18 of the model's matrix FLOPs (``benchmarks/int8_sensitivity.py``;
+BENCHMARKS.md, encoding backends)."""
+
+
+def int8_float_nodes(model: Any, pattern: str = INT8_KEEP_FLOAT) -> list[str]:
+    """Names of the ``MatMul`` nodes of ``model`` (an ``onnx.ModelProto``) that :func:`quantize_int8` keeps float."""
+    rule = re.compile(pattern)
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and rule.search(n.name)]
+
+
+def quantize_int8(source: str | Path, destination: str | Path, *, keep_float: str = INT8_KEEP_FLOAT) -> Path:
     """ONNX Runtime dynamic quantisation: MatMul (and fused Attention) weights to int8 per output channel,
-    activations to uint8 per batch. Embedding tables (Gather) stay float: quantising them costs accuracy."""
+    activations to uint8 per (sub-)batch, except the products ``keep_float`` names (:data:`INT8_KEEP_FLOAT`).
+    Embedding tables (Gather) stay float: quantising them costs accuracy."""
     _onnxruntime()
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    kept = int8_float_nodes(onnx.load(str(source), load_external_data=False), keep_float)
+    logger.info("int8: %d matrix product(s) kept float: %s", len(kept), ", ".join(kept) or "none")
     quantize_dynamic(str(source), str(destination), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Attention"],
+                     op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=kept,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fused ops have no shape info
     return Path(destination)
 

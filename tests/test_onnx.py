@@ -135,6 +135,39 @@ def test_identity_records_the_backend(onnx_encoder):
     assert encoder("torch").identity["backend"] == "torch"
 
 
+def test_int8_keeps_the_first_ffn_output_float(texts):
+    """onnx-int8 quantises every matrix product but the first layer's feed-forward output projection
+    (INT8_KEEP_FLOAT): that MatMul keeps its float weights, the other five layers' are quantised."""
+    import onnx as onnx_proto
+
+    int8 = encoder("onnx-int8")
+    int8.encode_queries(texts[:1])
+    graph = onnx_proto.load(str(int8.session.path)).graph
+    by_name = {n.name: n for n in graph.node}
+    kept = [n for n in by_name if n.endswith("layer.0/output/dense/MatMul")]
+    assert len(kept) == 1 and by_name[kept[0]].op_type == "MatMul"
+    weights = {i.name: i for i in graph.initializer}
+    weight = next(w for w in by_name[kept[0]].input if w in weights)
+    assert weights[weight].data_type == onnx_proto.TensorProto.FLOAT
+    quantised = [n for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    assert len(quantised) >= 5 * 3  # per other layer: attention output, ffn input, ffn output
+    assert not any(n.op_type == "MatMul" and "layer.1/" in n.name for n in graph.node)
+
+
+def test_int8_float_nodes_names_only_the_first_layer():
+    import onnx as onnx_proto
+    from onnx import helper
+
+    names = ["/m/encoder/layer.0/output/dense/MatMul", "/m/encoder/layer.10/output/dense/MatMul",
+             "/m/encoder/layer.0/intermediate/dense/MatMul", "/model/layers.0/mlp/down_proj/MatMul",
+             "/model/layers.1/mlp/down_proj/MatMul", "/m/encoder/layer.0/attention/output/dense/MatMul"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], [f"o{i}"], name=n) for i, n in enumerate(names)],
+                              "g", [], [])
+    model: onnx_proto.ModelProto = helper.make_model(graph)
+    assert onnx.int8_float_nodes(model) == [names[0], names[3]]
+    assert onnx.int8_float_nodes(model, r"$^") == []
+
+
 def search(encoder: DenseEncoder, dataset, doc_emb: np.ndarray, k: int = 10) -> dict[str, dict[str, float]]:
     qids = list(dataset.queries)
     scores = encoder.encode_queries([dataset.queries[q] for q in qids]) @ doc_emb.T
