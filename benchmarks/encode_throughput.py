@@ -68,16 +68,29 @@ def gemm_rate(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 3.0) 
     return 2 * m * k * n * count / (time.perf_counter() - start)
 
 
-def machine_floor(config: Any, tokens_per_document: float, batch_size: int) -> dict[str, Any]:
-    """This machine's compute floor for the model: docs/s if every FLOP ran at the measured rate of the model's
-    largest matrix product (a batch's tokens x hidden x intermediate), in fp32 and in bf16. Attention, norms and
-    activations make real encoders slower than this."""
+FLOOR_DTYPES = ("float32", "bfloat16")
+
+
+def gemm_shape(config: Any, tokens_per_document: float, batch_size: int) -> tuple[int, int, int]:
+    """The model's largest matrix product for one batch: (batch tokens, hidden, intermediate)."""
+    return int(batch_size * tokens_per_document), config.hidden_size, config.intermediate_size
+
+
+def gemm_sample(shape: tuple[int, int, int]) -> dict[str, float]:
+    """One measurement of the GEMM rate (FLOP/s) of ``shape`` in each of :data:`FLOOR_DTYPES`."""
+    return {dt: gemm_rate(*shape, getattr(torch, dt)) for dt in FLOOR_DTYPES}
+
+
+def machine_floor(config: Any, tokens_per_document: float, batch_size: int,
+                  samples: list[dict[str, float]]) -> dict[str, Any]:
+    """This machine's compute floor for the model: docs/s if every FLOP ran at the best measured rate (over
+    ``samples``, one per round: the rate varies with the load on a shared machine) of the model's largest matrix
+    product, in fp32 and in bf16. Attention, norms and activations make real encoders slower than this."""
     flops = model_flops_per_token(config, tokens_per_document)
-    m = int(batch_size * tokens_per_document)
-    rates = {dt: gemm_rate(m, config.hidden_size, config.intermediate_size, getattr(torch, dt))
-             for dt in ("float32", "bfloat16")}
-    return {"model_flops_per_token": flops, "gemm_shape": [m, config.hidden_size, config.intermediate_size],
+    rates = {dt: max(s[dt] for s in samples) for dt in FLOOR_DTYPES}
+    return {"model_flops_per_token": flops, "gemm_shape": list(gemm_shape(config, tokens_per_document, batch_size)),
             "gemm_gflops": {dt: r / 1e9 for dt, r in rates.items()},
+            "gemm_gflops_samples": [{dt: s[dt] / 1e9 for dt in FLOOR_DTYPES} for s in samples],
             "floor_docs_per_s": {dt: r / (flops * tokens_per_document) for dt, r in rates.items()}}
 
 
@@ -137,7 +150,9 @@ class StOnnxPeer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def timed_rounds(encoders: dict, texts: list[str], rounds: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def timed_rounds(encoders: dict, texts: list[str], rounds: int, after_round: Any = None
+                 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Each encoder once per round, in rotating order; ``after_round()`` (untimed) after each round."""
     times = dict.fromkeys(encoders, 0.0)
     outputs = {}
     names = list(encoders)
@@ -148,6 +163,8 @@ def timed_rounds(encoders: dict, texts: list[str], rounds: int) -> tuple[dict[st
             outputs[name] = encoders[name](texts)
             times[name] += time.perf_counter() - start
             print(f"round {r + 1} {name}: {times[name]:.1f} s cumulative", flush=True)
+        if after_round is not None:
+            after_round()
     return times, outputs
 
 
@@ -214,13 +231,15 @@ def main() -> None:
                           args.max_length)
         for variant in peer.info["variants"]:
             encoders[f"st_{variant}"] = lambda t, v=variant: peer.encode(v)
+    tokens = sum(len(x) for x in enc._tokenize(texts))
+    shape = gemm_shape(enc._backbone_config(), tokens / len(texts), args.batch_size)
+    samples: list[dict[str, float]] = []
     try:
-        times, out = timed_rounds(encoders, texts, args.rounds)
+        times, out = timed_rounds(encoders, texts, args.rounds, lambda: samples.append(gemm_sample(shape)))
     finally:
         if peer is not None:
             peer.close()
     ref = out["sentence_transformers"]
-    tokens = sum(len(x) for x in enc._tokenize(texts))
     fidelity = {}
     for name, emb in out.items():
         cos = (emb * ref).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(ref, axis=1)
@@ -230,7 +249,7 @@ def main() -> None:
         "batch_size": args.batch_size, "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
         "onnx_threads": threads, "tokens_per_document": tokens / len(texts),
         "issue_fp32_floor_docs_per_s": ISSUE_FP32_FLOOR_DOCS_PER_S,
-        "machine_floor": machine_floor(enc._backbone_config(), tokens / len(texts), args.batch_size),
+        "machine_floor": machine_floor(enc._backbone_config(), tokens / len(texts), args.batch_size, samples),
         "docs_per_s": {k: n / v for k, v in times.items()},
         "ratio_over_st_torch": {k: times["sentence_transformers"] / v for k, v in times.items()},
         "fidelity_to_st_torch": fidelity,

@@ -325,9 +325,13 @@ def block_encode_backends(res: Results) -> str:
     if measured:
         g, f = measured["gemm_gflops"], measured["floor_docs_per_s"]
         shape = " × ".join(n0(x) for x in measured["gemm_shape"])
+        samples = measured.get("gemm_gflops_samples") or []
+        how = (f", the best of {len(samples)} measurements, one after each round (fp32 ranged "
+               f"{n0(min(x['float32'] for x in samples))}–{n0(max(x['float32'] for x in samples))})"
+               if len(samples) > 1 else "")
         floor_note = (f" This machine's floor, measured in the same run: the model's largest matrix product "
                       f"({shape}) runs at {n0(g['float32'])} GFLOP/s in fp32 and {n0(g['bfloat16'])} GFLOP/s in bf16 "
-                      f"({rec['torch_threads']} threads); at {measured['model_flops_per_token'] / 1e6:.1f} MFLOP per "
+                      f"({rec['torch_threads']} threads{how}); at {measured['model_flops_per_token'] / 1e6:.1f} MFLOP per "
                       f"token (attention included) that is **{n1(f['float32'])} docs/s in fp32** and "
                       f"{n1(f['bfloat16'])} docs/s in bf16 if every FLOP ran at that rate, so 1.3× "
                       f"sentence-transformers torch ({n1(1.3 * rec['docs_per_s']['sentence_transformers'])} docs/s) "
@@ -373,7 +377,25 @@ def block_encode_backends(res: Results) -> str:
             + n0(fid["queries"]) + " queries), as `uniret eval --retriever dense --backend BACKEND`:\n\n"
             + table(["backend", "nDCG@10", "recall@100"], "lrr", rows)
             + (f"\n\nint8 − fp32 nDCG@10: **{diff:+.4f}** (bar: within 0.005)." if diff is not None else "")
-            + "\n\n" + source(fname, fid) + bf16_note)
+            + "\n\n" + source(fname, fid) + bf16_note + int8_sensitivity(res))
+
+
+def int8_sensitivity(res: Results) -> str:
+    """Cosine to fp32 of int8 variants that keep different matrix products float (``int8_sensitivity.json``)."""
+    rec = res.get("int8_sensitivity")
+    if rec is None:
+        return ""
+    rows = [[("**default** (`onnx-int8`)" if name == "default" else name),
+             (", ".join(f"`{k.split('encoder/')[-1]}`" for k in v["kept_float"]) or "–") if len(v["kept_float"]) <= 1
+             else f"{len(v['kept_float'])} products", f"{v['mean_cosine']:.5f}", f"{1 - v['mean_cosine']:.5f}",
+             f"{v['p1_cosine']:.5f}", f"{v['min_cosine']:.5f}", n1(v["seconds"])]
+            for name, v in rec["variants"].items()]
+    return ("\n\nWhich matrix products int8 hurts most: the fp32 export quantised with a different set kept float, "
+            f"cosine to the fp32 embeddings of the first {n0(rec['documents'])} SciFact documents (seconds: one "
+            "encode each, a rough cost only):\n\n"
+            + table(["int8 variant", "kept float", "mean cosine", "1 − mean cosine", "1st percentile", "min",
+                     "seconds"], "llrrrrr", rows)
+            + "\n\n" + source("int8_sensitivity", rec))
 
 
 def block_bm25_qps(res: Results) -> str:
