@@ -904,6 +904,10 @@ SPARSE_ROWS = (  # results file -> label
     ("scifact_sparse_splade", "encoder SPLADE (`configs/scifact-splade.yaml`, from SPLADE-tiny)"),
     ("scifact_sparse_inference_free", "inference-free, IDF-aware FLOPS (`configs/scifact-splade-inference-free.yaml`)"),
     ("scifact_sparse_inference_free_plain", "inference-free, plain FLOPS (same, `flops.idf_aware=false`)"),
+    ("scifact_sparse_splade_trained_teacher",
+     "encoder SPLADE, teachers BM25 + the trained dense recipe model (instead of MiniLM)"),
+    ("scifact_sparse_inference_free_trained_teacher",
+     "inference-free, IDF-aware FLOPS, teachers BM25 + the trained dense recipe model"),
     ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
     ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
 )
@@ -938,7 +942,9 @@ def block_sparse_recipe(res: Results) -> str:
                    "(`train_result.json`): a command rerun on a finished run directory evaluates without training "
                    "again, so a results file's UTC span can cover the evaluation only. The training records came "
                    "from the recipe's record stage (MiniLM mining, BM25 + MiniLM soft labels), passed with "
-                   "`--records`.")
+                   "`--records`, except in the two trained-teacher rows, which mined and scored their own records "
+                   "with BM25 and the trained dense recipe model (`runs/recipe13/recipe/model`, SciFact test 0.7730, "
+                   "trained on the same train split minus the same dev queries) as teachers (`--set teachers...`).")
     hyb = res.get("scifact_sparse_hybrid")
     if hyb is not None:
         hrows = [[k, f4(v["ndcg@10"]), f4(v["recall@100"])] for k, v in hyb["rows"].items()]
