@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -58,12 +57,12 @@ def main() -> None:
     source = encoder.session.path
     import onnx as onnx_proto
 
-    products = [n.name for n in onnx_proto.load(str(source), load_external_data=False).graph.node
-                if n.op_type in ("MatMul", "Attention")]
+    graph = onnx_proto.load(str(source), load_external_data=False)
+    products = [n.name for n in graph.graph.node if n.op_type in ("MatMul", "Attention")]
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, pattern in VARIANTS.items():
-            kept = [p for p in products if re.search(pattern, p)]
+            kept = onnx.int8_float_nodes(graph, pattern)  # the rule quantize_int8 applies
             path = onnx.quantize_int8(source, Path(tmp) / f"{len(rows)}.onnx", keep_float=pattern)
             encoder._session = onnx.OnnxSession(path, threads=encoder.threads)
             start = time.perf_counter()
