@@ -304,6 +304,10 @@ class Embedder(torch.nn.Module):
         """Queries as the model reads them: instruction template and in-context examples applied."""
         return self.prompts.format(queries, tasks, instructions)
 
+    def set_max_length(self, max_length: int) -> None:
+        """Encode (and save) at ``max_length`` tokens from now on."""
+        self.max_length = int(max_length)
+
     def token_ids(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
         """Unpadded token ids, truncated to ``max_length`` (default: the embedder's), EOS added for decoders."""
         return token_ids(self.tokenizer, texts, max_length or self.max_length, append_eos=self.append_eos)

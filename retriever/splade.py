@@ -294,7 +294,8 @@ class SparseModel(torch.nn.Module):
         return model
 
     def set_max_length(self, max_length: int) -> None:
-        self.max_length = max_length
+        """Encode (and save) at ``max_length`` tokens from now on."""
+        self.max_length = int(max_length)
         self._lm().max_seq_length = max_length
 
     # -- parts -------------------------------------------------------------------------------------------

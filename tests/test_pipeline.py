@@ -92,3 +92,38 @@ def test_frozen_lower_layers_stay_the_base_models(scifact, tmp_path):
         ModelConfig(kind="sparse", freeze=["embeddings"])
     with pytest.raises(ValueError, match=r"'encoder\.layer\.9' matches no parameter.*embeddings, encoder"):
         freeze_parameters(Embedder.build("all-MiniLM-L6-v2", device="cpu").backbone, ["encoder.layer.9"])
+
+
+def test_inference_max_length_is_what_dev_and_the_saved_model_use(scifact, tmp_path, monkeypatch):
+    """model.inference_max_length: the model trains at max_length, then the dev split is evaluated and the
+    model saved at the inference length, so `uniret eval --model OUT/model` encodes as the dev split did
+    (real SPLADE-tiny, real SciFact slice)."""
+    from uniret.retriever.splade import SparseModel
+
+    data = save_beir(scifact.sample(num_queries=12, num_docs=40, split="train"), tmp_path / "data")
+    cfg = TrainConfig(
+        model=ModelConfig(kind="sparse", backbone="splade-tiny", pooling="max", max_length=24,
+                          inference_max_length=40, device="cpu"),
+        data=DataConfig(data=str(data), holdout_queries=4),
+        trainer=TrainerConfig(batch_size=4, max_steps=2, learning_rate=1e-4, log_every=100),
+        eval=EvalConfig(dev=True),
+    )
+    seen: list[tuple[int, int]] = []
+    real = SparseModel.encode
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.max_length, self._lm().max_seq_length))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SparseModel, "encode", spy)
+    summary = run_training(cfg, tmp_path / "run")
+    monkeypatch.undo()
+    assert 0.0 <= summary["dev"]["ndcg@10"] <= 1.0
+    assert seen and set(seen) == {(40, 40)}  # the dev split's documents and queries, at the inference length
+    assert SparseModel.load(tmp_path / "run" / "model", device="cpu").max_length == 40
+    assert SparseModel.load(tmp_path / "run" / "model", device="cpu", max_length=24).max_length == 24
+
+    with pytest.raises(ValueError, match="inference_max_length must be a positive integer"):
+        ModelConfig(inference_max_length=0)
+    with pytest.raises(ValueError, match="inference_max_length is implemented for the dense and sparse"):
+        ModelConfig(kind="cross-encoder", inference_max_length=64)

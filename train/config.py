@@ -21,7 +21,11 @@ class ModelConfig:
     pooling: Literal["cls", "mean", "last-token", "weighted-mean", "max", "sum"] = "mean"  # sparse: max | sum
     normalize: bool = True
     bidirectional: bool = False  # decoder backbones only
-    max_length: int = 256
+    max_length: int = 256  # training length
+    # The length the trained model is saved with (what `uniret eval --model OUT/model` encodes at without
+    # --max-length), and the length the dev split and the WiSE-FT sweep evaluate at. None: max_length.
+    # Dense and sparse families.
+    inference_max_length: int | None = None
     instructions: dict[str, str] | None = None  # task -> instruction (queries only)
     default_instruction: str | None = None
     query_template: str = "Instruct: {instruction}\nQuery: {query}"
@@ -47,6 +51,13 @@ class ModelConfig:
                              + ", ".join(families.names(trainable=True)))
         if self.freeze and self.kind != "dense":
             raise ValueError(f"model.freeze is implemented for the dense family only, not {self.kind!r}")
+        if self.inference_max_length is not None:
+            n = self.inference_max_length
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"model.inference_max_length must be a positive integer, got {n!r}")
+            if self.kind not in ("dense", "sparse"):
+                raise ValueError(f"model.inference_max_length is implemented for the dense and sparse families, "
+                                 f"not {self.kind!r}")
 
 
 @dataclass

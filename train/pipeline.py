@@ -477,6 +477,10 @@ def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> di
         else:
             logger.warning("average_last_checkpoints=%d but only %d checkpoint(s) kept: no averaging (raise "
                            "trainer.keep_checkpoints or save more often)", cfg.average_last_checkpoints, len(ckpts))
+    if cfg.model.inference_max_length is not None:  # dev, WiSE-FT and the saved model: the inference length
+        model.set_max_length(cfg.model.inference_max_length)
+        logger.info("trained at %d tokens; evaluated and saved at %d", cfg.model.max_length,
+                    cfg.model.inference_max_length)
     summary: dict[str, Any] = {
         "steps": result.steps, "epochs": result.epochs, "train_seconds": result.seconds,
         "prep_seconds": prep_seconds, "examples_per_second": result.examples_per_second,
