@@ -918,6 +918,7 @@ SPARSE_TARGETS = {"scifact_sparse_splade": 0.70, "scifact_sparse_inference_free"
 def block_sparse_recipe(res: Results) -> str:
     """Trained sparse models on SciFact test (full corpus), with their sparsity; hybrid; the decoder's cost."""
     rows, sources, notes = [], [], []
+    lengths, dev_lengths = set(), set()
     for name, label in SPARSE_ROWS:
         rec = res.get(name)
         if rec is None:
@@ -925,6 +926,9 @@ def block_sparse_recipe(res: Results) -> str:
                          else "–", "not measured"])
             continue
         sp = rec["sparsity"]
+        lengths.add(rec.get("eval_max_length", 256))  # rows before inference_max_length: --max-length 256
+        m = rec["config_resolved"]["model"]
+        dev_lengths.add(m.get("inference_max_length") or m["max_length"])
         target = SPARSE_TARGETS.get(name)
         ndcg = metric(rec["test"], "ndcg@10")
         verdict = "–" if target is None else ("met" if ndcg is not None and ndcg >= target else "not met")
@@ -935,9 +939,14 @@ def block_sparse_recipe(res: Results) -> str:
         notes.append(f"{label.split(' (')[0]}: {budget}, training {n0(rec['train_seconds'])} s, evaluation "
                      f"{n0(rec['eval_wall_seconds'])} s")
         sources.append(source(name, rec))
-    out = [table(["SciFact test, full corpus, max length 256", "nDCG@10", "dev nDCG@10", "R@100",
+    length = "/".join(str(n) for n in sorted(lengths)) or "256"
+    out = [table([f"SciFact test, full corpus, max length {length}", "nDCG@10", "dev nDCG@10", "R@100",
                   "non-zeros / doc (quantised)", "non-zeros / query", "target", ""], "lrrrrrrl", rows)]
     if notes:
+        out.append("Dev: the 100 held-out training queries over the full corpus, at max length "
+                   + "/".join(str(n) for n in sorted(dev_lengths))
+                   + " (the length the pipeline evaluates dev and the WiSE-FT alphas at: `model.inference_max_length`, "
+                   "else the training length `model.max_length`).")
         out.append("Budgets and wall times: " + "; ".join(notes) + ". Training time is the run's own "
                    "(`train_result.json`): a command rerun on a finished run directory evaluates without training "
                    "again, so a results file's UTC span can cover the evaluation only. The training records came "

@@ -1,8 +1,10 @@
 """The sparse recipes on SciFact (issue 8), one results file per row.
 
 Each row trains from its config on SciFact ``train`` minus the 100-query dev split (``uniret train``, through
-``run_training``), then is evaluated once on SciFact ``test``, full corpus, max length 256, with the default
-sparse engine, exactly as ``uniret eval --data scifact --retriever sparse --model OUT/ROW/model --max-length 256``.
+``run_training``), then is evaluated once on SciFact ``test``, full corpus, with the default sparse engine,
+exactly as ``uniret eval --data scifact --retriever sparse --model OUT/ROW/model``: at the saved model's length,
+``model.inference_max_length`` (256 in the configs; rows run before that setting existed were evaluated with
+``--max-length 256`` and chose their WiSE-FT alpha on dev at the training length, 128).
 Besides nDCG@10 each row reports the mean number of non-zero weights per document and per query.
 
 - ``splade``: ``configs/scifact-splade.yaml`` (SPLADE-tiny, the encoder recipe).
@@ -45,8 +47,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {  # row -> (config, overrides)
 logger = logging.getLogger("sparse_recipe")
 
 
-def evaluate_test(data: str, model_dir: Path, out: Path, max_length: int = 256) -> dict[str, Any]:
-    """The full-corpus test evaluation, plus the sparsity of the indexed documents and the test queries."""
+def evaluate_test(data: str, model_dir: Path, out: Path, max_length: int | None = None) -> dict[str, Any]:
+    """The full-corpus test evaluation, plus the sparsity of the indexed documents and the test queries.
+    ``max_length`` None: the saved model's own length (``model.inference_max_length``), as ``uniret eval``."""
     from uniret import families
     from uniret.commands import RetrieverConfig
     from uniret.data import load_beir
@@ -61,7 +64,7 @@ def evaluate_test(data: str, model_dir: Path, out: Path, max_length: int = 256) 
     wall = time.perf_counter() - start
     queries = list(dataset.split_queries("test").values())
     return {"test": result.metrics, "eval_wall_seconds": wall, "sparsity": sparsity(backend, queries),
-            "engine": backend.describe()}
+            "engine": backend.describe(), "eval_max_length": backend.encoder.max_length}
 
 
 def sparsity(backend: Any, queries: list[str]) -> dict[str, float]:
