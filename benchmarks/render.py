@@ -908,6 +908,9 @@ SPARSE_ROWS = (  # results file -> label
      "encoder SPLADE, teachers BM25 + the trained dense recipe model (instead of MiniLM)"),
     ("scifact_sparse_inference_free_trained_teacher",
      "inference-free, IDF-aware FLOPS, teachers BM25 + the trained dense recipe model"),
+    ("scifact_sparse_splade_lr3e4", "encoder SPLADE, learning rate 3e-4 (instead of 1e-4)"),
+    ("scifact_sparse_splade_lr6e4", "encoder SPLADE, learning rate 6e-4 (instead of 1e-4)"),
+    ("scifact_sparse_inference_free_lr3e4", "inference-free, IDF-aware FLOPS, learning rate 3e-4 (instead of 1e-4)"),
     ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
     ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
 )
@@ -918,7 +921,7 @@ SPARSE_TARGETS = {"scifact_sparse_splade": 0.70, "scifact_sparse_inference_free"
 def block_sparse_recipe(res: Results) -> str:
     """Trained sparse models on SciFact test (full corpus), with their sparsity; hybrid; the decoder's cost."""
     rows, sources, notes = [], [], []
-    lengths, dev_lengths = set(), set()
+    lengths, dev_lengths = set(), set()  # test and dev max lengths
     for name, label in SPARSE_ROWS:
         rec = res.get(name)
         if rec is None:
@@ -928,11 +931,14 @@ def block_sparse_recipe(res: Results) -> str:
         sp = rec["sparsity"]
         lengths.add(rec.get("eval_max_length", 256))  # rows before inference_max_length: --max-length 256
         m = rec["config_resolved"]["model"]
-        dev_lengths.add(m.get("inference_max_length") or m["max_length"])
+        dev_length = m.get("inference_max_length") or m["max_length"]
+        dev_lengths.add(dev_length)
         target = SPARSE_TARGETS.get(name)
         ndcg = metric(rec["test"], "ndcg@10")
         verdict = "–" if target is None else ("met" if ndcg is not None and ndcg >= target else "not met")
-        rows.append([label, f4(ndcg), f4(metric(rec.get("dev"), "ndcg@10")), f4(metric(rec["test"], "recall@100")),
+        dev = metric(rec.get("dev"), "ndcg@10")
+        rows.append([label, f4(ndcg), f"{f4(dev)} ({dev_length})" if dev is not None else "–",
+                     f4(metric(rec["test"], "recall@100")),
                      n1(sp["terms_per_document"]), n1(sp["terms_per_query"]),
                      f"≥ {target}" if target is not None else "–", verdict])
         budget = f"{rec['steps']} steps x {rec['batch_size']}"
@@ -940,17 +946,17 @@ def block_sparse_recipe(res: Results) -> str:
                      f"{n0(rec['eval_wall_seconds'])} s")
         sources.append(source(name, rec))
     length = "/".join(str(n) for n in sorted(lengths)) or "256"
-    out = [table([f"SciFact test, full corpus, max length {length}", "nDCG@10", "dev nDCG@10", "R@100",
+    out = [table([f"SciFact test, full corpus, max length {length}", "nDCG@10", "dev nDCG@10 (max length)", "R@100",
                   "non-zeros / doc (quantised)", "non-zeros / query", "target", ""], "lrrrrrrl", rows)]
     if notes:
-        out.append("Dev: the 100 held-out training queries over the full corpus, at max length "
-                   + "/".join(str(n) for n in sorted(dev_lengths))
-                   + " (the length the pipeline evaluates dev and the WiSE-FT alphas at: `model.inference_max_length`, "
-                   "else the training length `model.max_length`).")
+        out.append("Dev: the 100 held-out training queries over the full corpus, at the length in brackets: the "
+                   "length the pipeline evaluates dev and chooses the WiSE-FT alpha at (`model.inference_max_length`; "
+                   "before that setting existed, the training length `model.max_length`).")
         out.append("Budgets and wall times: " + "; ".join(notes) + ". Training time is the run's own "
                    "(`train_result.json`): a command rerun on a finished run directory evaluates without training "
-                   "again, so a results file's UTC span can cover the evaluation only. The training records came "
-                   "from the recipe's record stage (MiniLM mining, BM25 + MiniLM soft labels), passed with "
+                   "again, so a results file's UTC span can cover the evaluation only; rows ran on different machines (the "
+                   "raw lines name each). Training records: every row's came from the recipe's record stage (MiniLM "
+                   "mining, BM25 + MiniLM soft labels), run by the row itself or by an earlier row and passed with "
                    "`--records`, except in the two trained-teacher rows, which mined and scored their own records "
                    "with BM25 and the trained dense recipe model (`runs/recipe13/recipe/model`, SciFact test 0.7730, "
                    "trained on the same train split minus the same dev queries) as teachers (`--set teachers...`).")
