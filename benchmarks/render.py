@@ -901,16 +901,16 @@ def block_pisa_algorithms(res: Results) -> str:
 
 
 SPARSE_ROWS = (  # results file -> label
-    ("scifact_sparse_splade", "encoder SPLADE (`configs/scifact-splade.yaml`, from SPLADE-tiny)"),
+    ("scifact_sparse_splade", "encoder SPLADE (`configs/scifact-splade.yaml`, from SPLADE-tiny; learning rate 3e-4)"),
     ("scifact_sparse_inference_free", "inference-free, IDF-aware FLOPS (`configs/scifact-splade-inference-free.yaml`)"),
     ("scifact_sparse_inference_free_plain", "inference-free, plain FLOPS (same, `flops.idf_aware=false`)"),
     ("scifact_sparse_splade_trained_teacher",
-     "encoder SPLADE, teachers BM25 + the trained dense recipe model (instead of MiniLM)"),
+     "encoder SPLADE at 1e-4, teachers BM25 + the trained dense recipe model (instead of MiniLM)"),
     ("scifact_sparse_inference_free_trained_teacher",
      "inference-free, IDF-aware FLOPS, teachers BM25 + the trained dense recipe model"),
-    ("scifact_sparse_splade_lr3e4", "encoder SPLADE, learning rate 3e-4 (instead of 1e-4)"),
-    ("scifact_sparse_splade_lr6e4", "encoder SPLADE, learning rate 6e-4 (instead of 1e-4)"),
-    ("scifact_sparse_inference_free_lr3e4", "inference-free, IDF-aware FLOPS, learning rate 3e-4 (instead of 1e-4)"),
+    ("scifact_sparse_splade_lr1e4", "encoder SPLADE, learning rate 1e-4 (the recipe until 2026-12-02)"),
+    ("scifact_sparse_splade_lr6e4", "encoder SPLADE, learning rate 6e-4"),
+    ("scifact_sparse_inference_free_lr3e4", "inference-free, IDF-aware FLOPS, learning rate 3e-4 (config: 1e-4)"),
     ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
     ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
 )
@@ -922,6 +922,7 @@ def block_sparse_recipe(res: Results) -> str:
     """Trained sparse models on SciFact test (full corpus), with their sparsity; hybrid; the decoder's cost."""
     rows, sources, notes = [], [], []
     lengths, dev_lengths = set(), set()  # test and dev max lengths
+    row_notes: list[str] = []
     for name, label in SPARSE_ROWS:
         rec = res.get(name)
         if rec is None:
@@ -945,6 +946,8 @@ def block_sparse_recipe(res: Results) -> str:
         notes.append(f"{label.split(' (')[0]}: {budget}, training {n0(rec['train_seconds'])} s, evaluation "
                      f"{n0(rec['eval_wall_seconds'])} s")
         sources.append(source(name, rec))
+        if rec.get("note"):
+            row_notes.append(f"- {label}: {rec['note']}")
     length = "/".join(str(n) for n in sorted(lengths)) or "256"
     out = [table([f"SciFact test, full corpus, max length {length}", "nDCG@10", "dev nDCG@10 (max length)", "R@100",
                   "non-zeros / doc (quantised)", "non-zeros / query", "target", ""], "lrrrrrrl", rows)]
@@ -952,6 +955,8 @@ def block_sparse_recipe(res: Results) -> str:
         out.append("Dev: the 100 held-out training queries over the full corpus, at the length in brackets: the "
                    "length the pipeline evaluates dev and chooses the WiSE-FT alpha at (`model.inference_max_length`; "
                    "before that setting existed, the training length `model.max_length`).")
+        if row_notes:
+            out.append("Row notes (from the results files):\n\n" + "\n".join(row_notes))
         out.append("Budgets and wall times: " + "; ".join(notes) + ". Training time is the run's own "
                    "(`train_result.json`): a command rerun on a finished run directory evaluates without training "
                    "again, so a results file's UTC span can cover the evaluation only; rows ran on different machines (the "
