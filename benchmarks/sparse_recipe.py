@@ -88,7 +88,8 @@ def run_row(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         "train_seconds": summary["train_seconds"], "prep_seconds": summary["prep_seconds"],
         "examples_per_second": summary["examples_per_second"], "final_loss": summary["final_loss"],
         "train_wall_seconds": train_wall, "train_total_seconds": summary.get("total_seconds"),
-        "records": summary["stats"].get("records"), "dev": summary.get("dev"), **info,
+        "records": summary["stats"].get("records"), "dev": summary.get("dev"),
+        "interpolation": summary.get("interpolation"), **info,  # the WiSE-FT sweep: alphas, the chosen one, why
         "config_resolved": to_dict(cfg),
     }
 
