@@ -921,7 +921,7 @@ SPARSE_TARGETS = {"scifact_sparse_splade": 0.70, "scifact_sparse_inference_free"
 def block_sparse_recipe(res: Results) -> str:
     """Trained sparse models on SciFact test (full corpus), with their sparsity; hybrid; the decoder's cost."""
     rows, sources, notes = [], [], []
-    lengths, dev_lengths = set(), set()  # test and dev max lengths
+    lengths = set()  # test max lengths
     row_notes: list[str] = []
     for name, label in SPARSE_ROWS:
         rec = res.get(name)
@@ -933,7 +933,6 @@ def block_sparse_recipe(res: Results) -> str:
         lengths.add(rec.get("eval_max_length", 256))  # rows before inference_max_length: --max-length 256
         m = rec["config_resolved"]["model"]
         dev_length = m.get("inference_max_length") or m["max_length"]
-        dev_lengths.add(dev_length)
         target = SPARSE_TARGETS.get(name)
         ndcg = metric(rec["test"], "ndcg@10")
         verdict = "–" if target is None else ("met" if ndcg is not None and ndcg >= target else "not met")
