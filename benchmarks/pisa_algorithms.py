@@ -11,7 +11,13 @@ weights jittered by a seeded +-10% so that copies do not tie: posting lists grow
 for more documents of the same kind, and the queries stay real SPLADE queries (about 52 terms). Every
 algorithm's top-10 scores are checked against MaxScore's, query by query.
 
+A query's weights cost too: pyterrier-pisa passes a query term of integer weight w as w repetitions of the
+term, so a query at x100 (weights summing to thousands) is a long list for PISA to count back into weights
+before it reads a posting. ``--query-scales`` serves the SciFact documents (x100) with the queries quantised at
+each scale, and reports q/s, the top-10 against the first scale and nDCG@10.
+
     python benchmarks/pisa_algorithms.py [--sizes 5183,50000,200000] [--repeat 3] [--algorithms maxscore,ranked_or_taat]
+                                       [--query-scales 100,50,20,10]
 """
 
 from __future__ import annotations
@@ -77,6 +83,49 @@ def compare_encodings(docs, qvecs, size: int, encodings: list[str], k: int, repe
         shutil.rmtree(work, ignore_errors=True)
 
 
+def compare_query_scales(docs, raw_queries, qrels: dict, doc_ids: list[str], qids: list[str], scales: list[float],
+                         k: int, repeat: int) -> dict:
+    """What a query's weights cost PISA: pyterrier-pisa hands PISA a query term of integer weight w as w
+    repetitions of the term (PISA counts them back into a weight), so a query costs O(sum of its weights)
+    before a posting is read. The same documents (x100) searched with the queries quantised at each scale,
+    default algorithm, interleaved rounds; each scale's top-10 is compared with the first scale's (same
+    document set, order within ties free) and scored on the qrels."""
+    from uniret.eval.metrics import evaluate
+    from uniret.index.sparse import SCALE, quantise
+    from uniret.index.sparse_engines import PisaEngine
+
+    work = Path(tempfile.mkdtemp(prefix="pisa-qscale-"))
+    try:
+        PisaEngine.build(work / "pisa", doc_ids, docs, [])
+        engine = PisaEngine.open(work / "pisa", doc_ids)
+        per_scale, seconds = {}, {}
+        for scale in scales:
+            qv = quantise(raw_queries, scale)
+            per_scale[scale] = [dict(zip(*(a.tolist() for a in qv.row(i)), strict=True)) for i in range(len(qv))]
+            engine.search(per_scale[scale], k)  # warm-up
+            seconds[scale] = 0.0
+        for _ in range(repeat):
+            for scale, qvecs in per_scale.items():
+                start = time.perf_counter()
+                engine.search(qvecs, k)
+                seconds[scale] += time.perf_counter() - start
+        reference = [{r for r, _ in h} for h in engine.search(per_scale[scales[0]], k)]
+        rows = []
+        for scale, qvecs in per_scale.items():
+            hits = engine.search(qvecs, k)
+            run = {q: {doc_ids[r]: float(s) for r, s in h} for q, h in zip(qids, hits, strict=True)}
+            rows.append({"query_scale": scale, "qps": len(qvecs) * repeat / seconds[scale],
+                         "mean_query_weight_sum": float(np.mean([sum(q.values()) for q in qvecs])),
+                         "mean_terms_per_query": float(np.mean([len(q) for q in qvecs])),
+                         "same_top10_set_as_first_scale": float(np.mean(
+                             [{r for r, _ in h} == ref for h, ref in zip(hits, reference, strict=True)])),
+                         "ndcg@10": evaluate(qrels, run, ["ndcg@10"])["ndcg@10"]})
+            logger.info("query scale %s: %.0f q/s, nDCG@10 %.4f", scale, rows[-1]["qps"], rows[-1]["ndcg@10"])
+        return {"docs": len(doc_ids), "document_scale": SCALE, "algorithm": engine.algorithm, "rows": rows}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="5183,50000,200000")
@@ -86,6 +135,9 @@ def main() -> None:
                     "ranked_or_taat always run (maxscore first: the reference)")
     ap.add_argument("--encodings", default="block_simdbp,block_streamvbyte,block_varintg8iu",
                     help="posting-list codecs compared with the default algorithm on the first size")
+    ap.add_argument("--query-scales", default="100,50,20,10",
+                    help="query quantisation scales compared on SciFact's documents (x100); the first is the "
+                         "reference, as the engines serve it")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -100,7 +152,8 @@ def main() -> None:
     queries = ds.split_queries("test")
     encoder = sparse_encoder(RetrieverConfig(kind="sparse", device="cpu", cache_embeddings=True))
     docs = quantise(encode_cached(encoder, [d.full_text() for d in ds.corpus], "documents", cache=True))
-    qv = quantise(encoder.encode_queries(list(queries.values())))
+    raw_queries = encoder.encode_queries(list(queries.values()))
+    qv = quantise(raw_queries)
     qvecs = [dict(zip(*(a.tolist() for a in qv.row(i)), strict=True)) for i in range(len(qv))]
     wanted = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     algorithms = ["maxscore", "ranked_or_taat"] + [a for a in wanted if a not in ("maxscore", "ranked_or_taat")]
@@ -135,10 +188,14 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     codecs = compare_encodings(docs, qvecs, int(args.sizes.split(",")[0]), args.encodings.split(","), args.k,
                                args.repeat)
+    scales = [float(x) for x in args.query_scales.split(",")]
+    query_scales = compare_query_scales(docs, raw_queries, ds.qrels("test").judgements,
+                                        [d.id for d in ds.corpus], list(queries), scales, args.k, args.repeat)
     path = bench.save({"data": "scifact (documents repeated with jittered weights beyond 5,183)",
                        "model": "splade-tiny", "queries": len(qvecs), "k": args.k, "threads": 1,
                        "repeat": args.repeat, "mean_terms_per_query": float(np.mean([len(q) for q in qvecs])),
-                       "rows": rows, "encodings": codecs, "default_encoding": PISA_ENCODING})
+                       "rows": rows, "encodings": codecs, "query_scales": query_scales,
+                       "default_encoding": PISA_ENCODING})
     logger.info("-> %s", path)
 
 

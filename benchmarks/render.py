@@ -896,6 +896,20 @@ def block_pisa_algorithms(res: Results) -> str:
                  f"{codecs['index_bytes'][c] / 1e6:.1f}"] for c, q in codecs["qps"].items()]
         out.append(table([f"posting-list codec ({n0(codecs['docs'])} documents, `{codecs['algorithm']}`, interleaved "
                           "rounds)", "q/s", "index MB"], "lrr", crow))
+    scales = rec.get("query_scales")
+    if scales:
+        first = scales["rows"][0]
+        srow = [[f"x{s['query_scale']:g}", n0(s["mean_query_weight_sum"]), n1(s["mean_terms_per_query"]), n0(s["qps"]),
+                 f2(s["qps"] / first["qps"]), f"{100 * s['same_top10_set_as_first_scale']:.1f}%", f4(s["ndcg@10"])]
+                for s in scales["rows"]]
+        out.append(table([f"query weights quantised at ({n0(scales['docs'])} documents at x"
+                          f"{scales['document_scale']}, `{scales['algorithm']}`, interleaved rounds)",
+                          "sum of query weights", "terms / query", "q/s", f"x the x{first['query_scale']:g} q/s",
+                          f"same top-10 set as x{first['query_scale']:g}", "nDCG@10"], "lrrrrrr", srow))
+        out.append("pyterrier-pisa hands PISA a query term of integer weight w as w repetitions of the term, and "
+                   "PISA counts them back into a weight: a query costs in proportion to the sum of its weights "
+                   "before any posting is read. The engines serve queries at x"
+                   f"{first['query_scale']:g}, as the documents.")
     out.append(source(name, rec))
     return "\n\n".join(out)
 
