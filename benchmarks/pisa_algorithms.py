@@ -53,6 +53,18 @@ def replicate(docs, size: int, seed: int = 0):
     return ImpactVectors(indptr, indices, np.maximum(1, np.rint(values)).astype(docs.values.dtype))
 
 
+def interleaved_seconds(runs: dict, k: int, repeat: int) -> dict:
+    """Seconds each ``key -> (engine, queries)`` spent searching, in ``repeat`` rounds of one pass of every key
+    (interleaved, so that a slow spell of the machine falls on all of them)."""
+    seconds = dict.fromkeys(runs, 0.0)
+    for _ in range(repeat):
+        for key, (engine, queries) in runs.items():
+            start = time.perf_counter()
+            engine.search(queries, k)
+            seconds[key] += time.perf_counter() - start
+    return seconds
+
+
 def compare_encodings(docs, qvecs, size: int, encodings: list[str], k: int, repeat: int) -> dict:
     """q/s of each posting-list codec under the default algorithm, timed in interleaved rounds (one pass of
     every codec per round), with each index's size on disk."""
@@ -62,18 +74,13 @@ def compare_encodings(docs, qvecs, size: int, encodings: list[str], k: int, repe
     ids = [f"d{i}" for i in range(size)]
     work = Path(tempfile.mkdtemp(prefix="pisa-codec-"))
     try:
-        engines, sizes, seconds = {}, {}, {}
+        engines, sizes = {}, {}
         for codec in encodings:
             PisaEngine.build(work / codec, ids, vectors, [], encoding=codec)
             engines[codec] = PisaEngine.open(work / codec, ids)
             engines[codec].search(qvecs, k)  # warm-up
             sizes[codec] = sum(p.stat().st_size for p in (work / codec).glob(f"*.{codec}"))
-            seconds[codec] = 0.0
-        for _ in range(repeat):
-            for codec, engine in engines.items():
-                start = time.perf_counter()
-                engine.search(qvecs, k)
-                seconds[codec] += time.perf_counter() - start
+        seconds = interleaved_seconds({c: (e, qvecs) for c, e in engines.items()}, k, repeat)
         out = {"docs": size, "algorithm": pisa_algorithm("auto", size),
                "qps": {c: len(qvecs) * repeat / seconds[c] for c in encodings},
                "index_bytes": sizes}
@@ -98,17 +105,12 @@ def compare_query_scales(docs, raw_queries, qrels: dict, doc_ids: list[str], qid
     try:
         PisaEngine.build(work / "pisa", doc_ids, docs, [])
         engine = PisaEngine.open(work / "pisa", doc_ids)
-        per_scale, seconds = {}, {}
+        per_scale = {}
         for scale in scales:
             qv = quantise(raw_queries, scale)
             per_scale[scale] = [dict(zip(*(a.tolist() for a in qv.row(i)), strict=True)) for i in range(len(qv))]
             engine.search(per_scale[scale], k)  # warm-up
-            seconds[scale] = 0.0
-        for _ in range(repeat):
-            for scale, qvecs in per_scale.items():
-                start = time.perf_counter()
-                engine.search(qvecs, k)
-                seconds[scale] += time.perf_counter() - start
+        seconds = interleaved_seconds({s: (engine, q) for s, q in per_scale.items()}, k, repeat)
         reference = [{r for r, _ in h} for h in engine.search(per_scale[scales[0]], k)]
         rows = []
         for scale, qvecs in per_scale.items():
