@@ -923,6 +923,7 @@ SPARSE_ROWS = (  # results file -> label
     ("scifact_sparse_inference_free_trained_teacher",
      "inference-free, IDF-aware FLOPS, teachers BM25 + the trained dense recipe model"),
     ("scifact_sparse_splade_lr1e4", "encoder SPLADE, learning rate 1e-4 (the recipe until 2026-12-02)"),
+    ("scifact_sparse_splade_dev128", "encoder SPLADE, the same config run with dev and alphas at 128 (before 2026-12-02 17:00)"),
     ("scifact_sparse_splade_lr6e4", "encoder SPLADE, learning rate 6e-4"),
     ("scifact_sparse_splade_len256", "encoder SPLADE, trained at length 256 (config: 128)"),
     ("scifact_sparse_inference_free_lr3e4", "inference-free, IDF-aware FLOPS, learning rate 3e-4 (config: 1e-4)"),
