@@ -307,6 +307,24 @@ def peer_note(peer: dict[str, Any]) -> str:
             "same rounds.")
 
 
+def other_encode_runs(res: Results, shown: str) -> str:
+    """The other runs of the same benchmark (``encode_backends_*.json``: other machines, busy cores), one row each,
+    as ratios over sentence-transformers torch measured within that run."""
+    names = [n for n in res.names() if n.startswith("encode_backends_") and n != shown]
+    if not names:
+        return ""
+    runs = [(n, res.get(n)) for n in names]
+    keys = [k for k in ("uniret_torch", "uniret_bf16", "uniret_onnx", "uniret_onnx-int8")
+            if any(k in r["ratio_over_st_torch"] for _, r in runs)]
+    rows = [[f"`{n}.json`", machine_label(r), date_label(r), load_label(r), n1(r["docs_per_s"]["sentence_transformers"]),
+             *[f2(r["ratio_over_st_torch"].get(k)) if k in r["ratio_over_st_torch"] else "–" for k in keys]]
+            for n, r in runs]
+    return ("\n\nOther runs of the same benchmark (each row one run; × sentence-transformers torch within that run; "
+            "commands in the index of results files at the top):\n\n"
+            + table(["results file", "machine", "date", "load average", "sentence-transformers torch docs/s",
+                     *[ENCODER_LABELS.get(k, k) for k in keys]], "llllr" + "r" * len(keys), rows))
+
+
 def block_encode_backends(res: Results) -> str:
     try:
         name, rec = res.need("encode_backends")
@@ -348,7 +366,7 @@ def block_encode_backends(res: Results) -> str:
                    " (no other job of this session ran; the load is the tail of the previous one)")
                 if (rec.get("machine") or {}).get("load_average_at_start") else "") + "."
            + (peer_note(rec["st_onnx_peer"]) if rec.get("st_onnx_peer") else "") + floor_note + "\n\n"
-           + source(name, rec))
+           + source(name, rec) + other_encode_runs(res, name))
     try:
         fname, fid = res.need("backend_fidelity")
     except MissingResult:
