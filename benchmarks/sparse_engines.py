@@ -121,7 +121,7 @@ def main() -> None:
     raw_queries = encoder.encode_queries([queries[q] for q in qids])
     ids, docs = index.stored_vectors()
     qv = quantise(raw_queries)
-    qvecs = [dict(zip(*(a.tolist() for a in qv.row(i)), strict=True)) for i in range(len(qv))]
+    qvecs = qv.as_queries()
     result["effectiveness"] = {
         "model": "splade-tiny", "max_length": encoder.max_length, "pooling": encoder.pooling, "scale": index.scale,
         "ndcg@10": ndcg["ndcg@10"], "recall@100": ndcg["recall@100"], "reference_ndcg@10": 0.6436,

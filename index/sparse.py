@@ -214,8 +214,7 @@ class SparseIndex(StoredDocuments):
 
     # -- searching ------------------------------------------------------------------------------
     def _quantised_queries(self, texts: Sequence[str]) -> list[Query]:
-        vectors = quantise(encode_cached(self.encoder, texts, "queries", cache=False), self.scale)
-        return [dict(zip(*(a.tolist() for a in vectors.row(i)), strict=True)) for i in range(len(vectors))]
+        return quantise(encode_cached(self.encoder, texts, "queries", cache=False), self.scale).as_queries()
 
     def search(self, queries: Mapping[str, str], k: int = 10) -> Run:
         """``{qid: {doc_id: score}}`` (score: the integer dot product / scale**2). An empty or whitespace-only

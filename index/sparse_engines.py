@@ -68,6 +68,10 @@ class ImpactVectors:
         lo, hi = int(self.indptr[i]), int(self.indptr[i + 1])
         return self.indices[lo:hi], self.values[lo:hi]
 
+    def as_queries(self) -> list[Query]:
+        """Every row as an engine query, ``{term id: integer weight}``."""
+        return [dict(zip(*(a.tolist() for a in self.row(i)), strict=True)) for i in range(len(self))]
+
     def as_dict(self, i: int, terms: Sequence[str]) -> dict[str, int]:
         idx, val = self.row(i)
         return {terms[int(t)]: int(w) for t, w in zip(idx, val, strict=True)}

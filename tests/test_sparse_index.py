@@ -79,7 +79,7 @@ def encoded(splade, slice_, module_cache):
     # cached (under this session's UNIRET_CACHE), so that the backend's index() below reuses the vectors
     docs = quantise(encode_cached(splade, [d.full_text() for d in data.corpus], "documents", cache=True))
     qv = quantise(splade.encode_queries(list(queries.values())))
-    q = [dict(zip(*(a.tolist() for a in qv.row(i)), strict=True)) for i in range(len(qv))]
+    q = qv.as_queries()
     return ids, docs, q
 
 
