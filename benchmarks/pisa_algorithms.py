@@ -107,14 +107,14 @@ def compare_query_scales(docs, raw_queries, qrels: dict, doc_ids: list[str], qid
         engine = PisaEngine.open(work / "pisa", doc_ids)
         per_scale = {}
         for scale in scales:
-            qv = quantise(raw_queries, scale)
-            per_scale[scale] = [dict(zip(*(a.tolist() for a in qv.row(i)), strict=True)) for i in range(len(qv))]
+            per_scale[scale] = quantise(raw_queries, scale).as_queries()
             engine.search(per_scale[scale], k)  # warm-up
         seconds = interleaved_seconds({s: (engine, q) for s, q in per_scale.items()}, k, repeat)
-        reference = [{r for r, _ in h} for h in engine.search(per_scale[scales[0]], k)]
+        hits_of = {scale: engine.search(qvecs, k) for scale, qvecs in per_scale.items()}
+        reference = [{r for r, _ in h} for h in hits_of[scales[0]]]
         rows = []
         for scale, qvecs in per_scale.items():
-            hits = engine.search(qvecs, k)
+            hits = hits_of[scale]
             run = {q: {doc_ids[r]: float(s) for r, s in h} for q, h in zip(qids, hits, strict=True)}
             rows.append({"query_scale": scale, "qps": len(qvecs) * repeat / seconds[scale],
                          "mean_query_weight_sum": float(np.mean([sum(q.values()) for q in qvecs])),
@@ -156,7 +156,7 @@ def main() -> None:
     docs = quantise(encode_cached(encoder, [d.full_text() for d in ds.corpus], "documents", cache=True))
     raw_queries = encoder.encode_queries(list(queries.values()))
     qv = quantise(raw_queries)
-    qvecs = [dict(zip(*(a.tolist() for a in qv.row(i)), strict=True)) for i in range(len(qv))]
+    qvecs = qv.as_queries()
     wanted = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     algorithms = ["maxscore", "ranked_or_taat"] + [a for a in wanted if a not in ("maxscore", "ranked_or_taat")]
     rows = []

@@ -317,7 +317,7 @@ def other_encode_runs(res: Results, shown: str) -> str:
     keys = [k for k in ("uniret_torch", "uniret_bf16", "uniret_onnx", "uniret_onnx-int8")
             if any(k in r["ratio_over_st_torch"] for _, r in runs)]
     rows = [[f"`{n}.json`", machine_label(r), date_label(r), load_label(r), n1(r["docs_per_s"]["sentence_transformers"]),
-             *[f2(r["ratio_over_st_torch"].get(k)) if k in r["ratio_over_st_torch"] else "–" for k in keys]]
+             *[f2(r["ratio_over_st_torch"].get(k)) for k in keys]]
             for n, r in runs]
     return ("\n\nOther runs of the same benchmark (each row one run; × sentence-transformers torch within that run; "
             "commands in the index of results files at the top):\n\n"
