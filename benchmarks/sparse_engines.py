@@ -9,7 +9,9 @@ quantised vectors served by each engine.
    ``LuceneImpactSearcher`` on the same Lucene index (its ``search`` per query and its ``batch_search``; the
    speed-up is against the faster of the two); queries/s, one thread each, queries already encoded, after
    a warm-up pass; top-10 agreement of each engine with the brute-force integer dot product (ties-aware), and
-   Seismic's recall@10 against it.
+   Seismic's recall@10 against it. Then, for each ``--query-scales`` value (default 20), the same with the
+   queries quantised at that scale (``SparseIndex(query_scale=...)``, ``--query-scale``; documents stay x100):
+   PISA, uniret's Lucene engine and pyserini on the coarser queries, and PISA's top-10 agreement with x100.
 3. BM25 on PISA: Lucene's analysed tokens (Anserini's default English analyzer) indexed into PISA with its BM25
    scorer (k1 0.9, b 0.4); nDCG@10 against uniret's Lucene BM25 (0.6789), top-10 agreement with Lucene, and
    queries/s against bm25s (one thread each, all 1,109 SciFact queries, analysis included, top 10).
@@ -93,6 +95,8 @@ def main() -> None:
     ap.add_argument("--data", default="scifact")
     ap.add_argument("--repeat", type=int, default=3, help="timed passes over the queries (after one warm-up)")
     ap.add_argument("--skip-bm25", action="store_true")
+    ap.add_argument("--query-scales", type=int, nargs="*", default=[20],
+                    help="also serve the queries quantised at these scales (documents stay x100)")
     ap.add_argument("--sample", type=int, nargs=2, metavar=("QUERIES", "DOCS"), default=None,
                     help="a dry run on a sample (the results file is then named sparse_engines_sample)")
     args = ap.parse_args()
@@ -156,39 +160,57 @@ def main() -> None:
             return q
 
     pyserini = LuceneImpactSearcher(str(work / "lucene"), Encoded(), min_idf=-1)
-    term_queries = [{terms[t]: w for t, w in q.items()} for q in qvecs]
     row_of = {d: i for i, d in enumerate(ids)}
 
-    def pyserini_search(k: int) -> list[list[tuple[int, int]]]:
+    def pyserini_search(qs: list, k: int) -> list[list[tuple[int, int]]]:
+        term_queries = [{terms[t]: w for t, w in q.items()} for q in qs]
         return [[(row_of[h.docid], round(h.score)) for h in pyserini.search(q, k=k)] for q in term_queries]
 
-    def pyserini_batch(k: int) -> list[list[tuple[int, int]]]:
+    def pyserini_batch(qs: list, k: int) -> list[list[tuple[int, int]]]:
+        term_queries = [{terms[t]: w for t, w in q.items()} for q in qs]
         qnums = [str(i) for i in range(len(term_queries))]
         found = pyserini.batch_search(term_queries, qnums, k=k, threads=1)
         return [[(row_of[h.docid], round(h.score)) for h in found[i]] for i in qnums]
 
+    def measure(searchers: dict, qs: list, exact: list) -> dict:
+        """Queries/s, exactness and nDCG@10 of each searcher on the quantised queries ``qs``; speed-ups against
+        the faster of pyserini's two modes on the same queries."""
+        out: dict = {}
+        for name, fn in searchers.items():
+            qps, hits = timed(lambda fn=fn: fn(qs, k), len(qs), args.repeat)
+            agree = [correct_top_k(h, e, k) for h, e in zip(hits, exact, strict=True)]
+            out[name] = {
+                "qps": qps, "exact_top10_share": float(np.mean(agree)),
+                "recall@10_vs_exact": float(np.mean([recall_at_k(h, e, k) for h, e in zip(hits, exact, strict=True)])),
+                "ndcg@10": evaluate(qrels, {q: {ids[r]: s for r, s in h} for q, h in zip(qids, hits, strict=True)},
+                                    ["ndcg@10"])["ndcg@10"],
+                "build_seconds": build_s.get(name),
+            }
+            print(name, out[name], flush=True)
+        base = max(out["pyserini_impact_searcher"]["qps"], out["pyserini_impact_searcher_batch"]["qps"])
+        for name in out:
+            out[name]["speedup_vs_pyserini"] = out[name]["qps"] / base
+        return out
+
     for algorithm in ("maxscore", "block_max_wand", "block_max_maxscore"):  # PISA's other exact algorithms, same files
         engines[f"pisa_{algorithm}"] = PisaEngine.open(work / "pisa", ids, algorithm=algorithm)
-    per_engine: dict = {}
     k = 10
-    searchers = {**{n: (lambda n=n: engines[n].search(qvecs, k)) for n in engines},
-                 "pyserini_impact_searcher": lambda: pyserini_search(k),
-                 "pyserini_impact_searcher_batch": lambda: pyserini_batch(k)}
-    for name, fn in searchers.items():
-        qps, hits = timed(fn, len(qvecs), args.repeat)
-        agree = [correct_top_k(h, e, k) for h, e in zip(hits, exact, strict=True)]
-        per_engine[name] = {
-            "qps": qps, "exact_top10_share": float(np.mean(agree)),
-            "recall@10_vs_exact": float(np.mean([recall_at_k(h, e, k) for h, e in zip(hits, exact, strict=True)])),
-            "ndcg@10": evaluate(qrels, {q: {ids[r]: s for r, s in h} for q, h in zip(qids, hits, strict=True)},
-                                ["ndcg@10"])["ndcg@10"],
-            "build_seconds": build_s.get(name),
-        }
-        print(name, per_engine[name], flush=True)
-    base = max(per_engine["pyserini_impact_searcher"]["qps"], per_engine["pyserini_impact_searcher_batch"]["qps"])
-    for name in per_engine:
-        per_engine[name]["speedup_vs_pyserini"] = per_engine[name]["qps"] / base
-    result["engines"] = per_engine
+    pyserini_modes = {"pyserini_impact_searcher": pyserini_search, "pyserini_impact_searcher_batch": pyserini_batch}
+    searchers = {**{n: (lambda qs, k, n=n: engines[n].search(qs, k)) for n in engines}, **pyserini_modes}
+    result["engines"] = measure(searchers, qvecs, exact)
+    # the same documents with the queries quantised coarser (SparseIndex(query_scale=...), `--query-scale`):
+    # PISA's binding passes a term of weight w as w copies, so its cost falls with the query weights' sum
+    result["query_scales"] = {}
+    for scale in args.query_scales:
+        coarse = quantise(raw_queries, scale).as_queries()
+        rows = measure({"pisa": searchers["pisa"], "lucene": searchers["lucene"], **pyserini_modes}, coarse,
+                       brute_force(docs, coarse, len(vocabulary)))
+        reference = [set(ids[r] for r, _ in h) for h in engines["pisa"].search(qvecs, k)]
+        rows["pisa"]["same_top10_set_as_query_scale_100"] = float(np.mean(
+            [set(ids[r] for r, _ in h) == ref for h, ref in zip(engines["pisa"].search(coarse, k), reference,
+                                                                 strict=True)]))
+        rows["sum_of_query_weights"] = float(np.mean([sum(q.values()) for q in coarse]))
+        result["query_scales"][str(scale)] = rows
     result["engine_settings"] = {"k": k, "threads": 1, "pisa": {"algorithm": engines["pisa"].algorithm},
                                  "seismic": {"query_cut": engines["seismic"].query_cut,
                                              "heap_factor": engines["seismic"].heap_factor}}

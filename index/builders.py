@@ -76,4 +76,5 @@ def build_sparse(cfg: Any, *, scratch: Path | None = None) -> Any:
     from uniret.index.sparse_engines import resolve_engine
 
     engine = resolve_engine(cfg.engine)  # an unknown or uninstalled engine fails before any encoding
-    return SparseIndex(sparse_encoder(cfg), engine, cache_embeddings=cfg.cache_embeddings, workdir=scratch)
+    return SparseIndex(sparse_encoder(cfg), engine, query_scale=getattr(cfg, "query_scale", None),
+                       cache_embeddings=cfg.cache_embeddings, workdir=scratch)

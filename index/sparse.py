@@ -2,15 +2,16 @@
 
 Documents are encoded by a sparse encoder (``encode_documents`` -> :class:`~uniret.protocols.SparseVectors`)
 and **quantised**: each weight is multiplied by :data:`SCALE` (100) and rounded to the nearest integer; weights
-that round to 0 are dropped. Queries are quantised the same way. The quantised vectors are stored with the
+that round to 0 are dropped. Queries are quantised the same way, at ``query_scale`` (by default the same 100;
+a smaller one makes PISA faster: its binding passes a term of weight w as w copies of it). The quantised vectors are stored with the
 index (``vectors/``: CSR arrays as ``.npy``, the document ids and the vocabulary as JSON), so every engine
 sees identical integers and the exact engines (PISA, Lucene) return the same top-k up to ties; see
-:mod:`uniret.index.sparse_engines`. A hit's score is the integer dot product divided by ``SCALE ** 2``, which
+:mod:`uniret.index.sparse_engines`. A hit's score is the integer dot product divided by ``scale x query_scale``, which
 approximates the float dot product of the unquantised vectors.
 
 Layout of a saved index::
 
-    manifest.json           kind "sparse"; encoder identity, vocabulary hash, scale, engine
+    manifest.json           kind "sparse"; encoder identity, vocabulary hash, scale, query_scale, engine
     vectors/docids.json     document ids, row order
     vectors/indptr.npy      (n + 1,) int64
     vectors/indices.npy     (nnz,) int32 term ids
@@ -125,11 +126,16 @@ class SparseIndex(StoredDocuments):
 
     kind = "sparse"
 
-    def __init__(self, encoder: Any, engine: str = "auto", *, scale: float = SCALE, cache_embeddings: bool = False,
-                 threads: int | None = None, workdir: str | Path | None = None) -> None:
+    def __init__(self, encoder: Any, engine: str = "auto", *, scale: float = SCALE, query_scale: float | None = None,
+                 cache_embeddings: bool = False, threads: int | None = None,
+                 workdir: str | Path | None = None) -> None:
         self.encoder = encoder
         self.engine_name = resolve_engine(engine)
         self.scale = scale
+        self.query_scale = scale if query_scale is None else query_scale
+        if not (self.scale > 0 and self.query_scale > 0):
+            raise ValueError(f"the quantisation scales must be positive, got scale={scale!r}, "
+                             f"query_scale={query_scale!r}")
         self.cache_embeddings = cache_embeddings
         self.threads = threads or default_threads()
         self.workdir = Path(workdir) if workdir is not None else None
@@ -214,10 +220,10 @@ class SparseIndex(StoredDocuments):
 
     # -- searching ------------------------------------------------------------------------------
     def _quantised_queries(self, texts: Sequence[str]) -> list[Query]:
-        return quantise(encode_cached(self.encoder, texts, "queries", cache=False), self.scale).as_queries()
+        return quantise(encode_cached(self.encoder, texts, "queries", cache=False), self.query_scale).as_queries()
 
     def search(self, queries: Mapping[str, str], k: int = 10) -> Run:
-        """``{qid: {doc_id: score}}`` (score: the integer dot product / scale**2). An empty or whitespace-only
+        """``{qid: {doc_id: score}}`` (score: the integer dot product / (scale x query_scale)). An empty or whitespace-only
         query gets no hits (``{}``, with a warning), as in the other families."""
         from uniret.index.lucene import warn_empty_queries
 
@@ -233,14 +239,14 @@ class SparseIndex(StoredDocuments):
                        all_queries: Mapping[str, str] | None = None) -> Run:
         """Search with quantised query vectors (``{term id: integer weight}``), e.g. cached ones."""
         hits = self._engine.search(list(encoded), k) if encoded else []
-        denominator = float(self.scale) ** 2
+        denominator = float(self.scale) * float(self.query_scale)
         run: Run = {q: {self._ids[row]: score / denominator for row, score in h} for q, h in
                     zip(qids, hits, strict=True)}
         return {q: run.get(q, {}) for q in (all_queries if all_queries is not None else qids)}
 
     def explain(self, query: str, doc_id: str, top: int = 5) -> dict[str, float]:
         """The terms ``query`` and document ``doc_id`` share, with their contributions to the score
-        (``q_weight * d_weight / scale**2``), largest first, at most ``top``."""
+        (``q_weight * d_weight / (scale x query_scale)``), largest first, at most ``top``."""
         if self._vectors is None:
             raise RuntimeError("the index is empty: call index(corpus) or load(path) first")
         q = self._query_cache.get(query)
@@ -254,7 +260,7 @@ class SparseIndex(StoredDocuments):
         shared = [(self._vocabulary[int(t)], q[int(t)] * int(w)) for t, w in zip(idx, val, strict=True)
                   if int(t) in q]
         shared.sort(key=lambda x: (-x[1], x[0]))
-        denominator = float(self.scale) ** 2
+        denominator = float(self.scale) * float(self.query_scale)
         return {term: c / denominator for term, c in shared[:top]}
 
     def matched_terms(self, query: str, doc_ids: Sequence[str], top: int = 5) -> dict[str, dict[str, float]]:
@@ -300,6 +306,7 @@ class SparseIndex(StoredDocuments):
             write_manifest(tmp, self.kind, len(self._ids), encoder=identity, dimension=identity.get("dimension"),
                            similarity="dot",
                            settings={"engine": self.engine_name, "scale": self.scale,
+                                     "query_scale": self.query_scale,
                                      "vocabulary_size": len(self._vocabulary),
                                      "vocabulary_hash": vocabulary_hash(self._vocabulary),
                                      "nnz": int(len(self._vectors.values))},
@@ -315,10 +322,11 @@ class SparseIndex(StoredDocuments):
 
     @classmethod
     def load(cls, path: str | Path, encoder: Any = None, *, device: str | None = "auto",
-             engine: str | None = None) -> SparseIndex:
+             engine: str | None = None, query_scale: float | None = None) -> SparseIndex:
         """Open a saved index. Without ``encoder`` the one the manifest records is loaded; with one, it must be
         the encoder the index was built with (same weights hash, settings and vocabulary). ``engine``: another
-        engine than the saved one, built now from the stored vectors into a temporary folder."""
+        engine than the saved one, built now from the stored vectors into a temporary folder. ``query_scale``:
+        quantise queries at another scale than the saved one (the documents' impacts stay as built)."""
         path = Path(path)
         manifest = read_manifest(path, expected_kind=cls.kind)
         settings = manifest.get("settings", {})
@@ -342,7 +350,8 @@ class SparseIndex(StoredDocuments):
                 f"the index's ({len(vocabulary)} terms, hash {settings.get('vocabulary_hash')}); "
                 "re-index with this encoder or pass the one the index was built with")
         saved_engine = settings.get("engine", "lucene")
-        self = cls(encoder, engine or saved_engine, scale=settings.get("scale", SCALE))
+        self = cls(encoder, engine or saved_engine, scale=settings.get("scale", SCALE),
+                   query_scale=query_scale or settings.get("query_scale"))
         self._ids, self._vectors, self._vocabulary = ids, vectors, vocabulary
         self._terms = escape_terms(vocabulary)
         self._source_dir = path
@@ -400,5 +409,6 @@ class SparseIndex(StoredDocuments):
 
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "engine": self.engine_name, "scale": self.scale, "num_docs": len(self._ids),
+        return {"kind": self.kind, "engine": self.engine_name, "scale": self.scale,
+                "query_scale": self.query_scale, "num_docs": len(self._ids),
                 "similarity": "dot", "encoder": self.encoder.identity, **self.sparsity()}

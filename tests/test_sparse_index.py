@@ -264,6 +264,35 @@ def test_round_trip_and_manifest(built, splade, slice_):
         assert list(seismic.search({q: queries[q]}, k=3)[q].values()) == list(before[q].values())[:3]
 
 
+def test_queries_quantised_at_their_own_scale(built, splade, slice_, tmp_path):
+    """``query_scale``: queries rounded at x20 against documents at x100; scores are the exact integer dot
+    products / (100 x 20), the setting is saved in the manifest, and explain adds up to the score."""
+    from uniret.index import read_manifest
+    from uniret.index.sparse import SparseIndex, quantise
+
+    index, path, before = built
+    data, queries = slice_
+    coarse = SparseIndex.load(path, encoder=splade, query_scale=20)
+    assert coarse.query_scale == 20 and coarse.describe()["query_scale"] == 20
+    got = coarse.search(queries, k=10)
+    ids, docs = index.stored_vectors()
+    qv = quantise(splade.encode_queries(list(queries.values())), 20).as_queries()
+    fine = index._quantised_queries(list(queries.values()))
+    assert sum(sum(q.values()) for q in qv) < sum(sum(q.values()) for q in fine)
+    row_of = {d: i for i, d in enumerate(ids)}
+    for (qid, hits), exact in zip(got.items(), brute_force(docs, qv, 10), strict=True):
+        assert_same_top_k([(row_of[d], round(s * 100 * 20)) for d, s in hits.items()], exact, 10)
+        doc_id, score = next(iter(hits.items()))
+        assert sum(coarse.explain(queries[qid], doc_id, top=10_000).values()) == pytest.approx(score, abs=1e-9)
+    assert got != before  # a coarser query rounding changes the scores
+    saved = coarse.save(tmp_path / "coarse")
+    assert read_manifest(saved)["settings"]["query_scale"] == 20
+    assert SparseIndex.load(saved, encoder=splade).search(queries, k=10) == got
+    assert SparseIndex.load(saved, encoder=splade, query_scale=100).search(queries, k=10) == before
+    with pytest.raises(ValueError, match="query_scale"):
+        SparseIndex(splade, "pisa", query_scale=0)
+
+
 def test_explain_gives_the_shared_terms_that_make_the_score(built, slice_):
     index, _, before = built
     _, queries = slice_
@@ -372,8 +401,9 @@ def test_cli_index_search_eval(tmp_path, scifact, capsys):
 
     small = save_beir(scifact.sample(num_queries=6, num_docs=40, seed=5), tmp_path / "data")
     assert main(["-q", "index", "--data", str(small), "--retriever", "sparse", "--max-length", "64",
-                 "--device", "cpu", "--output", str(tmp_path / "idx")]) == 0
-    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["settings"]["engine"] == "pisa"
+                 "--device", "cpu", "--query-scale", "20", "--output", str(tmp_path / "idx")]) == 0
+    settings = json.loads((tmp_path / "idx" / "manifest.json").read_text())["settings"]
+    assert settings["engine"] == "pisa" and settings["query_scale"] == 20
     capsys.readouterr()
     assert main(["-q", "search", "--index", str(tmp_path / "idx"), "--query", "vitamin D deficiency", "-k", "3",
                  "--device", "cpu"]) == 0

@@ -59,6 +59,10 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
     p.add_argument("--engine", default="auto",
                    help="sparse: auto (the fastest exact engine installed: pisa, else lucene) | pisa | lucene | "
                         "seismic (approximate)")
+    p.add_argument("--query-scale", type=_positive_int, default=None,
+                   help="sparse: quantise queries at this scale (default: the documents' 100, recorded in the "
+                        "index). PISA gets a term of weight w as w copies, so x20 searches faster for a slightly "
+                        "coarser ranking (BENCHMARKS.md, 'Learned sparse')")
     p.add_argument("--device", default="auto", help="auto (a GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
     p.add_argument("--max-length", type=_positive_int, default=None,
@@ -84,7 +88,7 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         return None
     kw = {"kind": args.retriever, "index_type": args.index_type, "engine": args.engine, "device": args.device,
           "batch_size": args.batch_size, "max_length": args.max_length, "cache_embeddings": args.cache_embeddings,
-          "backend": args.backend or "torch"}
+          "backend": args.backend or "torch", "query_scale": args.query_scale}
     if args.model:
         kw["model"] = args.model
     if getattr(args, "fusion", None):

@@ -189,6 +189,7 @@ class RetrieverConfig:
     max_length: int | None = None  # None: the model's own saved maximum length
     query_prompt: str = ""
     engine: str = "auto"  # sparse: auto | pisa | lucene | seismic (see uniret.index.sparse_engines)
+    query_scale: int | None = None  # sparse: the queries' quantisation scale (None: the documents', 100)
     k1: float = 0.9  # bm25
     b: float = 0.4  # bm25
     cache_embeddings: bool = False
@@ -205,7 +206,7 @@ class RetrieverConfig:
         if not family.searchable:
             raise UnknownFamilyError(f"{self.kind!r} is a {family.role}, not a retriever; choose one of "
                                      + ", ".join(names(searchable=True)))
-        check_positive(batch_size=self.batch_size, shard_size=self.shard_size)
+        check_positive(batch_size=self.batch_size, shard_size=self.shard_size, query_scale=self.query_scale)
         check_backend(self.backend)
         if self.max_length is not None:
             check_positive(max_length=self.max_length)
