@@ -201,11 +201,11 @@ def main() -> None:
     # the same documents with the queries quantised coarser (SparseIndex(query_scale=...), `--query-scale`):
     # PISA's binding passes a term of weight w as w copies, so its cost falls with the query weights' sum
     result["query_scales"] = {}
+    reference = [set(ids[r] for r, _ in h) for h in engines["pisa"].search(qvecs, k)]
     for scale in args.query_scales:
         coarse = quantise(raw_queries, scale).as_queries()
         rows = measure({"pisa": searchers["pisa"], "lucene": searchers["lucene"], **pyserini_modes}, coarse,
                        brute_force(docs, coarse, len(vocabulary)))
-        reference = [set(ids[r] for r, _ in h) for h in engines["pisa"].search(qvecs, k)]
         rows["pisa"]["same_top10_set_as_query_scale_100"] = float(np.mean(
             [set(ids[r] for r, _ in h) == ref for h, ref in zip(engines["pisa"].search(coarse, k), reference,
                                                                  strict=True)]))

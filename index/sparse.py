@@ -219,6 +219,11 @@ class SparseIndex(StoredDocuments):
                                      f"({len(vocabulary)} vs {len(expected)} terms)")
 
     # -- searching ------------------------------------------------------------------------------
+    @property
+    def _denominator(self) -> float:
+        """What an integer dot product of a document (x scale) and a query (x query_scale) is divided by."""
+        return float(self.scale) * float(self.query_scale)
+
     def _quantised_queries(self, texts: Sequence[str]) -> list[Query]:
         return quantise(encode_cached(self.encoder, texts, "queries", cache=False), self.query_scale).as_queries()
 
@@ -239,7 +244,7 @@ class SparseIndex(StoredDocuments):
                        all_queries: Mapping[str, str] | None = None) -> Run:
         """Search with quantised query vectors (``{term id: integer weight}``), e.g. cached ones."""
         hits = self._engine.search(list(encoded), k) if encoded else []
-        denominator = float(self.scale) * float(self.query_scale)
+        denominator = self._denominator
         run: Run = {q: {self._ids[row]: score / denominator for row, score in h} for q, h in
                     zip(qids, hits, strict=True)}
         return {q: run.get(q, {}) for q in (all_queries if all_queries is not None else qids)}
@@ -260,8 +265,7 @@ class SparseIndex(StoredDocuments):
         shared = [(self._vocabulary[int(t)], q[int(t)] * int(w)) for t, w in zip(idx, val, strict=True)
                   if int(t) in q]
         shared.sort(key=lambda x: (-x[1], x[0]))
-        denominator = float(self.scale) * float(self.query_scale)
-        return {term: c / denominator for term, c in shared[:top]}
+        return {term: c / self._denominator for term, c in shared[:top]}
 
     def matched_terms(self, query: str, doc_ids: Sequence[str], top: int = 5) -> dict[str, dict[str, float]]:
         """:meth:`explain` for several documents (what the search service and page show per hit); unknown ids are
