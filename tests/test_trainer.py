@@ -242,3 +242,67 @@ def test_resuming_a_checkpoint_of_another_config_is_refused(tmp_path):
         trainer(0.01, make_records(16, 3)).train()
     with pytest.raises(ResumeMismatchError, match="training records"):
         trainer(0.05, make_records(16, 3, seed=1)).train()
+
+
+def test_pull_towards_is_the_decoupled_l2sp_step():
+    p, a = torch.tensor([1.0, 2.0, -4.0]), torch.tensor([0.0, 2.0, 0.0])
+    from uniret.train.trainer import pull_towards
+
+    pull_towards([p], [a], 0.25)
+    torch.testing.assert_close(p, torch.tensor([0.75, 2.0, -3.0]))
+    pull_towards([p], [a], 1.0)
+    torch.testing.assert_close(p, a)
+
+
+def distance_from_start(tmp, **kw):
+    start = TinyEmbedder(dropout=0.1, seed=0).state_dict()
+    emb, _ = run(tmp, max_steps=12, **kw)
+    return sum(float((emb.state_dict()[k] - v).pow(2).sum()) for k, v in start.items()) ** 0.5
+
+
+def test_anchor_decay_keeps_the_weights_nearer_the_start(tmp_path):
+    free = distance_from_start(tmp_path / "free")
+    pulled = distance_from_start(tmp_path / "pulled", anchor_decay=15.0)  # lr 0.05: up to 75% back per step
+    assert 0 < pulled < 0.6 * free
+    assert (tmp_path / "pulled" / "checkpoints" / "anchor.safetensors").is_file()
+    assert not (tmp_path / "free" / "checkpoints" / "anchor.safetensors").exists()
+
+
+def test_resume_with_anchor_decay_gives_the_same_model(tmp_path):
+    straight, _ = run(tmp_path / "a", anchor_decay=10.0)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", callbacks=[Interrupt()], anchor_decay=10.0)
+    resumed, result = run(tmp_path / "b", anchor_decay=10.0)
+    assert len(result.history) == 2
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_anchor_decay_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="anchor_decay"):
+        TrainerConfig(learning_rate=1e-3, anchor_decay=1000.0)
+    with pytest.raises(ValueError, match="anchor_decay"):
+        TrainerConfig(anchor_decay=-1.0)
+
+
+def test_anchor_decay_on_minilm_and_scifact(scifact, tmp_path):
+    """The real model on real pairs: the same 2 steps with and without the pull; with it the weights end nearer
+    the start."""
+    from uniret.retriever.embedder import Embedder
+
+    small = scifact.sample(num_queries=24, num_docs=100, split="train", seed=3)
+    docs, qrels = small.corpus.to_dict(), small.qrels("train")
+    records = [TrainingRecord(query=small.queries[q], positives=[docs[qrels.relevant(q)[0]].full_text()],
+                              positive_ids=qrels.relevant(q)[:1]) for q in qrels][:16]
+
+    def train(out, **kw):
+        torch.manual_seed(0)
+        emb = Embedder.build("all-MiniLM-L6-v2", max_length=32, device="cpu")
+        start = {k: v.detach().clone() for k, v in emb.state_dict().items()}
+        cfg = TrainerConfig(batch_size=8, max_steps=2, learning_rate=3e-4, warmup_ratio=0.0, save_every=None, **kw)
+        Trainer(BiEncoderModule(emb, LossConfig(hard_negatives=0)), records, cfg, out).train()
+        return sum(float((emb.state_dict()[k] - v).pow(2).sum()) for k, v in start.items()) ** 0.5
+
+    free = train(tmp_path / "free")
+    pulled = train(tmp_path / "pulled", anchor_decay=1000.0)  # 30% back per step at lr 3e-4
+    assert 0 < pulled < 0.9 * free

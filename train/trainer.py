@@ -41,6 +41,7 @@ from uniret.train.sampler import BatchSampler
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+ANCHOR = "anchor.safetensors"  # under CHECKPOINTS: the starting weights that ``anchor_decay`` pulls towards
 TRAIN_LOG = "train_log.jsonl"
 
 
@@ -95,6 +96,11 @@ class TrainerConfig:
     batch_size: int = 32  # per device
     learning_rate: float = 2e-5
     weight_decay: float = 0.01
+    # Decoupled L2-SP (Li et al. 2018, "Explicit inductive bias for transfer learning", decoupled as AdamW
+    # decouples weight decay): after each optimizer step, theta <- theta - lr * anchor_decay * (theta - theta_0),
+    # theta_0 the weights training started from. It pulls towards the starting model during training, where
+    # WiSE-FT (``interpolate``) pulls after it. 0: off; needs learning_rate * anchor_decay < 1.
+    anchor_decay: float = 0.0
     warmup_ratio: float = 0.1
     max_grad_norm: float | None = 1.0
     grad_cache_chunk: int | None = None  # embed in chunks of this size (gradient caching)
@@ -105,6 +111,11 @@ class TrainerConfig:
     save_every: int | None = None  # steps between checkpoints; None: at the end of each epoch
     keep_checkpoints: int = 2
     resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.anchor_decay < 0 or self.learning_rate * self.anchor_decay >= 1:
+            raise ValueError(f"trainer.anchor_decay: got {self.anchor_decay} with learning_rate "
+                             f"{self.learning_rate}; expected anchor_decay >= 0 and learning_rate * anchor_decay < 1")
 
 
 class TrainingModule(Protocol):
@@ -173,6 +184,13 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+@torch.no_grad()
+def pull_towards(params: Sequence[torch.Tensor], anchor: Sequence[torch.Tensor], rate: float) -> None:
+    """``p <- p - rate * (p - a)`` for each parameter and its anchor (the decoupled L2-SP step)."""
+    for p, a in zip(params, anchor, strict=True):
+        p.sub_(p - a, alpha=rate)
+
+
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
     root = Path(output_dir) / CHECKPOINTS
     if not root.is_dir():
@@ -229,6 +247,7 @@ class Trainer:
         start_epoch, skip, restored_records = 0, 0, False
         if c.resume and (ckpts := checkpoint_dirs(self.output_dir)):
             start_epoch, skip, restored_records = self._resume(ckpts[-1], optimizer, scheduler)
+        anchor = self._anchor(params) if c.anchor_decay > 0 else None
         log_path = self.output_dir / TRAIN_LOG
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if distributed.is_main():
@@ -259,6 +278,8 @@ class Trainer:
                 if c.max_grad_norm:
                     logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm))
                 optimizer.step()
+                if anchor is not None:
+                    pull_towards(params, anchor, optimizer.param_groups[0]["lr"] * c.anchor_decay)
                 scheduler.step()
                 self.step += 1
                 examples += len(idx)
@@ -290,6 +311,26 @@ class Trainer:
         return TrainResult(steps=self.step, epochs=epochs, seconds=seconds,
                            examples_per_second=examples / seconds if seconds > 0 else 0.0, history=history,
                            checkpoints=saved)
+
+    def _anchor(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The weights ``anchor_decay`` pulls towards: the parameters as training starts, saved beside the
+        checkpoints (a resumed run reads them back, so that it pulls towards the same point)."""
+        path = self.output_dir / CHECKPOINTS / ANCHOR
+        if self.step > 0:
+            if not path.is_file():
+                raise ResumeMismatchError(f"cannot resume with trainer.anchor_decay: {path} (the starting weights) "
+                                          "is missing; the checkpoint was saved by a run without anchor_decay")
+            saved = load_file(str(path))
+            if len(saved) != len(params):
+                raise ResumeMismatchError(f"{path} holds {len(saved)} tensors; the model has {len(params)} parameters")
+            return [saved[f"p{i}"].to(p.device, p.dtype) for i, p in enumerate(params)]
+        anchor = [p.detach().clone() for p in params]
+        if distributed.is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            save_file({f"p{i}": a.cpu().contiguous() for i, a in enumerate(anchor)}, str(tmp))
+            tmp.replace(path)
+        return anchor
 
     # -- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int, batch_in_epoch: int
