@@ -30,9 +30,6 @@ test with more of what carries the gain, one addition each:
   without distillation.
 - ``minilm-teacher-len256``: distillation to all-MiniLM-L6-v2 alone at training length 256 (the two candidates
   that kept the most out of domain and gained the most test, together).
-- ``minilm-teacher-anchor200``: distillation to all-MiniLM-L6-v2 alone with decoupled L2-SP towards it
-  (``trainer.anchor_decay=200``: after each step the weights move back by lr x 200, 2% at the peak lr 1e-4):
-  the base model pulled on during training, where WiSE-FT pulls after it.
 
     python benchmarks/dense_ood_ablation.py --records runs/ood/recipe/train_records.jsonl --recipe-run runs/ood/recipe \\
         --rows recipe,lr5e-5,no-distill --out runs/ood_ablation
@@ -72,7 +69,6 @@ ROWS: dict[str, list[str]] = {
     "minilm-teacher-len256-freeze2": [MINILM_TEACHER, "model.max_length=256",
                                       "model.freeze=[embeddings, encoder.layer.0, encoder.layer.1]"],
     "minilm-teacher-len256-freeze-emb": [MINILM_TEACHER, "model.max_length=256", "model.freeze=[embeddings]"],
-    "minilm-teacher-anchor200": [MINILM_TEACHER, "trainer.anchor_decay=200"],
 }
 RESULT = "dense_ood_ablation"
 logger = logging.getLogger("dense_ood_ablation")

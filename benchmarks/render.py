@@ -1095,9 +1095,7 @@ OOD_ABLATION_LABELS = {"recipe": "recipe before issue 13 (BM25 + MiniLM teachers
                        "len256": "training length 256, distillation kept (candidate)",
                        "minilm-teacher-len256": "distillation to all-MiniLM-L6-v2 alone, training length 256 (candidate)",
                        "minilm-teacher-len256-freeze2": "the same, embeddings and layers 0-1 frozen (candidate)",
-                       "minilm-teacher-len256-freeze-emb": "the same, embeddings frozen (candidate)",
-                       "minilm-teacher-anchor200": "distillation to all-MiniLM-L6-v2 alone, decoupled L2-SP towards "
-                                                   "it (`trainer.anchor_decay` 200) (candidate)"}
+                       "minilm-teacher-len256-freeze-emb": "the same, embeddings frozen (candidate)"}
 
 
 def block_dense_ood_ablation(res: Results) -> str:
