@@ -442,6 +442,11 @@ DENSE_ROWS = (
      "python benchmarks/dense_recipe.py --rows st1e4"),
     ("**uniret full recipe** (`configs/scifact-dense.yaml`)", ("scifact_dense_recipe",),
      "python benchmarks/dense_recipe.py --rows recipe"),
+    ("uniret recipe, 200 steps (config: 100; not adopted: out-of-domain drop > 0.005)", ("scifact_dense_200steps",),
+     "python benchmarks/dense_recipe.py --rows recipe --set trainer.max_steps=200"),
+    ("uniret recipe + `trainer.anchor_decay: 200` (decoupled L2-SP towards the base; not adopted: below the recipe "
+     "on dev, test and agentset-msmarco-5k)", ("scifact_dense_anchor200",),
+     "python benchmarks/dense_recipe.py --rows recipe --set trainer.anchor_decay=200"),
 )
 
 
