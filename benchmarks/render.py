@@ -967,6 +967,9 @@ SPARSE_ROWS = (  # results file -> label
     ("scifact_sparse_inference_free_lr3e4", "inference-free, IDF-aware FLOPS, learning rate 3e-4 (config: 1e-4)"),
     ("scifact_sparse_splade_100steps", "encoder SPLADE, 100 steps (the config until 2026-12-02 23:59)"),
     ("scifact_sparse_inference_free_200steps", "inference-free, IDF-aware FLOPS, 200 steps (config: 100)"),
+    ("scifact_sparse_inference_free_len256", "inference-free, IDF-aware FLOPS, trained at length 256 (config: 128)"),
+    ("scifact_sparse_inference_free_splade_teacher",
+     "inference-free, IDF-aware FLOPS, teachers BM25 + MiniLM + SPLADE-tiny (config: BM25 + MiniLM)"),
     ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
     ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
 )
