@@ -209,11 +209,12 @@ class SparseModel(torch.nn.Module):
     def build(cls, backbone: str | Path = "splade-tiny", *, variant: str | None = None, pooling: str = "max",
               max_length: int = 256, idf: torch.Tensor | Sequence[str] | None = None, lora: dict[str, Any] | None = None,
               gradient_checkpointing: bool = False, device: str | None = "auto", top_k: int | None = None,
-              threshold: float = 0.0) -> SparseModel:
+              threshold: float = 0.0, learn_query_weights: bool = False) -> SparseModel:
         """A fresh model on ``backbone``'s weights. ``variant``: ``mlm`` for masked-LM encoders (the default for
         them); ``echo`` or ``bidirectional`` for decoder-only LMs (required for them). ``idf``: a per-token
         weight vector, or the corpus texts to compute it from (:func:`compute_idf`), makes the model
-        inference-free (queries: tokenizer + these weights)."""
+        inference-free (queries: tokenizer + these weights); ``learn_query_weights`` makes those weights a
+        trainable parameter (initialised from ``idf``; the query is still a lookup, with no model)."""
         from sentence_transformers import SparseEncoder
         from sentence_transformers.sparse_encoder.modules import SpladePooling
 
@@ -239,6 +240,8 @@ class SparseModel(torch.nn.Module):
         else:
             lm = DecoderSpladeTransformer(path, variant=variant, max_seq_length=max_length)
         doc_modules = [lm, SpladePooling(pooling_strategy=pooling)]  # type: ignore[arg-type]
+        if learn_query_weights and idf is None:
+            raise ValueError("learn_query_weights needs an inference-free model: pass idf (weights or corpus texts)")
         if idf is not None:
             from sentence_transformers.base.modules import Router
             from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
@@ -247,7 +250,8 @@ class SparseModel(torch.nn.Module):
                 idf = compute_idf(lm.tokenizer, list(idf), lm.auto_model.config.vocab_size)
             if idf.shape != (lm.auto_model.config.vocab_size,):
                 raise ValueError(f"idf has shape {tuple(idf.shape)}; expected ({lm.auto_model.config.vocab_size},)")
-            query = SparseStaticEmbedding(tokenizer=lm.tokenizer, weight=idf.float().clone(), frozen=True)
+            query = SparseStaticEmbedding(tokenizer=lm.tokenizer, weight=idf.float().clone(),
+                                          frozen=not learn_query_weights)
             modules: list[Any] = [Router.for_query_document(query_modules=[query], document_modules=doc_modules)]
         else:
             modules = doc_modules

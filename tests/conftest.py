@@ -132,6 +132,9 @@ class TinyEmbedder:
     def parameters(self):
         return self.net.parameters()
 
+    def named_parameters(self):
+        return self.net.named_parameters()
+
     def train(self, mode=True):
         self.net.train(mode)
 

@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -299,3 +300,41 @@ def test_lora_trains_only_adapters_and_saves_merged(tiny_llm, tmp_path):
         texts, convert_to_tensor=True, convert_to_sparse_tensor=False)
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
     assert model.history["lora"]["r"] == 4
+
+
+def test_learned_query_weights_train_from_idf_and_stay_a_lookup(scifact, tmp_path):
+    """model.query_weights: learned on the real SPLADE-tiny and SciFact pairs: the query side starts at the IDF,
+    one step at its own rate (trainer.learning_rate_mapping) moves it, and the saved model still encodes a query
+    as a lookup of the trained weights that sentence-transformers' SparseEncoder reads back."""
+    from sentence_transformers import SparseEncoder
+
+    from uniret.train.biencoder import BiEncoderModule, LossConfig
+    from uniret.train.records import records_from_beir
+    from uniret.train.trainer import Trainer, TrainerConfig
+
+    corpus = [d.full_text() for d in scifact.corpus][:300]
+    frozen = SparseModel.build("splade-tiny", idf=corpus, max_length=32, device="cpu")
+    assert not frozen.st[0].sub_modules["query"][0].weight.requires_grad
+    model = SparseModel.build("splade-tiny", idf=corpus, max_length=32, device="cpu", learn_query_weights=True)
+    start = model.idf.clone()
+    torch.testing.assert_close(start, frozen.idf)
+    records = list(itertools.islice(records_from_beir(scifact, "train"), 4))
+    module = BiEncoderModule(model, LossConfig(temperature=1.0, hard_negatives=0),
+                             regularizer=FlopsRegularizer(FlopsConfig(document_weight=1e-3)))
+    query_param = r"sub_modules\.query\."
+    assert [n for n, _ in module.named_parameters() if re.search(query_param, n)]
+    cfg = TrainerConfig(batch_size=4, max_steps=1, learning_rate=1e-5, warmup_ratio=0.0,
+                        learning_rate_mapping={query_param: 1e-2})
+    Trainer(module, records, cfg, tmp_path / "run").train()
+    moved = (model.idf - start).abs()
+    assert moved.max() > 1e-3  # the query tokens of the batch moved at the mapped rate
+    query = records[0].query
+    ids = sorted(set(model.tokenizer(query, add_special_tokens=False)["input_ids"]))
+    q = model.forward(model.tokenize_queries([query]))[0].detach()
+    torch.testing.assert_close(q[ids], model.idf[ids])
+    path = model.save(tmp_path / "learned")
+    rq = SparseEncoder(str(path), device="cpu").encode_query([query], convert_to_tensor=True,
+                                                             convert_to_sparse_tensor=False)[0]
+    torch.testing.assert_close(rq.detach(), q)
+    with pytest.raises(ValueError, match="learn_query_weights"):
+        SparseModel.build("splade-tiny", max_length=32, device="cpu", learn_query_weights=True)

@@ -306,3 +306,34 @@ def test_anchor_decay_on_minilm_and_scifact(scifact, tmp_path):
     free = train(tmp_path / "free")
     pulled = train(tmp_path / "pulled", anchor_decay=1000.0)  # 30% back per step at lr 3e-4
     assert 0 < pulled < 0.9 * free
+
+
+def test_learning_rate_mapping_gives_matching_parameters_their_own_rate(tmp_path):
+    emb = TinyEmbedder(dropout=0.1, seed=0)
+    module = BiEncoderModule(emb, LossConfig(hard_negatives=2))
+    names = [n for n, _ in module.named_parameters()]
+    target = names[0]
+    cfg = TrainerConfig(batch_size=4, max_steps=1, learning_rate=0.05, warmup_ratio=0.0,
+                        learning_rate_mapping={f"^{target}$": 0.5})
+    trainer = Trainer(module, make_records(16, 3), cfg, tmp_path)
+    groups = trainer._param_groups(module.parameters())
+    assert [len(g["params"]) for g in groups] == [len(names) - 1, 1]
+    assert "lr" not in groups[0] and groups[1]["lr"] == 0.5  # the default group first, at learning_rate
+    assert groups[1]["params"][0] is dict(module.named_parameters())[target]
+    trainer.train()  # the schedule and the optimizer take the groups
+    with pytest.raises(ValueError, match="matches no trainable parameter"):
+        Trainer(module, make_records(16, 3), TrainerConfig(learning_rate_mapping={"no_such_parameter": 1e-3}),
+                tmp_path / "b")._param_groups(module.parameters())
+    for bad in ({"(": 1e-3}, {"x": 0.0}, {"x": "fast"}):
+        with pytest.raises(ValueError, match="learning_rate_mapping"):
+            TrainerConfig(learning_rate_mapping=bad)
+
+
+def test_learned_query_weights_need_an_inference_free_sparse_model():
+    from uniret.train.config import ModelConfig
+
+    assert ModelConfig(kind="sparse", backbone="splade-tiny", inference_free=True, query_weights="learned")
+    with pytest.raises(ValueError, match="inference-free sparse"):
+        ModelConfig(kind="sparse", backbone="splade-tiny", query_weights="learned")
+    with pytest.raises(ValueError, match="expected idf or learned"):
+        ModelConfig(kind="sparse", backbone="splade-tiny", inference_free=True, query_weights="bm25")

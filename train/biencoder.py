@@ -211,6 +211,14 @@ class BiEncoderModule:
     def parameters(self) -> Any:
         return [p for p in self.embedder.parameters() if p.requires_grad]
 
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The trainable parameters with the embedder's names (``trainer.learning_rate_mapping`` matches them)."""
+        named = getattr(self.embedder, "named_parameters", None)
+        if named is None:
+            raise ValueError(f"{type(self.embedder).__name__} does not name its parameters (no named_parameters()), "
+                             "so trainer.learning_rate_mapping cannot match them")
+        return [(n, p) for n, p in named() if p.requires_grad]
+
     def train(self, mode: bool = True) -> None:
         self.embedder.train(mode)
 

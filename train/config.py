@@ -41,6 +41,10 @@ class ModelConfig:
     dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on CPU
     variant: str | None = None  # sparse: mlm (encoders, the default) | echo | bidirectional (decoder-only LMs)
     inference_free: bool = False  # sparse: queries are tokenizer + IDF weights from the training corpus
+    # inference-free queries: idf (fixed, the default) | learned (a per-token weight vector initialised from IDF and
+    # trained, as sentence-transformers' inference-free models do; give it its own rate with
+    # trainer.learning_rate_mapping, e.g. {"sub_modules\\.query": 1.0e-3}); either way the query is a lookup
+    query_weights: str = "idf"
     top_k: int | None = None  # sparse: keep at most this many terms per vector at inference
 
     def __post_init__(self) -> None:
@@ -49,6 +53,11 @@ class ModelConfig:
         if self.kind not in families.names(trainable=True):
             raise ValueError(f"model.kind: got {self.kind!r}; expected a trainable family: "
                              + ", ".join(families.names(trainable=True)))
+        if self.query_weights not in ("idf", "learned"):
+            raise ValueError(f"model.query_weights: got {self.query_weights!r}; expected idf or learned")
+        if self.query_weights == "learned" and not (self.kind == "sparse" and self.inference_free):
+            raise ValueError("model.query_weights: learned needs an inference-free sparse model "
+                             "(model.kind: sparse, model.inference_free: true)")
         if self.freeze and self.kind != "dense":
             raise ValueError(f"model.freeze is implemented for the dense family only, not {self.kind!r}")
         if self.inference_max_length is not None:

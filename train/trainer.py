@@ -101,6 +101,10 @@ class TrainerConfig:
     # theta_0 the weights training started from. It pulls towards the starting model during training, where
     # WiSE-FT (``interpolate``) pulls after it. 0: off; needs learning_rate * anchor_decay < 1.
     anchor_decay: float = 0.0
+    # Per-parameter learning rates, as sentence-transformers' learning_rate_mapping: {regex: lr}; a parameter whose
+    # name (``module.named_parameters()``) matches a pattern (re.search, first match wins) trains at that rate,
+    # the rest at learning_rate. The warm-up and decay schedule scales every rate alike.
+    learning_rate_mapping: dict[str, float] = field(default_factory=dict)
     warmup_ratio: float = 0.1
     max_grad_norm: float | None = 1.0
     grad_cache_chunk: int | None = None  # embed in chunks of this size (gradient caching)
@@ -113,6 +117,13 @@ class TrainerConfig:
     resume: bool = True
 
     def __post_init__(self) -> None:
+        for pattern, lr in self.learning_rate_mapping.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"trainer.learning_rate_mapping: {pattern!r} is not a regular expression ({e})") from e
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+                raise ValueError(f"trainer.learning_rate_mapping[{pattern!r}]: got {lr!r}; expected a positive number")
         if self.anchor_decay < 0 or self.learning_rate * self.anchor_decay >= 1:
             raise ValueError(f"trainer.anchor_decay: got {self.anchor_decay} with learning_rate "
                              f"{self.learning_rate}; expected anchor_decay >= 0 and learning_rate * anchor_decay < 1")
@@ -237,7 +248,7 @@ class Trainer:
         c = self.config
         torch.manual_seed(c.seed)
         params = list(self.module.parameters())
-        optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        optimizer = torch.optim.AdamW(self._param_groups(params), lr=c.learning_rate, weight_decay=c.weight_decay)
         steps_per_epoch = len(self._sampler())
         if steps_per_epoch == 0:
             raise ValueError(f"{len(self.records)} records make no full batch of {c.batch_size * distributed.world_size()}")
@@ -311,6 +322,31 @@ class Trainer:
         return TrainResult(steps=self.step, epochs=epochs, seconds=seconds,
                            examples_per_second=examples / seconds if seconds > 0 else 0.0, history=history,
                            checkpoints=saved)
+
+    def _param_groups(self, params: list[torch.Tensor]) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: everything at ``learning_rate`` first (the rate the anchor pull and
+        the log read), then one group per ``learning_rate_mapping`` pattern that matches."""
+        mapping = self.config.learning_rate_mapping
+        if not mapping:
+            return [{"params": params}]
+        named = getattr(self.module, "named_parameters", None)
+        if named is None:
+            raise ValueError(f"trainer.learning_rate_mapping needs parameter names; {type(self.module).__name__} "
+                             "has no named_parameters()")
+        names = {id(p): n for n, p in named()}
+        taken: dict[int, str] = {}
+        for p in params:
+            name = names.get(id(p), "")
+            pattern = next((pat for pat in mapping if re.search(pat, name)), None)
+            if pattern is not None:
+                taken[id(p)] = pattern
+        for pattern in mapping:
+            if pattern not in taken.values():
+                raise ValueError(f"trainer.learning_rate_mapping: {pattern!r} matches no trainable parameter "
+                                 f"(names look like {next(iter(names.values()), '?')!r})")
+        groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in taken]}]
+        groups += [{"params": [p for p in params if taken.get(id(p)) == pat], "lr": lr} for pat, lr in mapping.items()]
+        return groups
 
     def _anchor(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         """The weights ``anchor_decay`` pulls towards: the parameters as training starts, saved beside the
