@@ -970,6 +970,8 @@ SPARSE_ROWS = (  # results file -> label
     ("scifact_sparse_inference_free_len256", "inference-free, IDF-aware FLOPS, trained at length 256 (config: 128)"),
     ("scifact_sparse_inference_free_splade_teacher",
      "inference-free, IDF-aware FLOPS, teachers BM25 + MiniLM + SPLADE-tiny (config: BM25 + MiniLM)"),
+    ("scifact_sparse_inference_free_learned_query",
+     "inference-free, IDF-aware FLOPS, query weights learned from the IDF (`model.query_weights: learned`)"),
     ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
     ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
 )
