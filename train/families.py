@@ -90,14 +90,14 @@ def _build_sparse(cfg: Any) -> tuple[Any, Any]:
         from uniret.data import load_beir
 
         idf = [d.full_text() for d in load_beir(cfg.data.data).corpus]  # IDF over the training data's corpus
+    learned = m.query_weights == "learned"
     model = SparseModel.build(m.backbone, variant=m.variant, pooling=m.pooling, max_length=m.max_length, idf=idf,
                               lora=m.lora, gradient_checkpointing=m.gradient_checkpointing, device=m.device,
-                              top_k=m.top_k, learn_query_weights=m.query_weights == "learned")
+                              top_k=m.top_k, learn_query_weights=learned)
     f = cfg.flops
     regularizer = None
     if f.query_weight > 0 or f.document_weight > 0:  # IDF-aware weights: the IDF the query side starts from
-        regularizer = FlopsRegularizer(f, model.idf, queries_trainable=not model.inference_free
-                                       or m.query_weights == "learned")
+        regularizer = FlopsRegularizer(f, model.idf, queries_trainable=learned or not model.inference_free)
     elif f.idf_aware:
         raise ValueError("flops.idf_aware is set but flops.query_weight and flops.document_weight are 0")
     return model, BiEncoderModule(model, cfg.loss, grad_cache_chunk=cfg.trainer.grad_cache_chunk,
