@@ -14,8 +14,16 @@ budget (``--steps`` steps of ``--batch`` claims), then ``--queries`` SciFact tes
 the trained model, the trained model without constraints (ablation), BM25 and BM25 + generative fusion
 (RRF) on the same claims; queries/s and the valid-output rate of each decoding.
 
+``--part prompts`` (``generative_prompts.json``): UGR's prompt learning over two identifier granularities of
+one corpus: titles (a document's name) and n-grams of the whole abstract. One model trained on both, each with
+its own soft prompt (``generative.query_tasks: {retrieval: text, title: title}``), against two single-task
+models, each trained on one, all with the recipe's settings and the same budget (``--steps`` steps of
+``--batch`` claims, plus as many indexing pairs); each task is searched with its prompt on ``--queries``
+seeded SciFact test claims against the full corpus.
+
     python benchmarks/generative.py --part structures
     python benchmarks/generative.py --part trained --steps 40 --queries 20
+    python benchmarks/generative.py --part prompts --steps 60 --queries 100
 """
 
 from __future__ import annotations
@@ -195,9 +203,54 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+GRANULARITIES = {"one model, both granularities": {"retrieval": "text", "title": "title"},
+                 "abstract n-grams only": {"retrieval": "text"}, "titles only": {"title": "title"}}
+
+
+def prompts(args: argparse.Namespace) -> dict[str, Any]:
+    from uniret.config import load_config
+    from uniret.data import load_beir
+    from uniret.index.generative import GenerativeIndex
+    from uniret.retriever.generative import GenerativeRetriever
+    from uniret.train.config import TrainConfig
+    from uniret.train.pipeline import run_training
+
+    data = load_beir("scifact")
+    qids = sorted(data.qrels("test").judgements)
+    random.Random(0).shuffle(qids)
+    queries = {q: data.queries[q] for q in qids[: args.queries]}
+    out: dict[str, Any] = {"queries": len(queries), "docs": len(data.corpus), "beams": args.beams,
+                           "steps": args.steps, "batch_size": args.batch, "config": args.config, "models": {},
+                           "rows": {}}
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="generative-prompts-"))
+    structure, ids = None, []
+    for label, query_tasks in GRANULARITIES.items():
+        cfg = load_config(args.config, TrainConfig, overrides={
+            "trainer.max_steps": args.steps, "trainer.batch_size": args.batch, "trainer.save_every": None,
+            "model.device": "cpu", "generative.tasks": [*query_tasks, "indexing"],
+            "generative.query_tasks": query_tasks})
+        folder = work / "-".join(query_tasks)
+        summary = run_training(cfg, folder, overwrite=True)
+        out["models"][label] = {"query_tasks": query_tasks, "steps": summary["steps"],
+                                "train_seconds": summary["train_seconds"], "final_loss": summary["final_loss"]}
+        model = GenerativeRetriever.load(folder / "model", device="cpu")
+        for task, source in query_tasks.items():
+            backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch, task=task)
+            if structure is None:
+                backend.index(data.corpus)
+                structure, ids = backend.structure, backend._ids
+                out["index_seconds"] = backend.index_seconds
+            else:
+                backend.structure, backend._ids = structure, ids
+            run, speed = _search(backend, queries)
+            out["rows"][f"{label}: {source} prompt"] = {"model": label, "granularity": source,
+                                                         **_metrics(data, run), **speed}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["structures", "trained"], required=True)
+    ap.add_argument("--part", choices=["structures", "trained", "prompts"], required=True)
     ap.add_argument("--patterns", type=int, default=500)
     ap.add_argument("--config", default="configs/scifact-generative.yaml")
     ap.add_argument("--steps", type=int, default=40)
@@ -211,7 +264,7 @@ def main() -> None:
     np.random.seed(0)
     name = f"generative_{args.part}"
     run = BenchmarkRun(name)
-    result = structures(args) if args.part == "structures" else trained(args)
+    result = {"structures": structures, "trained": trained, "prompts": prompts}[args.part](args)
     path = run.save(result)
     logger.info("wrote %s", path)
 

@@ -100,12 +100,13 @@ class GenerativeIndex(StoredDocuments):
     kind = "generative"
 
     def __init__(self, model: Any, *, num_beams: int = 10, batch_size: int = 8, alpha: float = 2.0,
-                 task: str = "retrieval", constrained: bool = True, max_doc_tokens: int | None = None) -> None:
+                 task: str | None = None, constrained: bool = True, max_doc_tokens: int | None = None) -> None:
         self.model = model
         self.num_beams = num_beams
         self.batch_size = batch_size
         self.alpha = alpha
-        self.task = task
+        tasks = list(model.settings.tasks)  # the soft prompt queries are decoded under (None: retrieval, or the first)
+        self.task = task if task is not None else ("retrieval" if "retrieval" in tasks else tasks[0])
         self.constrained = constrained
         self.max_doc_tokens = max_doc_tokens
         self.scheme: str = model.settings.scheme
@@ -248,8 +249,9 @@ class GenerativeIndex(StoredDocuments):
         if settings.get("scheme") != encoder.settings.scheme:
             raise IndexMismatchError(f"{path}: a {settings.get('scheme')!r} identifier index, but the model was "
                                      f"trained for {encoder.settings.scheme!r} identifiers")
+        task = settings.get("task")  # a model given in place of the saved one may not have the saved task
         self = cls(encoder, num_beams=settings.get("num_beams", 10), batch_size=settings.get("batch_size", 8),
-                   alpha=settings.get("alpha", 2.0), task=settings.get("task", "retrieval"),
+                   alpha=settings.get("alpha", 2.0), task=task if task in encoder.settings.tasks else None,
                    constrained=settings.get("constrained", True), max_doc_tokens=settings.get("max_doc_tokens"))
         try:
             ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))

@@ -291,6 +291,59 @@ def test_training_pairs_are_identifiers_of_their_documents(scifact):
         module.examples([bad], random.Random(0))
 
 
+def test_query_tasks_cut_title_and_text_targets_for_their_own_prompts(scifact):
+    """UGR's granularities: with ``query_tasks`` every record gives one pair per task, the ``title`` task's target
+    lying inside the title's tokens of a relevant document and the ``text`` task's anywhere in it."""
+    from transformers import AutoTokenizer
+
+    from uniret.assets import resolve_model
+    from uniret.train.generative import GenerativeConfig, GenerativeModule
+    from uniret.train.records import records_from_beir
+
+    data = scifact.sample(num_queries=10, num_docs=40, split="train", seed=3)
+    model = tiny_retriever()
+    model.tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))  # real text
+    cfg = GenerativeConfig(tasks=["retrieval", "title", "indexing"], ngram_length=4, indexing_per_record=1,
+                           query_tasks={"retrieval": "text", "title": "title"})
+    module = GenerativeModule(model, cfg, data.corpus)
+    assert all(0 < n <= len(t) for n, t in zip(module.title_length, module.tokens, strict=True))
+    records = list(records_from_beir(data, "train"))
+    examples = module.examples(records, random.Random(0))
+    assert [t for _, t, _ in examples] == ["retrieval", "title", "indexing"] * len(records)
+
+    def inside(target, toks):
+        return any(toks[s : s + len(target)] == target for s in range(len(toks) - len(target) + 1))
+
+    text_only = 0
+    for i, r in enumerate(records):
+        rows = [module.rows[d] for d in r.positive_ids]
+        (q1, _, text_target), (q2, _, title_target) = examples[3 * i], examples[3 * i + 1]
+        assert q1 == q2 == r.query
+        assert any(len(title_target) == min(4, module.title_length[w])
+                   and inside(title_target, module.tokens[w][: module.title_length[w]]) for w in rows)
+        assert any(inside(text_target, module.tokens[w]) for w in rows)
+        text_only += not any(inside(text_target, module.tokens[w][: module.title_length[w]]) for w in rows)
+    assert text_only > 0  # text targets are not confined to titles
+
+
+def test_query_tasks_are_checked():
+    from uniret.train.generative import GenerativeConfig
+
+    with pytest.raises(ValueError, match="not in generative.tasks"):
+        GenerativeConfig(query_tasks={"title": "title"})
+    with pytest.raises(ValueError, match="text, title"):
+        GenerativeConfig(tasks=["retrieval", "indexing"], query_tasks={"retrieval": "abstract"})
+    with pytest.raises(ValueError, match="scheme 'ngram'"):
+        GenerativeConfig(scheme="title", tasks=["retrieval", "indexing"], query_tasks={"retrieval": "title"})
+
+
+def test_search_task_defaults_to_retrieval_or_the_first_task():
+    model = tiny_retriever()
+    assert GenerativeIndex(model).task == "retrieval"
+    model.settings = GenerativeSettings(scheme="ngram", tasks=["title", "indexing"], prompt_length=2)
+    assert GenerativeIndex(model).task == "title" and GenerativeIndex(model, task="indexing").task == "indexing"
+
+
 def test_training_steps_lower_the_loss_on_identifiers():
     """Full fine-tuning of the tiny model on a fixed batch: the identifier loss falls (it can fail: a module
     whose step did not reach the weights, or a loss over the wrong tokens, would not learn)."""

@@ -6,6 +6,10 @@ batch of (input text, task, target identifier) examples:
 - **retrieval** pairs: the query -> an identifier of one of its relevant documents (n-gram scheme: of
   ``ngram_candidates`` random spans of ``ngram_length`` tokens, the one sharing most tokens with the query,
   as SEAL picks spans; title scheme: the title);
+- **identifier granularities** (``query_tasks``, UGR's prompt learning over one corpus): each task named there
+  gets its own retrieval pair per record, its target n-gram cut from its source: ``text`` (anywhere in the
+  document, as above) or ``title`` (within the title's tokens, the document-level name of the document), so
+  one model with one soft prompt per task serves both and search picks the task;
 - **indexing** pairs (``indexing_per_record`` per record, documents drawn from the whole corpus, so documents
   no query judges are learned too): a chunk of ``chunk_tokens`` tokens of the document -> an identifier of it;
 - optional **pseudo-queries** (``pseudo_queries``: ``first-sentence`` or ``span``): a text cut from a random
@@ -31,6 +35,7 @@ from uniret.train.precision import autocast_forward
 from uniret.train.records import TrainingRecord
 
 PSEUDO_QUERIES = ("none", "first-sentence", "span")
+TARGET_SOURCES = ("text", "title")
 
 
 @dataclass
@@ -48,6 +53,9 @@ class GenerativeConfig:
     indexing_per_record: int = 1
     pseudo_queries: str = "none"  # none | first-sentence | span
     max_doc_tokens: int | None = None  # cut documents (targets are taken from their first tokens only)
+    # {task: text | title}: tasks whose input is the training query, each with its own target n-grams (empty:
+    # one retrieval pair per record, under the record's task when the model has it)
+    query_tasks: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.pseudo_queries not in PSEUDO_QUERIES:
@@ -55,6 +63,16 @@ class GenerativeConfig:
                              f"{self.pseudo_queries!r}")
         if self.indexing_per_record > 0 and "indexing" not in self.tasks:
             raise ValueError("generative.indexing_per_record > 0 needs an 'indexing' task in generative.tasks")
+        for task, source in self.query_tasks.items():
+            if task not in self.tasks:
+                raise ValueError(f"generative.query_tasks names task {task!r}, which is not in generative.tasks "
+                                 f"({', '.join(self.tasks)})")
+            if source not in TARGET_SOURCES:
+                raise ValueError(f"generative.query_tasks.{task} must be one of {', '.join(TARGET_SOURCES)}, got "
+                                 f"{source!r}")
+            if source == "title" and self.scheme != "ngram":
+                raise ValueError(f"generative.query_tasks.{task}: 'title' n-grams need scheme 'ngram' (the title "
+                                 "scheme's identifiers are whole titles already)")
         for name in ("ngram_length", "ngram_candidates", "chunk_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"generative.{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -76,6 +94,13 @@ class GenerativeModule:
         tok = model.tokenizer
         self.tokens = document_tokens(tok, [d.full_text() for d in self.docs], cfg.max_doc_tokens)
         self.titles = document_tokens(tok, [d.title for d in self.docs]) if cfg.scheme == "title" else None
+        self.title_length: list[int] = []  # per document, how many of its leading tokens are its title's
+        if "title" in cfg.query_tasks.values():
+            for toks, title in zip(self.tokens, document_tokens(tok, [d.title for d in self.docs]), strict=True):
+                n = 0
+                while n < min(len(toks), len(title)) and toks[n] == title[n]:
+                    n += 1
+                self.title_length.append(n)
         self._loss = model.loss
 
     # -- the trainer's API ----------------------------------------------------------------------------
@@ -112,11 +137,15 @@ class GenerativeModule:
         return logs
 
     # -- training pairs ---------------------------------------------------------------------------------
-    def identifier(self, row: int, rng: random.Random, query: str | None = None) -> list[int]:
-        """A target identifier of document ``row`` (for a query: the candidate span sharing most of its tokens)."""
+    def identifier(self, row: int, rng: random.Random, query: str | None = None, source: str = "text") -> list[int]:
+        """A target identifier of document ``row`` (for a query: the candidate span sharing most of its tokens),
+        cut from the whole document (``source="text"``) or from its title's tokens (``"title"``; a document
+        without a title falls back to its text)."""
         if self.titles is not None:
             return self.titles[row]
         toks, n = self.tokens[row], self.cfg.ngram_length
+        if source == "title" and self.title_length[row]:
+            toks = toks[: self.title_length[row]]
         if len(toks) <= n:
             return list(toks)
         tries = self.cfg.ngram_candidates if query else 1
@@ -153,8 +182,12 @@ class GenerativeModule:
             if not rows:
                 raise ValueError(f"training record {r.query_id or r.query[:40]!r}: none of its positive_ids "
                                  "is a document of the corpus (generative training needs positive_ids)")
-            task = r.task if r.task in tasks else retrieval
-            out.append((r.query, task, self.identifier(rng.choice(rows), rng, r.query)))
+            if self.cfg.query_tasks:
+                for task, source in self.cfg.query_tasks.items():
+                    out.append((r.query, task, self.identifier(rng.choice(rows), rng, r.query, source)))
+            else:
+                task = r.task if r.task in tasks else retrieval
+                out.append((r.query, task, self.identifier(rng.choice(rows), rng, r.query)))
             for _ in range(self.cfg.indexing_per_record):
                 row = self._random_row(rng)
                 out.append((self.chunk(row, rng), "indexing", self.identifier(row, rng)))
