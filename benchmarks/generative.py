@@ -23,7 +23,7 @@ seeded SciFact test claims against the full corpus.
 
     python benchmarks/generative.py --part structures
     python benchmarks/generative.py --part trained --steps 40 --queries 20
-    python benchmarks/generative.py --part prompts --steps 60 --queries 100
+    python benchmarks/generative.py --part prompts --steps 100 --queries 100
 """
 
 from __future__ import annotations
