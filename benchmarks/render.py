@@ -739,6 +739,9 @@ def block_generative_trained(res: Results) -> str:
               f"Load average at start: {load_label_start(rec)}. " + source("generative_trained", rec))
 
 
+GRANULARITY_NAMES = {"text": "abstract n-grams", "title": "titles"}  # generative.query_tasks sources
+
+
 def _prompt_pairs(rec: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """Per granularity: (granularity, the two-prompt model's row, the single-task model's row)."""
     rows = list(rec["rows"].values())
@@ -751,8 +754,7 @@ def block_generative_prompts(res: Results) -> str:
     rec = res.get("generative_prompts")
     if rec is None:
         return missing("`generative_prompts.json`", "python benchmarks/generative.py --part prompts")
-    names = {"text": "abstract n-grams", "title": "titles"}
-    rows = [[names.get(g, g), f4(j.get("ndcg@10")), f4(s.get("ndcg@10")),
+    rows = [[GRANULARITY_NAMES.get(g, g), f4(j.get("ndcg@10")), f4(s.get("ndcg@10")),
              f"{j['ndcg@10'] - s['ndcg@10']:+.4f}", f4(j.get("recall@100")), f4(s.get("recall@100"))]
             for g, j, s in _prompt_pairs(rec)]
     models = "; ".join(f"{label}: {n0(m['train_seconds'])} s, final loss {f2(m['final_loss'])}"
@@ -806,8 +808,7 @@ def prompt_row(rec: dict[str, Any] | None) -> list[str]:
     label = "prompt learning: one model, two granularities vs two models"
     if rec is None:
         return [label, "–", "not measured"]
-    names = {"text": "abstract n-grams", "title": "titles"}
-    got = "; ".join(f"{names.get(g, g)} {f4(j['ndcg@10'])} vs {f4(s['ndcg@10'])}" for g, j, s in _prompt_pairs(rec))
+    got = "; ".join(f"{GRANULARITY_NAMES.get(g, g)} {f4(j['ndcg@10'])} vs {f4(s['ndcg@10'])}" for g, j, s in _prompt_pairs(rec))
     return [label, f"{got} ({rec['queries']} claims, {rec['steps']} steps each)", "measured"]
 
 

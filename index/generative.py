@@ -105,8 +105,7 @@ class GenerativeIndex(StoredDocuments):
         self.num_beams = num_beams
         self.batch_size = batch_size
         self.alpha = alpha
-        tasks = list(model.settings.tasks)  # the soft prompt queries are decoded under (None: retrieval, or the first)
-        self.task = task if task is not None else ("retrieval" if "retrieval" in tasks else tasks[0])
+        self.task = task if task is not None else model.settings.query_task  # the prompt queries are decoded under
         self.constrained = constrained
         self.max_doc_tokens = max_doc_tokens
         self.scheme: str = model.settings.scheme

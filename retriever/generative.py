@@ -61,6 +61,11 @@ class GenerativeSettings:
     max_length: int = 64  # input tokens (after the template)
     max_new_tokens: int = 10  # longest identifier generated (n-gram scheme; titles use their longest)
 
+    @property
+    def query_task(self) -> str:
+        """The task whose prompt a query is decoded under unless one is named: ``retrieval``, or the first task."""
+        return "retrieval" if "retrieval" in self.tasks else self.tasks[0]
+
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"generative scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")

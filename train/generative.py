@@ -175,7 +175,7 @@ class GenerativeModule:
     def examples(self, records: Sequence[TrainingRecord], rng: random.Random) -> list[tuple[str, str, list[int]]]:
         """The (input text, task, target identifier) examples of one batch of records."""
         tasks = self.model.settings.tasks
-        retrieval = "retrieval" if "retrieval" in tasks else tasks[0]
+        retrieval = self.model.settings.query_task
         out: list[tuple[str, str, list[int]]] = []
         for r in records:
             rows = [self.rows[d] for d in (r.positive_ids or []) if d in self.rows and self._usable(self.rows[d])]
