@@ -324,6 +324,14 @@ class SparseModel(torch.nn.Module):
         return self.st[0].sub_modules["query"][0].weight.detach()
 
     @property
+    def trainable_query_weights(self) -> torch.nn.Parameter | None:
+        """The query side's per-token weights when they train (``learn_query_weights``); else None."""
+        if not self.inference_free:
+            return None
+        weight = self.st[0].sub_modules["query"][0].weight
+        return weight if weight.requires_grad else None
+
+    @property
     def tokenizer(self) -> Any:
         return self._lm().tokenizer
 

@@ -338,3 +338,31 @@ def test_learned_query_weights_train_from_idf_and_stay_a_lookup(scifact, tmp_pat
     torch.testing.assert_close(rq.detach(), q)
     with pytest.raises(ValueError, match="learn_query_weights"):
         SparseModel.build("splade-tiny", max_length=32, device="cpu", learn_query_weights=True)
+
+
+def test_learned_query_weights_stay_non_negative(scifact, tmp_path):
+    """Inference drops query weights <= 0, so the sparse family's training clamps learned query weights at 0
+    after each step: at a rate that drives some below 0 unclamped, none is negative with the family's callbacks."""
+    from types import SimpleNamespace
+
+    from uniret.train.biencoder import BiEncoderModule, LossConfig
+    from uniret.train.families import _sparse_callbacks
+    from uniret.train.records import records_from_beir
+    from uniret.train.trainer import ClampParameters, Trainer, TrainerConfig
+
+    corpus = [d.full_text() for d in scifact.corpus][:300]
+    records = list(itertools.islice(records_from_beir(scifact, "train"), 4))
+    cfg = TrainerConfig(batch_size=4, max_steps=2, learning_rate=1e-5, warmup_ratio=0.0,
+                        learning_rate_mapping={r"sub_modules\.query\.": 50.0})
+    minima = {}
+    for clamped in (False, True):
+        model = SparseModel.build("splade-tiny", idf=corpus, max_length=32, device="cpu", learn_query_weights=True)
+        module = BiEncoderModule(model, LossConfig(temperature=1.0, hard_negatives=0))
+        callbacks = _sparse_callbacks(SimpleNamespace(flops=SimpleNamespace(warmup_steps=0)), module) if clamped else []
+        assert [type(c) for c in callbacks] == ([ClampParameters] if clamped else [])
+        Trainer(module, records, cfg, tmp_path / f"run{clamped}", callbacks=callbacks).train()
+        minima[clamped] = float(model.idf.min())
+    assert minima[False] < 0  # the test's rate does push weights below 0 ...
+    assert minima[True] == 0.0  # ... and the clamp keeps them at 0
+    frozen = SparseModel.build("splade-tiny", idf=corpus, max_length=32, device="cpu")
+    assert frozen.trainable_query_weights is None

@@ -43,7 +43,8 @@ class ModelConfig:
     inference_free: bool = False  # sparse: queries are tokenizer + IDF weights from the training corpus
     # inference-free queries: idf (fixed, the default) | learned (a per-token weight vector initialised from IDF and
     # trained, as sentence-transformers' inference-free models do; give it its own rate with
-    # trainer.learning_rate_mapping, e.g. {"sub_modules\\.query\\.": 1.0e-2}); either way the query is a lookup
+    # trainer.learning_rate_mapping, e.g. {"sub_modules\\.query\\.": 1.0e-2}; clamped at 0 after each step, as
+    # inference keeps only positive weights); either way the query is a lookup
     query_weights: str = "idf"
     top_k: int | None = None  # sparse: keep at most this many terms per vector at inference
 

@@ -113,10 +113,14 @@ def _sparse_backend(model: Any) -> Any:
 
 def _sparse_callbacks(cfg: Any, module: Any) -> list[Any]:
     from uniret.train.losses.flops import FlopsWarmup
+    from uniret.train.trainer import ClampParameters
 
-    if module.regularizer is None or cfg.flops.warmup_steps <= 0:
-        return []
-    return [FlopsWarmup(module.regularizer)]
+    callbacks: list[Any] = []
+    if module.regularizer is not None and cfg.flops.warmup_steps > 0:
+        callbacks.append(FlopsWarmup(module.regularizer))
+    if (weights := module.embedder.trainable_query_weights) is not None:
+        callbacks.append(ClampParameters([weights], minimum=0.0))  # learned query weights stay non-negative
+    return callbacks
 
 
 DENSE = TrainingHooks(build=_build_dense, loss_section="loss", search_backend=_dense_backend)

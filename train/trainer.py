@@ -159,6 +159,27 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None: ...
 
 
+class ClampParameters(Callback):
+    """Projected gradient descent: after every optimizer step (and on resuming), each of ``parameters`` is
+    clamped to ``minimum`` or above. Learned sparse query weights use it: inference drops a weight <= 0, so
+    training must not score with one."""
+
+    def __init__(self, parameters: Sequence[torch.nn.Parameter], minimum: float = 0.0) -> None:
+        self.parameters = list(parameters)
+        self.minimum = minimum
+
+    def _clamp(self) -> None:
+        with torch.no_grad():
+            for p in self.parameters:
+                p.clamp_(min=self.minimum)
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self._clamp()
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
+        self._clamp()
+
+
 @dataclass
 class TrainResult:
     steps: int
