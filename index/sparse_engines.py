@@ -314,11 +314,14 @@ class PisaEngine:
                              [(i, {str(t): float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
                              k=k, threads=1, pretokenised=True, query_weighted=1, result_qidxs=qidx,
                              result_docnos=docnos, result_ranks=ranks, result_scores=scores)
-        out: list[Hits] = [[] for _ in queries]
-        for i in range(size):
-            if scores[i] > 0:
-                out[int(qidx[i])].append((self._row_of[docnos[i]], int(round(float(scores[i])))))
-        return out
+        # hits come back best first within each query: group them by query with numpy, not a loop per hit
+        order = np.argsort(qidx[:size], kind="stable")
+        order = order[scores[order] > 0]
+        row_of = self._row_of
+        rows = [row_of[d] for d in docnos[order].tolist()]
+        hits = list(zip(rows, np.rint(scores[order]).astype(np.int64).tolist(), strict=True))
+        ends = np.cumsum(np.bincount(qidx[order], minlength=len(queries))).tolist()
+        return [hits[a:b] for a, b in zip([0, *ends], ends, strict=False)]  # (start, end) per query
 
     def search_text_scores(self, queries: Sequence[dict[str, float]], k: int) -> list[list[tuple[str, float]]]:
         """Like :meth:`search`, with document ids and PISA's float scores (for BM25 indexes)."""
