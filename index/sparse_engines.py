@@ -37,7 +37,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,40 +303,36 @@ class PisaEngine:
             raise _damaged(directory, f"PISA cannot open it ({e})") from None
         return cls(directory, context, {d: i for i, d in enumerate(ids)}, pisa_algorithm(algorithm, len(ids)))
 
-    def search(self, queries: Sequence[Query], k: int) -> list[Hits]:
-        pisa = pisathon()
-        n = len(queries) * k
-        qidx = np.empty(n, dtype=np.int32)
-        docnos = np.empty(n, dtype=object)
-        ranks = np.empty(n, dtype=np.int32)
-        scores = np.empty(n, dtype=np.float32)
-        size = pisa.retrieve(self._context, self.algorithm,
-                             [(i, {str(t): float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
-                             k=k, threads=1, pretokenised=True, query_weighted=1, result_qidxs=qidx,
-                             result_docnos=docnos, result_ranks=ranks, result_scores=scores)
-        # hits come back best first within each query: group them by query with numpy, not a loop per hit
-        order = np.argsort(qidx[:size], kind="stable")
-        order = order[scores[order] > 0]
-        row_of = self._row_of
-        rows = [row_of[d] for d in docnos[order].tolist()]
-        hits = list(zip(rows, np.rint(scores[order]).astype(np.int64).tolist(), strict=True))
-        ends = np.cumsum(np.bincount(qidx[order], minlength=len(queries))).tolist()
-        return [hits[a:b] for a, b in zip([0, *ends], ends, strict=False)]  # (start, end) per query
-
-    def search_text_scores(self, queries: Sequence[dict[str, float]], k: int) -> list[list[tuple[str, float]]]:
-        """Like :meth:`search`, with document ids and PISA's float scores (for BM25 indexes)."""
-        pisa = pisathon()
+    def _retrieve(self, queries: Sequence[Mapping[Any, float]], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """PISA's top ``k`` of each query as (query index, docno, score) arrays, grouped by query (stable: best
+        first within each)."""
         n = len(queries) * k
         qidx, docnos = np.empty(n, dtype=np.int32), np.empty(n, dtype=object)
         ranks, scores = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
-        size = pisa.retrieve(self._context, self.algorithm,
-                             [(i, {t: float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
-                             k=k, threads=1, pretokenised=True, query_weighted=1, result_qidxs=qidx,
-                             result_docnos=docnos, result_ranks=ranks, result_scores=scores)
-        out: list[list[tuple[str, float]]] = [[] for _ in queries]
-        for i in range(size):
-            out[int(qidx[i])].append((docnos[i], float(scores[i])))
-        return out
+        size = pisathon().retrieve(self._context, self.algorithm,
+                                   [(i, {str(t): float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
+                                   k=k, threads=1, pretokenised=True, query_weighted=1, result_qidxs=qidx,
+                                   result_docnos=docnos, result_ranks=ranks, result_scores=scores)
+        order = np.argsort(qidx[:size], kind="stable")
+        return qidx[order], docnos[order], scores[order]
+
+    @staticmethod
+    def _per_query(hits: list[Any], qidx: np.ndarray, num_queries: int) -> list[list[Any]]:
+        """``hits`` (grouped by query, ``qidx`` giving each one's query) split into one list per query."""
+        ends = np.cumsum(np.bincount(qidx, minlength=num_queries)).tolist()
+        return [hits[a:b] for a, b in zip([0, *ends], ends, strict=False)]  # (start, end) per query
+
+    def search(self, queries: Sequence[Query], k: int) -> list[Hits]:
+        qidx, docnos, scores = self._retrieve(queries, k)
+        keep = scores > 0
+        rows = [self._row_of[d] for d in docnos[keep].tolist()]
+        hits = list(zip(rows, np.rint(scores[keep]).astype(np.int64).tolist(), strict=True))
+        return self._per_query(hits, qidx[keep], len(queries))
+
+    def search_text_scores(self, queries: Sequence[dict[str, float]], k: int) -> list[list[tuple[str, float]]]:
+        """Like :meth:`search`, with document ids and PISA's float scores (for BM25 indexes)."""
+        qidx, docnos, scores = self._retrieve(queries, k)
+        return self._per_query(list(zip(docnos.tolist(), scores.tolist(), strict=True)), qidx, len(queries))
 
 
 def write_pisa_collection(directory: Path, ids: Sequence[str], indptr: np.ndarray, indices: np.ndarray,

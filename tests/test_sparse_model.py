@@ -345,8 +345,8 @@ def test_learned_query_weights_stay_non_negative(scifact, tmp_path):
     after each step: at a rate that drives some below 0 unclamped, none is negative with the family's callbacks."""
     from types import SimpleNamespace
 
+    from uniret import families
     from uniret.train.biencoder import BiEncoderModule, LossConfig
-    from uniret.train.families import _sparse_callbacks
     from uniret.train.records import records_from_beir
     from uniret.train.trainer import ClampParameters, Trainer, TrainerConfig
 
@@ -358,7 +358,8 @@ def test_learned_query_weights_stay_non_negative(scifact, tmp_path):
     for clamped in (False, True):
         model = SparseModel.build("splade-tiny", idf=corpus, max_length=32, device="cpu", learn_query_weights=True)
         module = BiEncoderModule(model, LossConfig(temperature=1.0, hard_negatives=0))
-        callbacks = _sparse_callbacks(SimpleNamespace(flops=SimpleNamespace(warmup_steps=0)), module) if clamped else []
+        family_callbacks = families.get("sparse").hooks().callbacks  # what the training pipeline adds
+        callbacks = family_callbacks(SimpleNamespace(flops=SimpleNamespace(warmup_steps=0)), module) if clamped else []
         assert [type(c) for c in callbacks] == ([ClampParameters] if clamped else [])
         Trainer(module, records, cfg, tmp_path / f"run{clamped}", callbacks=callbacks).train()
         minima[clamped] = float(model.idf.min())
