@@ -1109,6 +1109,34 @@ def block_sparse_recipe(res: Results) -> str:
         if name != "sparse_decoder_cost":
             sources.append(source(name, rec))
         break
+    bg = res.get("sparse_decoder_background")
+    if bg is not None:
+        before = {}  # the same slice without a background: this run's --baseline rows, else the zero-shot file's
+        for name in ("sparse_decoder_zero_shot", "sparse_decoder_cost"):
+            if (rec := res.get(name)) and rec.get("zero_shot_slice") == bg["zero_shot_slice"]:
+                before = {k.removeprefix("smollm2 "): v["zero_shot_slice"] for k, v in rec["rows"].items()
+                          if k.startswith("smollm2") and "zero_shot_slice" in v}
+                break
+        before.update({r["variant"]: r["zero_shot_slice"] for r in bg["rows"].values() if not r["background_docs"]})
+        brows = []
+        for label, r in bg["rows"].items():
+            if not r["background_docs"]:
+                continue
+            base = before.get(r["variant"])
+            brows.append([label, f4(r["zero_shot_slice"]["ndcg@10"]), f4(r["zero_shot_slice"]["recall@100"]),
+                          f4(base["ndcg@10"]) if base else "–", f4(base["recall@100"]) if base else "–",
+                          n0(r["build_seconds"])])
+        sl = bg["zero_shot_slice"]
+        out.append(table([f"untrained SmolLM2 SPLADE less a logit background (the same slice: {sl['queries']} "
+                          f"queries, {sl['documents']:,} documents)", "nDCG@10", "R@100", "nDCG@10 without",
+                          "R@100 without", "background s"], "lrrrrr", brows))
+        out.append("`model.background_docs` / `model.background_sd`: each token's background level (mean plus "
+                   "sd standard deviations of its max-pooled logit over a seeded sample of corpus documents, "
+                   "max length 256) is subtracted from the logits before SPLADE pooling; top 256 terms per vector "
+                   "as before. \"without\": the same variant, untrained, no background"
+                   + (" (this run's `--baseline` rows)." if any(not r["background_docs"] for r in bg["rows"].values())
+                      else " (`sparse_decoder_zero_shot.json`)."))
+        sources.append(source("sparse_decoder_background", bg))
     if not sources:
         return "\n\n".join(out + [missing("`scifact_sparse_*.json`", "python benchmarks/sparse_recipe.py")])
     return "\n\n".join(out + sources)

@@ -53,6 +53,19 @@ def _step_seconds(model: Any, records: list[Any], steps: int = 2) -> float:
     return min(times)
 
 
+def test_slice(data: Any, num_queries: int, num_docs: int) -> tuple[list[str], list[str]]:
+    """The zero-shot slice: the first ``num_queries`` test queries (sorted ids), and their judged documents plus
+    random others (seed 0) up to ``num_docs`` documents."""
+    test = data.qrels("test").judgements
+    qids = sorted(test)[:num_queries]
+    judged_docs = sorted({d for q in qids for d in test[q]})
+    if num_docs < len(judged_docs):
+        raise SystemExit(f"--slice-docs {num_docs}: the {len(qids)} queries judge {len(judged_docs)} documents; "
+                         "pass at least that many")
+    others = sorted(set(data.corpus.ids) - set(judged_docs))
+    return qids, judged_docs + random.Random(0).sample(others, num_docs - len(judged_docs))
+
+
 def _slice_ndcg(model: Any, data: Any, qids: list[str], doc_ids: list[str]) -> dict[str, float]:
     """Zero-shot nDCG@10 and R@100 of ``model`` for ``qids`` over the documents ``doc_ids`` (exact dot products)."""
     import numpy as np
@@ -104,14 +117,7 @@ def main() -> None:
     slice_qids: list[str] = []
     slice_docs: list[str] = []
     if args.slice_queries > 0:
-        test = data.qrels("test").judgements
-        slice_qids = sorted(test)[: args.slice_queries]
-        judged_docs = sorted({d for q in slice_qids for d in test[q]})
-        if args.slice_docs < len(judged_docs):
-            raise SystemExit(f"--slice-docs {args.slice_docs}: the {len(slice_qids)} queries judge "
-                             f"{len(judged_docs)} documents; pass at least that many")
-        others = sorted(set(data.corpus.ids) - set(judged_docs))
-        slice_docs = judged_docs + random.Random(0).sample(others, args.slice_docs - len(judged_docs))
+        slice_qids, slice_docs = test_slice(data, args.slice_queries, args.slice_docs)
     torch.manual_seed(0)
     rows: dict[str, dict[str, Any]] = {}
     dense = DenseEncoder("all-MiniLM-L6-v2", device="cpu", max_length=256, batch_size=16)

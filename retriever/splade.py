@@ -53,6 +53,7 @@ POOLINGS = ("max", "sum")
 VARIANTS = ("mlm", "echo", "bidirectional")
 DECODER_VARIANTS = ("echo", "bidirectional")
 CONFIG_FILE = "uniret_sparse.json"
+LOGIT_OFFSET_FILE = "logit_offset.safetensors"  # a decoder model's per-token logit offset, when it has one
 
 
 class SparseVector(NamedTuple):
@@ -113,6 +114,12 @@ class DecoderSpladeTransformer(DecoderTransformer):
     ``variant="echo"``: each text is fed twice (``text text``) and the attention mask handed to pooling covers
     only the second copy, whose positions have all seen the whole text under causal attention.
     ``variant="bidirectional"``: attention is made non-causal (every token sees every real token).
+
+    An optional per-token **logit offset** (:meth:`set_logit_offset`, saved as ``logit_offset.safetensors``
+    beside the weights) is subtracted from the logits: a causal LM's head scores most of its vocabulary above
+    zero in every context, so ``log(1 + relu(.))`` of raw logits is dense and led by tokens that are likely
+    everywhere; less a background level per token (:func:`logit_background`), a term counts where the text
+    makes it likelier than it is in a typical document.
     """
 
     config_keys = [*Transformer.config_keys, "max_seq_length", "variant"]
@@ -125,6 +132,31 @@ class DecoderSpladeTransformer(DecoderTransformer):
         super().__init__(model_name_or_path, bidirectional=variant == "bidirectional", append_eos=False,
                          padding_side="right", **kwargs)
         self.variant = variant
+        self.logit_offset: torch.Tensor | None
+        self.register_buffer("logit_offset", None, persistent=False)  # saved in its own file (save())
+        offset_file = Path(model_name_or_path) / LOGIT_OFFSET_FILE
+        if offset_file.is_file():
+            from safetensors.torch import load_file
+
+            self.set_logit_offset(load_file(str(offset_file))["logit_offset"])
+
+    def set_logit_offset(self, offset: torch.Tensor | None) -> None:
+        """Subtract ``offset`` (one value per vocabulary token) from the logits from now on; None: no offset."""
+        if offset is not None:
+            size = self.auto_model.get_output_embeddings().weight.shape[0]
+            if tuple(offset.shape) != (size,):
+                raise ValueError(f"logit offset has shape {tuple(offset.shape)}; expected ({size},), one value per "
+                                 "row of the LM head")
+            offset = offset.detach().float().to(self.auto_model.device)
+        self.logit_offset = offset
+
+    def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
+        super().save(output_path, *args, **kwargs)
+        if self.logit_offset is not None:
+            from safetensors.torch import save_file
+
+            save_file({"logit_offset": self.logit_offset.cpu().contiguous()},
+                      str(Path(output_path) / LOGIT_OFFSET_FILE))
 
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, processing_kwargs: Any = None,
                    **kwargs: Any) -> dict[str, Any]:
@@ -144,10 +176,42 @@ class DecoderSpladeTransformer(DecoderTransformer):
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         mask = features["attention_mask"]
         logits = decoder_forward(self.auto_model, features["input_ids"], mask, bidirectional=self.bidirectional).logits
+        if self.logit_offset is not None:
+            logits = logits - self.logit_offset.to(logits.dtype)
         out = dict(features)  # the caller's features stay as they were (gradient caching replays them)
         out["token_embeddings"] = logits
         out["attention_mask"] = features.get("pool_mask", mask)
         return out
+
+
+@torch.inference_mode()
+def logit_background(lm: DecoderSpladeTransformer, texts: Sequence[str], *, sd: float = 0.25,
+                     batch_size: int = 8) -> torch.Tensor:
+    """A background level per vocabulary token: over ``texts`` (a sample of the corpus), the mean plus ``sd``
+    standard deviations of each token's logit max-pooled over a text's (pooled) positions, with no offset.
+    Max pooling commutes with a per-token offset, so less this level a token is active exactly where the
+    text lifts its logit that far above how high it typically reaches in a document."""
+    if len(texts) < 2:
+        raise ValueError(f"a logit background needs at least 2 texts; got {len(texts)}")
+    saved, was_training = lm.logit_offset, lm.training
+    lm.logit_offset = None
+    lm.eval()
+    try:
+        pooled, bar = [], progress_bar(len(texts), desc="splade: logit background")
+        for start in range(0, len(texts), batch_size):
+            feats = lm.preprocess(list(texts[start : start + batch_size]))
+            feats = {k: v.to(lm.auto_model.device) for k, v in feats.items()}
+            out = lm.forward(feats)
+            mask = out["attention_mask"].unsqueeze(-1).to(torch.bool)
+            logits = out["token_embeddings"].float()
+            pooled.append(torch.where(mask, logits, torch.full((), -torch.inf, device=logits.device)).amax(1).cpu())
+            bar.update(len(feats["input_ids"]))
+        bar.close()
+    finally:
+        lm.logit_offset = saved
+        lm.train(was_training)
+    stacked = torch.cat(pooled)
+    return stacked.mean(0) + sd * stacked.std(0)
 
 
 def _pool_max_first(module: Any, features: dict[str, Any]) -> dict[str, Any]:
@@ -209,12 +273,18 @@ class SparseModel(torch.nn.Module):
     def build(cls, backbone: str | Path = "splade-tiny", *, variant: str | None = None, pooling: str = "max",
               max_length: int = 256, idf: torch.Tensor | Sequence[str] | None = None, lora: dict[str, Any] | None = None,
               gradient_checkpointing: bool = False, device: str | None = "auto", top_k: int | None = None,
-              threshold: float = 0.0, learn_query_weights: bool = False) -> SparseModel:
+              threshold: float = 0.0, learn_query_weights: bool = False,
+              background: Sequence[str] | None = None, background_sd: float = 0.25,
+              background_max_length: int | None = None) -> SparseModel:
         """A fresh model on ``backbone``'s weights. ``variant``: ``mlm`` for masked-LM encoders (the default for
         them); ``echo`` or ``bidirectional`` for decoder-only LMs (required for them). ``idf``: a per-token
         weight vector, or the corpus texts to compute it from (:func:`compute_idf`), makes the model
         inference-free (queries: tokenizer + these weights); ``learn_query_weights`` makes those weights a
-        trainable parameter (initialised from ``idf``; the query is still a lookup, with no model)."""
+        trainable parameter (initialised from ``idf``; the query is still a lookup, with no model).
+        ``background`` (decoder variants): corpus texts to compute the LM head's per-token background level
+        from (:func:`logit_background`, ``background_sd`` standard deviations above the mean, texts cut at
+        ``background_max_length``, default ``max_length``: the length the model will encode at), subtracted
+        from the logits from then on and saved with the model."""
         from sentence_transformers import SparseEncoder
         from sentence_transformers.sparse_encoder.modules import SpladePooling
 
@@ -239,6 +309,14 @@ class SparseModel(torch.nn.Module):
             lm: Any = Transformer(path, transformer_task="fill-mask", max_seq_length=max_length)
         else:
             lm = DecoderSpladeTransformer(path, variant=variant, max_seq_length=max_length)
+        if background is not None:
+            if variant == "mlm":
+                raise ValueError("a logit background is for decoder-only LMs (variant echo or bidirectional); "
+                                 f"{backbone} is a masked-LM encoder")
+            lm.to(device)
+            lm.max_seq_length = background_max_length or max_length
+            lm.set_logit_offset(logit_background(lm, background, sd=background_sd))
+            lm.max_seq_length = max_length
         doc_modules = [lm, SpladePooling(pooling_strategy=pooling)]  # type: ignore[arg-type]
         if learn_query_weights and idf is None:
             raise ValueError("learn_query_weights needs an inference-free model: pass idf (weights or corpus texts)")
@@ -258,7 +336,9 @@ class SparseModel(torch.nn.Module):
         st = SparseEncoder(modules=modules, device=device)
         model = cls(st, name=str(backbone), variant=variant, pooling=pooling, max_length=max_length,
                     top_k=top_k, threshold=threshold,
-                    history={"base_model": str(backbone), "variant": variant})
+                    history={"base_model": str(backbone), "variant": variant,
+                             **({"logit_background": {"texts": len(background), "sd": background_sd}}
+                                if background is not None else {})})
         if lora:
             model.add_lora(lora)
         if gradient_checkpointing:

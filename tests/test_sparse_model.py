@@ -221,6 +221,85 @@ def test_decoder_model_saves_and_loads_with_sentence_transformers(tiny_llm, vari
     np.testing.assert_allclose(dense, ours.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["echo", "bidirectional"])
+def test_logit_background_is_the_mean_plus_sd_of_max_pooled_logits_and_is_subtracted(tiny_llm, variant, tmp_path):
+    from uniret.retriever.splade import LOGIT_OFFSET_FILE, logit_background
+
+    background = ["the protein of the cell", "a gene study in patients", "vitamin trial with drug", "heart risk"]
+    plain = SparseModel.build(tiny_llm, variant=variant, max_length=16, device="cpu")
+    lm = plain._lm()
+    with torch.no_grad():  # by hand: each text's logits at its pooled positions, max over positions
+        pooled = []
+        for text in background:
+            out = lm.forward(lm.preprocess([text]))
+            keep = out["attention_mask"][0].bool()
+            pooled.append(out["token_embeddings"][0, keep].amax(0))
+        pooled = torch.stack(pooled)
+    expected = pooled.mean(0) + 0.5 * pooled.std(0)
+    torch.testing.assert_close(logit_background(lm, background, sd=0.5, batch_size=3), expected)
+
+    model = SparseModel.build(tiny_llm, variant=variant, max_length=16, device="cpu", background=background,
+                              background_sd=0.5)
+    torch.testing.assert_close(model._lm().logit_offset, expected)
+    texts = ["protein cell gene", "vitamin study of the heart"]
+    with torch.no_grad():
+        raw = lm.forward(lm.preprocess(texts))
+        centred = splade_pool(raw["token_embeddings"] - expected, raw["attention_mask"])
+        ours = model.forward(model.tokenize(texts))
+    torch.testing.assert_close(ours, centred)
+    assert (ours > 0).sum() < (plain.forward(plain.tokenize(texts)).detach() > 0).sum()  # fewer active terms
+    assert model.history["logit_background"] == {"texts": 4, "sd": 0.5}
+
+    path = model.save(tmp_path / "m")  # the offset travels with the model, for us and for sentence-transformers
+    assert (path / LOGIT_OFFSET_FILE).is_file()
+    again = SparseModel.load(path, device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(again.forward(again.tokenize(texts)), ours)
+    from sentence_transformers import SparseEncoder
+
+    theirs = SparseEncoder(str(path), device="cpu", trust_remote_code=True).encode_document(
+        texts, convert_to_tensor=True, convert_to_sparse_tensor=False)
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-6)
+
+
+def test_logit_background_needs_a_decoder_and_two_texts(tiny_llm):
+    from uniret.train.config import ModelConfig
+
+    with pytest.raises(ValueError, match="decoder-only LMs"):
+        SparseModel.build("splade-tiny", max_length=16, device="cpu", background=["a", "b"])
+    with pytest.raises(ValueError, match="at least 2 texts"):
+        SparseModel.build(tiny_llm, variant="echo", max_length=16, device="cpu", background=["the cell"])
+    with pytest.raises(ValueError, match="model.background_docs is for sparse models on decoder-only LMs"):
+        ModelConfig(kind="sparse", backbone="splade-tiny", pooling="max", background_docs=8)
+    with pytest.raises(ValueError, match="model.background_docs: got -1"):
+        ModelConfig(kind="sparse", variant="echo", pooling="max", background_docs=-1)
+
+def test_the_sparse_family_computes_the_background_from_a_seeded_corpus_sample(tiny_llm, scifact_small, tmp_path):
+    from uniret import families
+    from uniret.data import save_beir
+    from uniret.train.config import DataConfig, ModelConfig, TrainConfig
+
+    save_beir(scifact_small, tmp_path / "data")
+
+    def build(seed):
+        cfg = TrainConfig(model=ModelConfig(kind="sparse", backbone=tiny_llm, variant="bidirectional", pooling="max",
+                                            max_length=16, device="cpu", background_docs=6),
+                          data=DataConfig(data=str(tmp_path / "data")))
+        cfg.trainer.seed = seed
+        model, _ = families.get("sparse").hooks().build(cfg)
+        return model
+
+    model = build(0)
+    assert model.history["logit_background"] == {"texts": 6, "sd": 0.25}
+    offset = model._lm().logit_offset
+    torch.testing.assert_close(build(0)._lm().logit_offset, offset)  # the same sample for the same seed
+    assert not torch.equal(build(1)._lm().logit_offset, offset)
+    too_many = TrainConfig(model=ModelConfig(kind="sparse", backbone=tiny_llm, variant="echo", pooling="max",
+                                             device="cpu", background_docs=10_000),
+                           data=DataConfig(data=str(tmp_path / "data")))
+    with pytest.raises(ValueError, match="model.background_docs: 10000 documents asked for"):
+        families.get("sparse").hooks().build(too_many)
+
 # -- real SPLADE-tiny --------------------------------------------------------------------------------------
 
 def test_encoder_splade_round_trips_through_sentence_transformers(splade_tiny, scifact_small, tmp_path):

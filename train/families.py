@@ -90,10 +90,24 @@ def _build_sparse(cfg: Any) -> tuple[Any, Any]:
         from uniret.data import load_beir
 
         idf = [d.full_text() for d in load_beir(cfg.data.data).corpus]  # IDF over the training data's corpus
+    background = None
+    if m.background_docs:
+        import random
+
+        from uniret.data import load_beir
+
+        corpus = list(load_beir(cfg.data.data).corpus)
+        if m.background_docs > len(corpus):
+            raise ValueError(f"model.background_docs: {m.background_docs} documents asked for; the corpus of "
+                             f"{cfg.data.data} has {len(corpus)}")
+        sample = random.Random(cfg.trainer.seed).sample(range(len(corpus)), m.background_docs)
+        background = [corpus[i].full_text() for i in sorted(sample)]
     learned = m.query_weights == "learned"
     model = SparseModel.build(m.backbone, variant=m.variant, pooling=m.pooling, max_length=m.max_length, idf=idf,
                               lora=m.lora, gradient_checkpointing=m.gradient_checkpointing, device=m.device,
-                              top_k=m.top_k, learn_query_weights=learned)
+                              top_k=m.top_k, learn_query_weights=learned, background=background,
+                              background_sd=m.background_sd,
+                              background_max_length=m.inference_max_length or m.max_length)
     f = cfg.flops
     regularizer = None
     if f.query_weight > 0 or f.document_weight > 0:  # IDF-aware weights: the IDF the query side starts from
