@@ -1135,7 +1135,8 @@ def block_sparse_recipe(res: Results) -> str:
                    "max length 256) is subtracted from the logits before SPLADE pooling; top 256 terms per vector "
                    "as before. \"without\": the same variant, untrained, no background"
                    + (" (this run's `--baseline` rows)." if any(not r["background_docs"] for r in bg["rows"].values())
-                      else " (`sparse_decoder_zero_shot.json`)."))
+                      else " (`sparse_decoder_zero_shot.json`).")
+                   + (f" {bg['note']}." if bg.get("note") else ""))
         sources.append(source("sparse_decoder_background", bg))
     if not sources:
         return "\n\n".join(out + [missing("`scifact_sparse_*.json`", "python benchmarks/sparse_recipe.py")])
