@@ -1017,6 +1017,8 @@ SPARSE_ROWS = (  # results file -> label
      "inference-free, IDF-aware FLOPS, teachers BM25 + MiniLM + SPLADE-tiny (config: BM25 + MiniLM)"),
     ("scifact_sparse_inference_free_learned_query",
      "inference-free, IDF-aware FLOPS, query weights learned from the IDF (`model.query_weights: learned`)"),
+    ("scifact_sparse_inference_free_from_splade",
+     "inference-free, IDF-aware FLOPS, document encoder from the trained encoder SPLADE (config: from SPLADE-tiny)"),
     ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
     ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
 )
