@@ -41,8 +41,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import tomllib
-
 REPO = Path(__file__).resolve().parent.parent
 PACK = REPO / ".devpack"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -178,6 +176,8 @@ def install(stage: Path, python: str, wheels: bool, log: Path) -> Path:
             with zipfile.ZipFile(next(stage.glob("tbb-*.whl"))) as z:
                 lib = next(n for n in z.namelist() if n.endswith("/lib/libtbb.so.2"))
                 (site / "pyterrier_pisa" / "libtbb.so.2").write_bytes(z.read(lib))
+    import tomllib  # Python 3.11+ (the GPU image has 3.12)
+
     # this tree's packages as pyproject maps them (uniret.retriever = retriever/, ...): no build, no setuptools
     with (REPO / "pyproject.toml").open("rb") as t:
         package_dir = tomllib.load(t)["tool"]["setuptools"]["package-dir"]
