@@ -90,6 +90,7 @@ def load_average() -> list[float] | None:
 
 def machine_info() -> dict[str, Any]:
     """The machine a result was measured on, read from the system, never typed."""
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -23,6 +23,10 @@ sentence-transformers but not gguf, PISA or pytrec_eval. So the job is split:
    training log are copied to ``$OUT`` as soon as the row ends, with the run's log, so a call stopped at its
    limit still returns the rows it finished.
 
+``run --generative ARGS`` also runs issue 9's trained generative benchmark there after the rows
+(``generative.py --part trained --device auto ARGS``; ``--rows ''`` runs it alone): the same GGUF, no extra wheels.
+The machine has no Java, so its BM25 rows are skipped; the searched runs come back as TREC files to fuse here.
+
 Here, ``run --smoke --python .venv/bin/python --no-wheels --stage /tmp/devstage`` checks the flow on a SciFact
 slice (2 steps, the recipe's own mining) with this machine's packages; ``pack`` must have run first.
 """
@@ -34,6 +38,7 @@ import gzip
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -230,6 +235,23 @@ def run(args: argparse.Namespace) -> None:
             if made.is_file():
                 shutil.copy2(made, out / kept)
         print(f"row {row}: exit {code}; {out} holds {sorted(p.name for p in out.iterdir())}", flush=True)
+    if args.generative is not None:
+        run_generative(args, env, out, results)
+
+
+def run_generative(args: argparse.Namespace, env: dict[str, str], out: Path, results: Path) -> None:
+    """Issue 9's trained run (``generative.py --part trained``) on this machine's device, after the rows: its
+    results JSON, its searched runs (TREC, for BM25 fusion where pyserini is) and its log go to ``out``."""
+    name = "generative_trained" + ("_smoke" if args.smoke else "")
+    cmd = [args.python, "generative.py", "--part", "trained", "--device", "auto", "--name", name,
+           "--results-dir", str(results), "--save-runs", str(out / "generative_runs"),
+           "--work-dir", str(args.stage / "generative"), *shlex.split(args.generative)]
+    print("+", " ".join(cmd), flush=True)
+    with (out / "device_generative.log").open("a", encoding="utf-8") as log:
+        code = subprocess.run(cmd, cwd=REPO / "benchmarks", env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if (results / f"{name}.json").is_file():
+        shutil.copy2(results / f"{name}.json", out / f"{name}.json")
+    print(f"generative: exit {code}; {out} holds {sorted(p.name for p in out.iterdir())}", flush=True)
 
 
 def main() -> None:
@@ -249,6 +271,9 @@ def main() -> None:
     r.add_argument("--smoke", action="store_true", help="a SciFact slice and 2 steps (checks the flow)")
     r.add_argument("--python", default=sys.executable)
     r.add_argument("--no-wheels", action="store_true", help="use this interpreter's packages (a check here)")
+    r.add_argument("--generative", default=None, metavar="ARGS",
+                   help="after the rows, also `generative.py --part trained ARGS` on the device (issue 9), e.g. "
+                        "'--steps 1500 --batch 32 --queries 300'; --rows '' runs it alone")
     args = ap.parse_args()
     if args.command == "pack":
         pack(args.records, args.limit_mib)

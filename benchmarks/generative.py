@@ -24,6 +24,10 @@ seeded SciFact test claims against the full corpus.
     python benchmarks/generative.py --part structures
     python benchmarks/generative.py --part trained --steps 40 --queries 20
     python benchmarks/generative.py --part prompts --steps 100 --queries 100
+
+``--device`` (default auto: a GPU when present) is where the LM trains and decodes; the results file records it.
+``--save-runs DIR`` also writes the searched runs as TREC files (``device_decoder.py run --generative`` uses it
+on a GPU machine without Java, to fuse with BM25 here).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import BenchmarkRun
+from _common import REPO, BenchmarkRun
 
 logger = logging.getLogger("generative")
 
@@ -158,9 +162,10 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
     qids = sorted(test)
     random.Random(0).shuffle(qids)
     queries = {q: data.queries[q] for q in qids[: args.queries]}
-    out: dict[str, Any] = {"queries": len(queries), "docs": len(data.corpus), "beams": args.beams, "rows": {}}
+    out: dict[str, Any] = {"queries": len(queries), "docs": len(data.corpus), "beams": args.beams, "rows": {},
+                           "device": args.device}
 
-    base = GenerativeRetriever.build("smollm2-135m", device="cpu")
+    base = GenerativeRetriever.build("smollm2-135m", device=args.device)
     backend = GenerativeIndex(base, num_beams=args.beams, batch_size=args.search_batch)
     start = time.perf_counter()
     backend.index(data.corpus)
@@ -170,9 +175,9 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
     out["rows"]["smollm2-135m (not trained), constrained"] = {**_metrics(data, run), **speed}
     del base, backend
 
-    cfg = load_config(args.config, TrainConfig, overrides={
+    cfg = load_config(args.config_path, TrainConfig, overrides={
         "trainer.max_steps": args.steps, "trainer.batch_size": args.batch, "trainer.save_every": None,
-        "model.device": "cpu"})
+        "model.device": args.device})
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="generative-bench-"))
     start = time.perf_counter()
     summary = run_training(cfg, work / "run", overwrite=True)
@@ -180,7 +185,7 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
                     "seconds_per_step": summary["train_seconds"] / max(1, summary["steps"]),
                     "final_loss": summary["final_loss"], "wall_seconds": time.perf_counter() - start,
                     "config": args.config}
-    model = GenerativeRetriever.load(work / "run" / "model", device="cpu")
+    model = GenerativeRetriever.load(work / "run" / "model", device=args.device)
     gen_runs = {}
     for constrained in (True, False):
         backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch, constrained=constrained)
@@ -189,6 +194,12 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
         label = f"trained {args.steps} steps, " + ("constrained" if constrained else "unconstrained (ablation)")
         out["rows"][label] = {**_metrics(data, run), **speed}
         gen_runs[constrained] = run
+        if args.save_runs:
+            from uniret.trec import write_trec_run
+
+            Path(args.save_runs).mkdir(parents=True, exist_ok=True)
+            kind = "constrained" if constrained else "unconstrained"
+            write_trec_run(run, Path(args.save_runs) / f"generative_{kind}.trec", tag="generative")
     try:
         from uniret.index.lucene import LuceneBM25Index
 
@@ -221,19 +232,19 @@ def prompts(args: argparse.Namespace) -> dict[str, Any]:
     queries = {q: data.queries[q] for q in qids[: args.queries]}
     out: dict[str, Any] = {"queries": len(queries), "docs": len(data.corpus), "beams": args.beams,
                            "steps": args.steps, "batch_size": args.batch, "config": args.config, "models": {},
-                           "rows": {}}
+                           "rows": {}, "device": args.device}
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="generative-prompts-"))
     structure, ids = None, []
     for label, query_tasks in GRANULARITIES.items():
-        cfg = load_config(args.config, TrainConfig, overrides={
+        cfg = load_config(args.config_path, TrainConfig, overrides={
             "trainer.max_steps": args.steps, "trainer.batch_size": args.batch, "trainer.save_every": None,
-            "model.device": "cpu", "generative.tasks": [*query_tasks, "indexing"],
+            "model.device": args.device, "generative.tasks": [*query_tasks, "indexing"],
             "generative.query_tasks": query_tasks})
         folder = work / "-".join(query_tasks)
         summary = run_training(cfg, folder, overwrite=True)
         out["models"][label] = {"query_tasks": query_tasks, "steps": summary["steps"],
                                 "train_seconds": summary["train_seconds"], "final_loss": summary["final_loss"]}
-        model = GenerativeRetriever.load(folder / "model", device="cpu")
+        model = GenerativeRetriever.load(folder / "model", device=args.device)
         for task, source in query_tasks.items():
             backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch, task=task)
             if structure is None:
@@ -252,18 +263,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["structures", "trained", "prompts"], required=True)
     ap.add_argument("--patterns", type=int, default=500)
-    ap.add_argument("--config", default="configs/scifact-generative.yaml")
+    ap.add_argument("--config", default="configs/scifact-generative.yaml",
+                    help="a path, or relative to the repository (runs from any folder)")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--beams", type=int, default=10)
     ap.add_argument("--search-batch", type=int, default=10)
     ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--name", default=None, help="results file name (default: generative_PART)")
+    ap.add_argument("--results-dir", default=None, help="default benchmarks/results")
+    ap.add_argument("--device", default="auto", help="where the LM trains and decodes (auto: a GPU when present)")
+    ap.add_argument("--save-runs", default=None,
+                    help="also write each searched system's run (TREC) here, e.g. to fuse with BM25 elsewhere")
     args = ap.parse_args()
+    from uniret.runtime import resolve_device
+
+    args.device = resolve_device(args.device)
+    args.config_path = args.config if Path(args.config).is_file() else str(REPO / args.config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     np.random.seed(0)
-    name = f"generative_{args.part}"
-    run = BenchmarkRun(name)
+    name = args.name or f"generative_{args.part}"
+    run = BenchmarkRun(name, results_dir=args.results_dir)
     result = {"structures": structures, "trained": trained, "prompts": prompts}[args.part](args)
     path = run.save(result)
     logger.info("wrote %s", path)
