@@ -62,6 +62,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--bm25", action="store_true", help="also BM25 on the same collections")
     ap.add_argument("--training-data", default="scifact", help="refused as an out-of-domain collection")
+    ap.add_argument("--in-domain", action="store_true",
+                    help="also each model on the training data's --split (a diagnostic beside the out-of-domain "
+                         "numbers, e.g. a WiSE-FT sweep; never a selection)")
     ap.add_argument("--work-dir", default=None, help="where the evaluation reports go (default: a temporary folder)")
     ap.add_argument("--name", default="sparse_ood")
     ap.add_argument("--results-dir", default=None, help="default benchmarks/results")
@@ -72,6 +75,7 @@ def main() -> None:
         ap.error(f"--base {args.base!r} is not one of the --model names ({', '.join(models)})")
 
     from uniret.commands import run_eval
+    from uniret.data import load_beir
     from uniret.families import RetrieverConfig
     from uniret.train.ood import evaluate_folder, resolve_ood
 
@@ -84,6 +88,7 @@ def main() -> None:
         if args.base in rows:
             deltas(rows, args.base)
         return record.save({"collections": {n: str(d.root) for n, d in datasets.items()}, "split": args.split,
+                            "in_domain": args.training_data if args.in_domain else None,
                             "max_length": args.max_length, "base": args.base, "metrics": list(METRICS),
                             "rows": rows})
 
@@ -93,6 +98,12 @@ def main() -> None:
                                   batch_size=args.batch_size, device=args.device, reports=work / name)
         rows[name] = {"model": model, "kind": "sparse", "seconds": time.perf_counter() - start,
                       "metrics": {d: {m: metrics[d][m] for m in METRICS} for d in metrics}}
+        if args.in_domain:
+            own = load_beir(args.training_data)
+            result = run_eval(own, RetrieverConfig(kind="sparse", model=model, max_length=args.max_length,
+                                                   batch_size=args.batch_size, device=args.device),
+                              work / name / "in-domain", split=args.split, model_given=True, name=f"sparse:{name}")
+            rows[name]["in_domain"] = {m: float(result.metrics[m]) for m in METRICS}
         save()
     if args.bm25:
         start = time.perf_counter()
