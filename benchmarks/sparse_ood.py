@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import BenchmarkRun
+from _common import REPO, BenchmarkRun
 
 logger = logging.getLogger("sparse_ood")
 METRICS = ("ndcg@10", "recall@100")
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--model", action="append", required=True, metavar="NAME=MODEL")
     ap.add_argument("--base", required=True, help="the NAME of the model training started from")
     ap.add_argument("--ood", default="../shared/datasets/cranfield,../shared/datasets/agentset-msmarco-5k",
-                    help="comma-separated BEIR folders or packaged names")
+                    help="comma-separated BEIR folders (relative to here, or else to the repository) or packaged names")
     ap.add_argument("--split", default="test")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -80,7 +80,8 @@ def main() -> None:
     from uniret.train.ood import evaluate_folder, resolve_ood
 
     record = BenchmarkRun(args.name, results_dir=args.results_dir)
-    datasets = resolve_ood([s for s in args.ood.split(",") if s], args.training_data, args.split)
+    names = [s if Path(s).exists() or not (REPO / s).exists() else str(REPO / s) for s in args.ood.split(",") if s]
+    datasets = resolve_ood(names, args.training_data, args.split)  # paths: as given, else from the repository
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="sparse_ood-"))
     rows: dict[str, dict[str, Any]] = {}
 
