@@ -1021,12 +1021,68 @@ SPARSE_ROWS = (  # results file -> label
      "inference-free, IDF-aware FLOPS, document encoder from the 100-step encoder SPLADE (config: from SPLADE-tiny)"),
     ("scifact_sparse_inference_free_from_splade200",
      "inference-free, IDF-aware FLOPS, document encoder from the 200-step encoder SPLADE (the config's; alphas to 0.4)"),
+    ("scifact_sparse_inference_free_plain_from_splade200",
+     "inference-free, plain FLOPS, document encoder from the 200-step encoder SPLADE (same two stages)"),
     ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
     ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
 )
 SPARSE_TARGETS = {"scifact_sparse_splade": 0.70, "scifact_sparse_inference_free": 0.679,
                   "scifact_sparse_inference_free_from_splade200": 0.679,
                   "scifact_sparse_decoder_echo": 0.679, "scifact_sparse_decoder_bidirectional": 0.679}
+
+
+SPARSE_OOD_ROWS = {  # sparse_ood.py row name -> (label, the results file of its SciFact test number, key path)
+    "splade-tiny": ("SPLADE-tiny (zero-shot; where every trained row starts)", "sparse_engines",
+                    ("effectiveness", "ndcg@10")),
+    "encoder-splade": ("encoder SPLADE (`configs/scifact-splade.yaml`)", "scifact_sparse_splade", ("test", "ndcg@10")),
+    "inference-free": ("inference-free, IDF-aware FLOPS, two stages (from the encoder SPLADE)",
+                       "scifact_sparse_inference_free_from_splade200", ("test", "ndcg@10")),
+    "inference-free-plain": ("inference-free, plain FLOPS, same two stages",
+                             "scifact_sparse_inference_free_plain_from_splade200", ("test", "ndcg@10")),
+    "bm25": ("BM25 (Lucene through pyserini)", "sparse_engines", ("bm25_on_pisa", "lucene_ndcg@10")),
+}
+
+
+def block_sparse_ood(res: Results, name: str = "sparse_ood") -> str:
+    """Trained sparse models on collections they never saw, against SPLADE-tiny (``sparse_ood.py``); a row
+    scored in domain too (``--in-domain``) shows that number instead of its results file's."""
+    rec = res.get(name)
+    if rec is None:
+        return missing("sparse_ood.json", "python benchmarks/sparse_ood.py --model ... --base splade-tiny --bm25")
+    cols = list(rec["collections"])
+    base = rec["base"]
+    rows = []
+    for row_name, row in rec["rows"].items():
+        label, scifact_file, path = SPARSE_OOD_ROWS.get(row_name, (row_name, None, ()))
+        if row_name.startswith("alpha-"):
+            label = f"encoder SPLADE, WiSE-FT α = {row_name[6:]} with SPLADE-tiny" + (
+                " (the config's choice)" if row_name == "alpha-0.8" else "")
+        value: Any = res.get(scifact_file) if scifact_file else None
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if row.get("in_domain"):
+            value = row["in_domain"]["ndcg@10"]
+        cells = [label + (" **base**" if row_name == base else ""), f4(value)]
+        for c in cols:
+            cells.append(f4(row["metrics"][c]["ndcg@10"]))
+            delta = row.get("delta_vs_base", {}).get(c)
+            cells.append("–" if row_name == base or delta is None else f"{delta['ndcg@10']:+.4f}")
+        rows.append(cells)
+    own = "measured here" if any(r.get("in_domain") for r in rec["rows"].values()) else "its results file"
+    header = ["model", f"SciFact test nDCG@10 ({own})"]
+    for c in cols:
+        header += [f"{c} nDCG@10", "Δ vs base"]
+    out = [table(header, "l" + "r" * (len(header) - 1), rows)]
+    worst = {r: min(d[c]["ndcg@10"] for c in d) for r, d in
+             ((r, row.get("delta_vs_base", {})) for r, row in rec["rows"].items() if row.get("kind") == "sparse")
+             if d and r != base}
+    out.append(f"Full test corpora of each collection, max length {rec['max_length']}, through `uniret eval --retriever "
+               "sparse` (the pipeline's out-of-domain evaluation, `uniret.train.ood.evaluate_folder`); an "
+               "inference-free model keeps the query weights it was saved with (SciFact's IDF). Worst drop against "
+               "the base per trained row: " + "; ".join(f"{SPARSE_OOD_ROWS.get(r, (r,))[0].split(' (')[0]} {v:+.4f}"
+                                                for r, v in worst.items()) + ".")
+    out.append(source(name, rec))
+    return "\n\n".join(out)
 
 
 def block_sparse_recipe(res: Results) -> str:
@@ -1412,6 +1468,8 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "sparse-engines": block_sparse_engines,
     "pisa-algorithms": block_pisa_algorithms,
     "sparse-recipe": block_sparse_recipe,
+    "sparse-ood": block_sparse_ood,
+    "sparse-ood-wise-ft": lambda res: block_sparse_ood(res, "sparse_ood_wise_ft"),
     "limit": block_limit,
     "scale": block_scale,
     "cheap-eval": block_cheap_eval,

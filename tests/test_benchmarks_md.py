@@ -130,3 +130,24 @@ def test_device_pack_splits_the_weights_to_fit_both_calls() -> None:
     assert dd.split_point(10, 10, 0) == 10 and dd.split_point(10, 0, 10) == 0
     with pytest.raises(ValueError, match="do not fit"):
         dd.split_point(94 * mib, 50 * mib, 40 * mib)
+
+
+def test_sparse_ood_deltas_and_worst_drop_count_trained_rows_only(tmp_path: Path) -> None:
+    import sparse_ood
+
+    def row(kind: str, cran: float, ms: float) -> dict:
+        return {"kind": kind, "metrics": {"cranfield": {"ndcg@10": cran, "recall@100": 0.5},
+                                          "msmarco": {"ndcg@10": ms, "recall@100": 0.5}}}
+
+    rows = {"splade-tiny": row("sparse", 0.36, 0.80), "encoder-splade": row("sparse", 0.38, 0.75),
+            "bm25": row("bm25", 0.30, 0.70)}
+    sparse_ood.deltas(rows, "splade-tiny")
+    assert rows["encoder-splade"]["delta_vs_base"]["cranfield"]["ndcg@10"] == pytest.approx(0.02)
+    assert rows["encoder-splade"]["delta_vs_base"]["msmarco"]["ndcg@10"] == pytest.approx(-0.05)
+    assert rows["splade-tiny"]["delta_vs_base"]["msmarco"]["ndcg@10"] == 0.0
+    rec = {"collections": {"cranfield": "a", "msmarco": "b"}, "base": "splade-tiny", "max_length": 256,
+           "rows": rows, "command": "python sparse_ood.py"}
+    (tmp_path / "sparse_ood.json").write_text(json.dumps(rec))
+    out = render.block_sparse_ood(render.Results(tmp_path))
+    assert "| encoder SPLADE (`configs/scifact-splade.yaml`) | – | 0.3800 | +0.0200 | 0.7500 | -0.0500 |" in out
+    assert "encoder SPLADE -0.0500" in out and "BM25 -" not in out.split("Worst drop")[1]
