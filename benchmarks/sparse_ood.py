@@ -84,6 +84,7 @@ def main() -> None:
     datasets = resolve_ood(names, args.training_data, args.split)  # paths: as given, else from the repository
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="sparse_ood-"))
     rows: dict[str, dict[str, Any]] = {}
+    own = {args.training_data: load_beir(args.training_data)} if args.in_domain else None  # loaded once
 
     def save() -> Path:
         if args.base in rows:
@@ -99,12 +100,10 @@ def main() -> None:
                                   batch_size=args.batch_size, device=args.device, reports=work / name)
         rows[name] = {"model": model, "kind": "sparse", "seconds": time.perf_counter() - start,
                       "metrics": {d: {m: metrics[d][m] for m in METRICS} for d in metrics}}
-        if args.in_domain:
-            own = load_beir(args.training_data)
-            result = run_eval(own, RetrieverConfig(kind="sparse", model=model, max_length=args.max_length,
-                                                   batch_size=args.batch_size, device=args.device),
-                              work / name / "in-domain", split=args.split, model_given=True, name=f"sparse:{name}")
-            rows[name]["in_domain"] = {m: float(result.metrics[m]) for m in METRICS}
+        if own is not None:
+            scores = evaluate_folder("sparse", Path(model), own, split=args.split, max_length=args.max_length,
+                                     batch_size=args.batch_size, device=args.device, reports=work / name / "in-domain")
+            rows[name]["in_domain"] = {m: float(scores[args.training_data][m]) for m in METRICS}
         save()
     if args.bm25:
         start = time.perf_counter()
