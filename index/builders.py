@@ -64,11 +64,12 @@ def bm25_analyzer(cfg: Any) -> Any:
 
 def sparse_encoder(cfg: Any) -> Any:
     """The sparse encoder a ``RetrieverConfig`` names (SPLADE; max length: the config's, else 256; inference
-    backend torch | onnx | onnx-int8)."""
+    backend torch | onnx | onnx-int8; top-k and threshold pruning: the config's, else the model's saved ones)."""
     from uniret.retriever.splade import SpladeEncoder
 
     return SpladeEncoder(cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length or 256,
-                         backend=getattr(cfg, "backend", "torch"))
+                         backend=getattr(cfg, "backend", "torch"), top_k=getattr(cfg, "top_k", None),
+                         threshold=getattr(cfg, "threshold", None))
 
 
 def build_sparse(cfg: Any, *, scratch: Path | None = None) -> Any:

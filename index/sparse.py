@@ -341,7 +341,8 @@ class SparseIndex(StoredDocuments):
 
             source = built.get("path") if built.get("path") and Path(built["path"]).exists() else built.get("name")
             encoder = SpladeEncoder(source, device=device, max_length=built.get("max_length") or 256,
-                                    pooling=built.get("pooling", "max"), backend=built.get("backend", "torch"))
+                                    pooling=built.get("pooling", "max"), backend=built.get("backend", "torch"),
+                                    top_k=built.get("top_k"), threshold=built.get("threshold"))
         check_encoder(manifest, encoder.identity, path)
         for key in ("pooling", "type"):
             if key in built and key in encoder.identity and built[key] != encoder.identity[key]:

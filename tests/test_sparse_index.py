@@ -416,6 +416,43 @@ def test_cli_index_search_eval(tmp_path, scifact, capsys):
 
 
 
+def test_cli_top_k_and_threshold_prune_and_travel_with_the_index(tmp_path, scifact, capsys):
+    """``--top-k`` / ``--threshold`` prune every document and query vector of splade-tiny at inference; the index
+    records them, and opening it for search (no encoder given) encodes queries with the same pruning."""
+    from uniret.cli import main
+    from uniret.data import save_beir
+    from uniret.index.sparse import SparseIndex
+
+    small = save_beir(scifact.sample(num_queries=4, num_docs=30, seed=3), tmp_path / "data")
+    assert main(["-q", "index", "--data", str(small), "--retriever", "sparse", "--max-length", "64",
+                 "--device", "cpu", "--top-k", "16", "--threshold", "0.3", "--output", str(tmp_path / "idx")]) == 0
+    encoder = json.loads((tmp_path / "idx" / "manifest.json").read_text())["encoder"]
+    assert encoder["top_k"] == 16 and encoder["threshold"] == 0.3
+    index = SparseIndex.load(tmp_path / "idx", device="cpu")
+    assert index.encoder.model.top_k == 16 and index.encoder.model.threshold == 0.3
+    assert 0 < index.sparsity()["mean_nnz_per_doc"] <= 16
+    query = index.encoder.encode_queries(["vitamin D deficiency and bone loss in elderly patients"])
+    assert 0 < query.data.size <= 16 and query.data.min() > 0.3
+    capsys.readouterr()
+    assert main(["-q", "search", "--index", str(tmp_path / "idx"), "--query", "vitamin D", "-k", "2",
+                 "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip()
+    with pytest.raises(SystemExit):
+        main(["-q", "index", "--data", str(small), "--retriever", "sparse", "--top-k", "0",
+              "--output", str(tmp_path / "bad")])
+    assert "expected a finite number >= 0, got -1" in _cli_error(main, ["-q", "index", "--data", str(small),
+                                                                     "--retriever", "sparse", "--threshold", "-1",
+                                                                     "--output", str(tmp_path / "bad")], capsys)
+    assert not (tmp_path / "bad").exists()
+
+
+def _cli_error(main, argv, capsys) -> str:  # type: ignore[no-untyped-def]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(argv)
+    return capsys.readouterr().err
+
+
 class _WordCounts:
     """A deterministic sparse encoder over a fixed small vocabulary (word counts), for block-streaming checks."""
 

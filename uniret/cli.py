@@ -44,6 +44,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     from uniret import families
 
@@ -63,6 +73,11 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
                    help="sparse: quantise queries at this scale (default: the documents' 100, recorded in the "
                         "index). PISA gets a term of weight w as w copies, so x20 searches faster for a slightly "
                         "coarser ranking (BENCHMARKS.md, 'Learned sparse')")
+    p.add_argument("--top-k", type=_positive_int, default=None,
+                   help="sparse: keep the k largest weights of each document and query vector (default: the "
+                        "model's saved setting, none for splade-tiny); recorded in the index")
+    p.add_argument("--threshold", type=_non_negative_float, default=None,
+                   help="sparse: drop weights at or below this value (default: the model's saved setting, 0)")
     p.add_argument("--device", default="auto", help="auto (a GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
     p.add_argument("--max-length", type=_positive_int, default=None,
@@ -88,7 +103,8 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         return None
     kw = {"kind": args.retriever, "index_type": args.index_type, "engine": args.engine, "device": args.device,
           "batch_size": args.batch_size, "max_length": args.max_length, "cache_embeddings": args.cache_embeddings,
-          "backend": args.backend or "torch", "query_scale": args.query_scale}
+          "backend": args.backend or "torch", "query_scale": args.query_scale, "top_k": args.top_k,
+          "threshold": args.threshold}
     if args.model:
         kw["model"] = args.model
     if getattr(args, "fusion", None):

@@ -190,6 +190,8 @@ class RetrieverConfig:
     query_prompt: str = ""
     engine: str = "auto"  # sparse: auto | pisa | lucene | seismic (see uniret.index.sparse_engines)
     query_scale: int | None = None  # sparse: the queries' quantisation scale (None: the documents', 100)
+    top_k: int | None = None  # sparse: keep each vector's k largest weights (None: the model's saved setting)
+    threshold: float | None = None  # sparse: drop weights at or below this (None: the model's saved setting)
     k1: float = 0.9  # bm25
     b: float = 0.4  # bm25
     cache_embeddings: bool = False
@@ -206,7 +208,10 @@ class RetrieverConfig:
         if not family.searchable:
             raise UnknownFamilyError(f"{self.kind!r} is a {family.role}, not a retriever; choose one of "
                                      + ", ".join(names(searchable=True)))
-        check_positive(batch_size=self.batch_size, shard_size=self.shard_size, query_scale=self.query_scale)
+        check_positive(batch_size=self.batch_size, shard_size=self.shard_size, query_scale=self.query_scale,
+                       top_k=self.top_k)
+        if self.threshold is not None and (isinstance(self.threshold, bool) or not self.threshold >= 0):
+            raise ValueError(f"--threshold must be a number >= 0, got {self.threshold!r}")
         check_backend(self.backend)
         if self.max_length is not None:
             check_positive(max_length=self.max_length)
