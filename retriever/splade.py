@@ -668,6 +668,32 @@ class SpladeEncoder:
         return {vocab[i]: w for i, w in pairs}
 
 
+def prune_vectors(vectors: SparseVectors, *, top_k: int | None = None, threshold: float = 0.0) -> SparseVectors:
+    """:func:`prune` applied to already encoded vectors: each row keeps its weights above ``threshold``, at most
+    the ``top_k`` largest, in term-id order (what encoding with ``top_k`` / ``threshold`` gives, without encoding
+    again)."""
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    indptr, indices, data = [0], [], []
+    for i in range(len(vectors)):
+        lo, hi = int(vectors.indptr[i]), int(vectors.indptr[i + 1])
+        idx, val = np.asarray(vectors.indices[lo:hi]), np.asarray(vectors.data[lo:hi])
+        keep = val > threshold
+        idx, val = idx[keep], val[keep]
+        if top_k is not None and idx.size > top_k:
+            top = np.argpartition(-val, top_k - 1)[:top_k]
+            top = top[np.argsort(idx[top], kind="stable")]
+            idx, val = idx[top], val[top]
+        indices.append(idx)
+        data.append(val)
+        indptr.append(indptr[-1] + idx.size)
+    return SparseVectors(np.asarray(indptr, dtype=vectors.indptr.dtype),
+                         np.concatenate(indices).astype(vectors.indices.dtype) if indices
+                         else np.zeros(0, vectors.indices.dtype),
+                         np.concatenate(data).astype(vectors.data.dtype) if data else np.zeros(0, vectors.data.dtype),
+                         vectors.vocabulary)
+
+
 def mean_nonzeros(vectors: SparseVectors) -> float:
     """Mean number of non-zero weights per row."""
     return float(np.diff(vectors.indptr).mean()) if len(vectors) else math.nan

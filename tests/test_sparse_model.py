@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from uniret.retriever.splade import SparseModel, SpladeEncoder, compute_idf, prune
+from uniret.retriever.splade import SparseModel, SpladeEncoder, compute_idf, prune, prune_vectors
 from uniret.train.losses.flops import (
     FlopsConfig,
     FlopsRegularizer,
@@ -82,6 +82,27 @@ def test_pruning_keeps_the_top_k_above_the_threshold_in_id_order():
     assert v.indices.tolist() == [2, 5] and v.values.tolist() == [2.0, 3.0]
     assert prune(rep, threshold=0.1, top_k=10).indices.tolist() == [1, 2, 4, 5]
 
+
+def test_pruning_encoded_vectors_equals_encoding_with_pruning(splade_tiny, scifact):
+    """``prune_vectors`` on SPLADE-tiny's unpruned vectors of real SciFact documents gives what encoding with
+    ``top_k`` / ``threshold`` gives (how a benchmark sweeps top-k without encoding again)."""
+    texts = [d.full_text() for d in list(scifact.corpus)[:12]]
+    encoder = SpladeEncoder(splade_tiny)
+    full = encoder.encode_documents(texts)
+    assert np.diff(full.indptr).min() > 40
+    for top_k, threshold in ((16, 0.0), (40, 0.5), (None, 1.0)):
+        splade_tiny.top_k, splade_tiny.threshold = top_k, threshold
+        try:
+            direct = encoder.encode_documents(texts)
+        finally:
+            splade_tiny.top_k, splade_tiny.threshold = None, 0.0
+        pruned = prune_vectors(full, top_k=top_k, threshold=threshold)
+        assert pruned.indptr.tolist() == direct.indptr.tolist()
+        assert pruned.indices.tolist() == direct.indices.tolist()
+        np.testing.assert_array_equal(pruned.data, direct.data)
+    assert np.diff(prune_vectors(full, top_k=16).indptr).max() == 16
+    with pytest.raises(ValueError, match="top_k"):
+        prune_vectors(full, top_k=0)
 
 def test_idf_is_bm25s_idf_over_the_corpus(tiny_llm):
     from transformers import AutoTokenizer
