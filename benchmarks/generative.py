@@ -171,8 +171,9 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
     backend.index(data.corpus)
     out["index_seconds"] = time.perf_counter() - start
     structure, ids = backend.structure, backend._ids
-    run, speed = _search(backend, queries)
-    out["rows"]["smollm2-135m (not trained), constrained"] = {**_metrics(data, run), **speed}
+    if not args.no_base:
+        run, speed = _search(backend, queries)
+        out["rows"]["smollm2-135m (not trained), constrained"] = {**_metrics(data, run), **speed}
     del base, backend
 
     cfg = load_config(args.config_path, TrainConfig, overrides={
@@ -271,6 +272,7 @@ def main() -> None:
     ap.add_argument("--beams", type=int, default=10)
     ap.add_argument("--search-batch", type=int, default=10)
     ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--no-base", action="store_true", help="trained: skip searching with the untrained LM")
     ap.add_argument("--name", default=None, help="results file name (default: generative_PART)")
     ap.add_argument("--results-dir", default=None, help="default benchmarks/results")
     ap.add_argument("--device", default="auto", help="where the LM trains and decodes (auto: a GPU when present)")
