@@ -997,6 +997,27 @@ def block_pisa_algorithms(res: Results) -> str:
     return "\n\n".join(out)
 
 
+def block_sparse_pruning(res: Results) -> str:
+    """Top-k pruning at inference (``--top-k``): quality, terms, PISA speed and size per K (``sparse_pruning.py``)."""
+    try:
+        name, rec = res.need("sparse_pruning")
+    except MissingResult:
+        return missing("`sparse_pruning.json`", "python benchmarks/sparse_pruning.py")
+    rows = [[n0(r["top_k"]) if r["top_k"] else "none (unpruned)", f4(r["ndcg@10"]), f4(r["recall@100"]),
+             f"{100 * r['same_top10_set_as_unpruned']:.1f}%", n1(r["terms_per_document"]), n1(r["terms_per_query"]),
+             n0(r["qps"]), f2(r["qps_vs_unpruned"]), n1(r["index_mb"])] for r in rec["rows"]]
+    eng = rec["engine"]
+    out = [table(["`--top-k`", "nDCG@10", "R@100", "same top-10 set as unpruned", "terms / document",
+                  "terms / query", "PISA q/s", "x unpruned q/s", "PISA index MB"], "lrrrrrrrr", rows),
+           f"{rec['model']} at max length {rec['max_length']} on {rec['data']} ({n0(rec['docs'])} documents, "
+           f"{rec['queries']} test queries), encoded once; each K prunes {rec['pruned']} "
+           "(`uniret.retriever.splade.prune_vectors`), quantised x100; PISA "
+           f"`{eng['pisa']}`, {eng['threads']} thread, top {eng['k']}, {eng['repeat']} interleaved timed rounds after "
+           "a warm-up; nDCG@10 and R@100 over the top 1000.",
+           source(name, rec)]
+    return "\n\n".join(out)
+
+
 SPARSE_ROWS = (  # results file -> label
     ("scifact_sparse_splade", "encoder SPLADE (`configs/scifact-splade.yaml`, from SPLADE-tiny; learning rate 3e-4)"),
     ("scifact_sparse_inference_free", "inference-free, IDF-aware FLOPS (`configs/scifact-splade-inference-free.yaml`)"),
@@ -1082,6 +1103,34 @@ def block_sparse_ood(res: Results, name: str = "sparse_ood") -> str:
                "the base per trained row: " + "; ".join(f"{SPARSE_OOD_ROWS.get(r, (r,))[0].split(' (')[0]} {v:+.4f}"
                                                 for r, v in worst.items()) + ".")
     out.append(source(name, rec))
+    return "\n\n".join(out)
+
+
+def block_sparse_guarded(res: Results, name: str, trained: str) -> str:
+    """A sparse recipe run trained with ``eval.ood`` (``sparse_recipe.py --set eval.ood=[...]``): each WiSE-FT
+    alpha's dev score and out-of-domain drop as the run measured them, the guarded rule's choice, and SciFact
+    test for the chosen alpha."""
+    rec = res.get(name)
+    if rec is None:
+        return missing(f"`{name}.json`", "python benchmarks/sparse_recipe.py --rows splade --set 'eval.ood=[...]'")
+    interp = rec["interpolation"]
+    sets = list(interp["candidates"][0]["ood"])
+    labels = [Path(s).name for s in sets]
+    base = {s: interp["candidates"][0]["ood"][s] + interp["candidates"][0]["ood_drops"][s] for s in sets}
+    header = ["model", "dev nDCG@10"] + [h for n in labels for h in (f"{n} nDCG@10", "Δ vs base")] + ["SciFact test"]
+    rows = [["SPLADE-tiny (base)", "–"] + [c for s in sets for c in (f4(base[s]), "–")] + ["0.6436"]]
+    for c in interp["candidates"]:
+        a = c["alpha"]
+        chosen = a == interp["chosen"]
+        rows.append([f"WiSE-FT α = {a:g}" + (f" ({trained})" if a == 1 else "") + (" **chosen**" if chosen else ""),
+                     f4(c["dev"])] + [x for s in sets for x in (f4(c["ood"][s]), f"{-c['ood_drops'][s]:+.4f}")]
+                    + [f4(rec["test"]["ndcg@10"]) if chosen else "–"])
+    out = [table(header, "l" + "r" * (len(header) - 1), rows),
+           f"Measured by the training run itself (`eval.ood`): full test corpora at max length "
+           f"{rec['config_resolved']['eval']['ood_max_length']}, the base model before training and each alpha "
+           f"after. Rule: {interp['rule']}; chose α = {interp['chosen']:g}. SciFact test: the chosen alpha only "
+           f"(`uniret eval`, full corpus); base: `sparse_engines.json`. {rec.get('note', '')}".rstrip(),
+           source(name, rec)]
     return "\n\n".join(out)
 
 
@@ -1469,6 +1518,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "pisa-algorithms": block_pisa_algorithms,
     "sparse-recipe": block_sparse_recipe,
     "sparse-ood": block_sparse_ood,
+    "sparse-pruning": block_sparse_pruning,
     "sparse-ood-wise-ft": lambda res: block_sparse_ood(res, "sparse_ood_wise_ft"),
     "limit": block_limit,
     "scale": block_scale,
