@@ -26,6 +26,12 @@ sentence-transformers but not gguf, PISA or pytrec_eval. So the job is split:
 ``run --generative ARGS`` also runs issue 9's trained generative benchmark there after the rows
 (``generative.py --part trained --device auto ARGS``; ``--rows ''`` runs it alone): the same GGUF, no extra wheels.
 The machine has no Java, so its BM25 rows are skipped; the searched runs come back as TREC files to fuse here.
+``run --parallel --deadline S`` runs the rows and the generative benchmark at once (one 135M model leaves most of
+the GPU idle), and stops the jobs still running S seconds after the call started, so that the call returns inside
+the tool's limit with what finished; every log goes back in one ``logs.tar.gz``. The call this was built for::
+
+       run(carry=[".devpack/b"], timeout_s=590, command="python3 benchmarks/device_decoder.py run --parallel "
+           "--deadline 545 --generative '--steps 1500 --batch 16 --queries 300 --search-batch 30 --no-base'")
 
 Here, ``run --smoke --python .venv/bin/python --no-wheels --stage /tmp/devstage`` checks the flow on a SciFact
 slice (2 steps, the recipe's own mining) with this machine's packages; ``pack`` must have run first.
