@@ -443,6 +443,10 @@ def test_cli_top_k_and_threshold_prune_and_travel_with_the_index(tmp_path, scifa
     assert "expected a finite number >= 0, got -1" in _cli_error(main, ["-q", "index", "--data", str(small),
                                                                      "--retriever", "sparse", "--threshold", "-1",
                                                                      "--output", str(tmp_path / "bad")], capsys)
+    capsys.readouterr()
+    assert main(["-q", "index", "--data", str(small), "--retriever", "bm25", "--top-k", "8",
+                 "--output", str(tmp_path / "bad")]) == 2  # a sparse-only option is refused, not ignored
+    assert "--top-k applies to --retriever sparse only, not --retriever bm25" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

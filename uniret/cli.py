@@ -101,6 +101,11 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     if args.retriever is None:
         return None
+    if args.retriever != "sparse":  # options only the sparse family reads: refuse them rather than ignore them
+        for name in ("top_k", "threshold", "query_scale"):
+            if getattr(args, name, None) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} applies to --retriever sparse only, "
+                                 f"not --retriever {args.retriever}")
     kw = {"kind": args.retriever, "index_type": args.index_type, "engine": args.engine, "device": args.device,
           "batch_size": args.batch_size, "max_length": args.max_length, "cache_embeddings": args.cache_embeddings,
           "backend": args.backend or "torch", "query_scale": args.query_scale, "top_k": args.top_k,
