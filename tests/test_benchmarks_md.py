@@ -132,6 +132,35 @@ def test_device_pack_splits_the_weights_to_fit_both_calls() -> None:
         dd.split_point(94 * mib, 50 * mib, 40 * mib)
 
 
+def test_device_jobs_run_at_once_and_stop_at_the_deadline(tmp_path: Path) -> None:
+    """``device_decoder.run --parallel --deadline``: a job that finishes returns its files, one still running at
+    the deadline is stopped (and says so), and the logs come back as one archive."""
+    import os
+    import sys
+    import tarfile
+    import time
+
+    import device_decoder as dd
+
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    out.mkdir()
+    made = tmp_path / "made.json"
+    quick = dd.Job("quick", [sys.executable, "-c", f"open({str(made)!r}, 'w').write('{{}}'); print('done')"],
+                   logs / "quick.log", [(made, out / "quick.json")])
+    slow = dd.Job("slow", [sys.executable, "-c", "import time; time.sleep(60)"], logs / "slow.log",
+                  [(tmp_path / "never.json", out / "slow.json")])
+    start = time.monotonic()
+    dd.run_jobs([slow, quick], dict(os.environ), out, parallel=True, deadline=start + 3)
+    assert time.monotonic() - start < 30  # the slow job was stopped, not waited for
+    assert slow.process is not None and slow.process.returncode != 0
+    assert (out / "quick.json").read_text() == "{}" and not (out / "slow.json").exists()
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        names = tar.getnames()
+        assert "logs/quick.log" in names and "logs/slow.log" in names
+        assert tar.extractfile("logs/quick.log").read().strip() == b"done"  # type: ignore[union-attr]
+
+
 def test_sparse_ood_deltas_and_worst_drop_count_trained_rows_only(tmp_path: Path) -> None:
     import sparse_ood
 
