@@ -1044,6 +1044,8 @@ SPARSE_ROWS = (  # results file -> label
      "inference-free, IDF-aware FLOPS, document encoder from the 200-step encoder SPLADE (the config's; alphas to 0.4)"),
     ("scifact_sparse_inference_free_plain_from_splade200",
      "inference-free, plain FLOPS, document encoder from the 200-step encoder SPLADE (same two stages)"),
+    ("scifact_sparse_splade_splade_teacher",
+     "encoder SPLADE, teachers SPLADE-tiny + MiniLM (config: BM25 + MiniLM), alpha by the out-of-domain guard"),
     ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
     ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
 )
@@ -1108,28 +1110,39 @@ def block_sparse_ood(res: Results, name: str = "sparse_ood") -> str:
 
 def block_sparse_guarded(res: Results, name: str, trained: str) -> str:
     """A sparse recipe run trained with ``eval.ood`` (``sparse_recipe.py --set eval.ood=[...]``): each WiSE-FT
-    alpha's dev score and out-of-domain drop as the run measured them, the guarded rule's choice, and SciFact
-    test for the chosen alpha."""
+    alpha's dev score and out-of-domain drop as the run measured them, the guarded rule's choice and SciFact test
+    for the chosen alpha, beside the config's own alphas (``sparse_ood_wise_ft.json``, dev from
+    ``scifact_sparse_splade.json``)."""
     rec = res.get(name)
     if rec is None:
         return missing(f"`{name}.json`", "python benchmarks/sparse_recipe.py --rows splade --set 'eval.ood=[...]'")
     interp = rec["interpolation"]
     sets = list(interp["candidates"][0]["ood"])
-    labels = [Path(s).name for s in sets]
     base = {s: interp["candidates"][0]["ood"][s] + interp["candidates"][0]["ood_drops"][s] for s in sets}
-    header = ["model", "dev nDCG@10"] + [h for n in labels for h in (f"{n} nDCG@10", "Δ vs base")] + ["SciFact test"]
-    rows = [["SPLADE-tiny (base)", "–"] + [c for s in sets for c in (f4(base[s]), "–")] + ["0.6436"]]
+    wise, config = res.get("sparse_ood_wise_ft") or {"rows": {}}, res.get("scifact_sparse_splade") or {}
+    config_dev = {c["alpha"]: c["dev"] for c in config.get("interpolation", {}).get("candidates", [])}
+    base_test = wise["rows"].get("splade-tiny", {}).get("in_domain", {}).get("ndcg@10")
+    header = ["model", "dev nDCG@10"] + [h for n in sets for h in (f"{n} nDCG@10", "Δ vs base")] + ["SciFact test"]
+    rows = [["SPLADE-tiny (base)", "–"] + [c for s in sets for c in (f4(base[s]), "–")] + [f4(base_test)]]
     for c in interp["candidates"]:
         a = c["alpha"]
         chosen = a == interp["chosen"]
-        rows.append([f"WiSE-FT α = {a:g}" + (f" ({trained})" if a == 1 else "") + (" **chosen**" if chosen else ""),
-                     f4(c["dev"])] + [x for s in sets for x in (f4(c["ood"][s]), f"{-c['ood_drops'][s]:+.4f}")]
+        rows.append([f"{trained}, WiSE-FT α = {a:g}" + (" **chosen**" if chosen else ""), f4(c["dev"])]
+                    + [x for s in sets for x in (f4(c["ood"][s]), f"{-c['ood_drops'][s]:+.4f}")]
                     + [f4(rec["test"]["ndcg@10"]) if chosen else "–"])
+    for row_name, row in wise["rows"].items():
+        if row_name.startswith("alpha-") and set(row.get("metrics", {})) >= set(sets):
+            a = float(row_name[6:])
+            rows.append([f"the config (teachers BM25 + MiniLM), WiSE-FT α = {a:g}", f4(config_dev.get(a))]
+                        + [x for s in sets for x in (f4(row["metrics"][s]["ndcg@10"]),
+                                                     f"{row['delta_vs_base'][s]['ndcg@10']:+.4f}")]
+                        + [f4(row.get("in_domain", {}).get("ndcg@10"))])
     out = [table(header, "l" + "r" * (len(header) - 1), rows),
-           f"Measured by the training run itself (`eval.ood`): full test corpora at max length "
+           f"This run's rows were measured by the training run itself (`eval.ood`): full test corpora at max length "
            f"{rec['config_resolved']['eval']['ood_max_length']}, the base model before training and each alpha "
            f"after. Rule: {interp['rule']}; chose α = {interp['chosen']:g}. SciFact test: the chosen alpha only "
-           f"(`uniret eval`, full corpus); base: `sparse_engines.json`. {rec.get('note', '')}".rstrip(),
+           "(`uniret eval`, full corpus). The config's rows: `sparse_ood_wise_ft.json` (the same collections, "
+           f"length and evaluation; dev: `scifact_sparse_splade.json`). {rec.get('note', '')}".rstrip(),
            source(name, rec)]
     return "\n\n".join(out)
 
@@ -1520,6 +1533,8 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "sparse-ood": block_sparse_ood,
     "sparse-pruning": block_sparse_pruning,
     "sparse-ood-wise-ft": lambda res: block_sparse_ood(res, "sparse_ood_wise_ft"),
+    "sparse-ood-splade-teacher": lambda res: block_sparse_guarded(
+        res, "scifact_sparse_splade_splade_teacher", "teachers SPLADE-tiny + MiniLM"),
     "limit": block_limit,
     "scale": block_scale,
     "cheap-eval": block_cheap_eval,
