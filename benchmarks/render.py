@@ -1147,6 +1147,34 @@ def block_sparse_guarded(res: Results, name: str, trained: str) -> str:
     return "\n\n".join(out)
 
 
+def block_sparse_ood_sides(res: Results) -> str:
+    """Which side of a trained sparse model forgets: its query and document encoders crossed with the base's
+    (``sparse_ood_sides.py``), nDCG@10 per collection with the change against base/base."""
+    try:
+        name, rec = res.need("sparse_ood_sides")
+    except MissingResult:
+        return missing("`sparse_ood_sides.json`", "python benchmarks/sparse_ood_sides.py --model MODEL")
+    cols = list(rec["collections"])
+    header = ["queries encoded by", "documents encoded by"] + [h for c in cols for h in (f"{c} nDCG@10", "Δ")]
+    first = rec["collections"][cols[0]]["rows"]
+    rows = []
+    for key, row in first.items():
+        cells = [row["queries"], row["documents"]]
+        for c in cols:
+            both = rec["collections"][c]["rows"]
+            value = both[key]["ndcg@10"]
+            base = both["queries base, documents base"]["ndcg@10"]
+            cells += [f4(value), "–" if key == "queries base, documents base" else f"{value - base:+.4f}"]
+        rows.append(cells)
+    models = rec["models"]
+    out = [table(header, "ll" + "r" * (len(header) - 2), rows),
+           f"base: `{models['base']}`; trained: `{models['trained']}`. Test splits, full corpora, max length "
+           f"{rec['max_length']}, {rec['engine']}; each model encodes each collection once and every query "
+           f"encoder searches every document index. {rec.get('note', '')}".rstrip(),
+           source(name, rec)]
+    return "\n\n".join(out)
+
+
 def block_sparse_recipe(res: Results) -> str:
     """Trained sparse models on SciFact test (full corpus), with their sparsity; hybrid; the decoder's cost."""
     rows, sources, notes = [], [], []
@@ -1533,6 +1561,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "sparse-ood": block_sparse_ood,
     "sparse-pruning": block_sparse_pruning,
     "sparse-ood-wise-ft": lambda res: block_sparse_ood(res, "sparse_ood_wise_ft"),
+    "sparse-ood-sides": block_sparse_ood_sides,
     "sparse-ood-splade-teacher": lambda res: block_sparse_guarded(
         res, "scifact_sparse_splade_splade_teacher", "teachers SPLADE-tiny + MiniLM"),
     "limit": block_limit,
