@@ -29,6 +29,12 @@ CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the flags that 
 FUSION_WEIGHTS = [round(0.1 * i, 1) for i in range(11)]  # the interpolation weights a fusion sweep tries
 
 
+def from_repo(spec: str) -> str:
+    """A data path as given when it exists (or when the repository has no such path either: a packaged name
+    such as ``scifact``), else the same path from the repository root (``../shared/...`` from any folder)."""
+    return spec if Path(spec).exists() or not (REPO / spec).exists() else str(REPO / spec)
+
+
 def best_fusion_weight(sweep: dict[float, float]) -> float:
     """The weight with the best score in ``{weight: score}``; ties go to the weight nearest 0.5."""
     return max(sweep, key=lambda w: (sweep[w], -abs(float(w) - 0.5)))

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, BenchmarkRun
+from _common import BenchmarkRun, from_repo
 
 logger = logging.getLogger("sparse_ood")
 METRICS = ("ndcg@10", "recall@100")
@@ -80,7 +80,7 @@ def main() -> None:
     from uniret.train.ood import evaluate_folder, resolve_ood
 
     record = BenchmarkRun(args.name, results_dir=args.results_dir)
-    names = [s if Path(s).exists() or not (REPO / s).exists() else str(REPO / s) for s in args.ood.split(",") if s]
+    names = [from_repo(s) for s in args.ood.split(",") if s]
     datasets = resolve_ood(names, args.training_data, args.split)  # paths: as given, else from the repository
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="sparse_ood-"))
     rows: dict[str, dict[str, Any]] = {}

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from _common import REPO, BenchmarkRun
+from _common import BenchmarkRun, from_repo
 
 logger = logging.getLogger("sparse_ood_sides")
 
@@ -56,8 +56,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sparse-ood-sides-"))
     try:
         for spec in args.data.split(","):
-            path = Path(spec) if Path(spec).exists() or not (REPO / spec).exists() else REPO / spec
-            ds = load_beir(str(path))
+            path = from_repo(spec)
+            ds = load_beir(path)
             name = ds.name
             queries = ds.split_queries(args.split)
             qids = list(queries)
@@ -82,7 +82,7 @@ def main() -> None:
                     logger.info("%s: queries %s, documents %s: nDCG@10 %.4f", name, q_side, d_side,
                                 metrics["ndcg@10"])
             engines.clear()
-            collections[name] = {"path": str(path), "queries": len(qids), "docs": len(doc_ids), "rows": rows}
+            collections[name] = {"path": path, "queries": len(qids), "docs": len(doc_ids), "rows": rows}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = bench.save({"models": models, "max_length": args.max_length, "split": args.split,

@@ -101,10 +101,13 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     if args.retriever is None:
         return None
-    if args.retriever != "sparse":  # options only the sparse family reads: refuse them rather than ignore them
-        for name in ("top_k", "threshold", "query_scale"):
-            if getattr(args, name, None) is not None:
-                raise ValueError(f"--{name.replace('_', '-')} applies to --retriever sparse only, "
+    from uniret import families
+
+    chosen = families.get(args.retriever)
+    for owner in families.families():  # options only another family reads: refused rather than ignored
+        for name in owner.options:
+            if name not in chosen.options and getattr(args, name, None) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} applies to --retriever {owner.name} only, "
                                  f"not --retriever {args.retriever}")
     kw = {"kind": args.retriever, "index_type": args.index_type, "engine": args.engine, "device": args.device,
           "batch_size": args.batch_size, "max_length": args.max_length, "cache_embeddings": args.cache_embeddings,

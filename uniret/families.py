@@ -57,6 +57,8 @@ class Family:
     training: str | None = None  # "module:attr" of a TrainingHooks object; None: not trainable
     role: str = "retriever"  # retriever | reranker
     default_model: str | None = None  # the model a RetrieverConfig of this family gets when none is named
+    # RetrieverConfig fields (default None) that only this family reads: the CLI refuses them for another family
+    options: tuple[str, ...] = ()
 
     @property
     def searchable(self) -> bool:
@@ -244,7 +246,7 @@ register(Family(
     backend="uniret.index.sparse:SparseIndex", builder="uniret.index.builders:build_sparse",
     encoder="uniret.index.builders:sparse_encoder", index_kinds=("sparse",),
     requires=(("pyterrier_pisa", "sparse"), ("seismic", "sparse")), default_model="splade-tiny",
-    training="uniret.train.families:SPARSE",
+    training="uniret.train.families:SPARSE", options=("query_scale", "top_k", "threshold"),
 ))
 register(Family(
     name="hybrid", description="two or more indexes of any families fused (RRF, min-max or z-score interpolation)",
