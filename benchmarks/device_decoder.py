@@ -62,7 +62,7 @@ PY = "3.12"  # the GPU image's python3
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64"]
 WHEELS_A = ["gguf==0.19.0", "pyterrier-pisa==0.4.9", "tbb==2020.3.254", "pytrec-eval-terrier==0.5.11",
-            "sentence-transformers==6.3.0"]
+            "sentence-transformers==6.3.0", "marisa-trie==1.4.1"]
 WHEELS_B = ["transformers==5.24.0"]  # the image has 5.17; the versions the CPU runs use travel with the code
 ROWS = "decoder-echo,decoder-bidirectional"
 STAGE = Path(os.environ.get("UNIRET_DEVICE_STAGE", "/tmp/uniret-device"))
