@@ -114,11 +114,12 @@ def git_state(repo: Path = REPO) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return None
 
+    if os.environ.get("UNIRET_SOURCE_COMMIT"):  # a copy of the tree packed at that commit (device_decoder.py):
+        # the lent machine's copy may carry a stale .git of its own, so the packed commit wins
+        return {"commit": os.environ["UNIRET_SOURCE_COMMIT"], "dirty": os.environ.get("UNIRET_SOURCE_DIRTY") == "1",
+                "from": "UNIRET_SOURCE_COMMIT (a copy of the tree, packed at that commit)"}
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    if commit is None and os.environ.get("UNIRET_SOURCE_COMMIT"):  # a copy without .git (device_decoder.py)
-        return {"commit": os.environ["UNIRET_SOURCE_COMMIT"], "dirty": os.environ.get("UNIRET_SOURCE_DIRTY") == "1",
-                "from": "UNIRET_SOURCE_COMMIT (a copy of the tree without .git, packed at that commit)"}
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

@@ -263,17 +263,18 @@ class Job:
         self.label, self.cmd, self.log, self.keep = label, cmd, log, keep
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0
+        self.started_wall = 0.0  # files older than this are the tree's, not this job's
 
     def start(self, env: dict[str, str]) -> None:
         print("+", " ".join(self.cmd), flush=True)
-        self.started = time.monotonic()
+        self.started, self.started_wall = time.monotonic(), time.time()
         with self.log.open("a", encoding="utf-8") as log:
             self.process = subprocess.Popen(self.cmd, cwd=REPO / "benchmarks", env=env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def finish(self, out: Path, code: int | None) -> None:
-        for made, kept in self.keep:
-            if made.is_file():
+        for made, kept in self.keep:  # only what this job wrote: a results file committed in the tree is older
+            if made.is_file() and made.stat().st_mtime >= self.started_wall - 1:
                 shutil.copy2(made, kept)
         with tarfile.open(out / ".logs.tar.gz", "w:gz") as tar:
             tar.add(self.log.parent, arcname="logs")

@@ -27,14 +27,17 @@ seeded SciFact test claims against the full corpus.
 
 ``--device`` (default auto: a GPU when present) is where the LM trains and decodes; the results file records it.
 ``--save-runs DIR`` also writes the searched runs as TREC files (``device_decoder.py run --generative`` uses it
-on a GPU machine without Java, to fuse with BM25 here).
+on a GPU machine without Java, to fuse with BM25 here): ``--part fuse --runs DIR --device-results FILE``
+adds the BM25 rows that machine skipped to its results file, with this run's provenance under ``fused_here``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -129,11 +132,12 @@ def structures(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _metrics(dataset: Any, run: dict[str, dict[str, float]]) -> dict[str, float]:
+def _metrics(dataset: Any, run: dict[str, dict[str, float]], queries: Any) -> dict[str, float]:
+    """nDCG@10 and R@100 over every claim in ``queries`` (a claim the run misses scores 0)."""
     from uniret.eval.metrics import evaluate
 
     qrels = dataset.qrels("test").judgements
-    res = evaluate({q: qrels[q] for q in run}, run, ["ndcg@10", "recall@100"])
+    res = evaluate({q: qrels[q] for q in queries}, run, ["ndcg@10", "recall@100"])
     assert isinstance(res, dict)
     return res
 
@@ -148,20 +152,35 @@ def _search(backend: Any, queries: dict[str, str], k: int = 100) -> tuple[dict[s
                  "valid": s["valid"], "valid_rate": s["valid"] / max(1, s["generated"])}
 
 
+def _claims(data: Any, n: int) -> dict[str, str]:
+    """The first ``n`` SciFact test claims in a seeded order (every part and machine draws the same ones)."""
+    qids = sorted(data.qrels("test").judgements)
+    random.Random(0).shuffle(qids)
+    return {q: data.queries[q] for q in qids[:n]}
+
+
+def _bm25_rows(data: Any, queries: dict[str, str], generative: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """BM25 (Lucene) on the same claims, and BM25 fused with the constrained generative run by RRF."""
+    from uniret.index.lucene import LuceneBM25Index
+    from uniret.scores import fuse_runs
+
+    bm25 = LuceneBM25Index()
+    bm25.index(data.corpus)
+    bm25_run = bm25.search(queries, k=100)
+    return {"BM25 (same claims)": _metrics(data, bm25_run, queries),
+            "BM25 + generative (RRF)": _metrics(data, fuse_runs([bm25_run, generative], "rrf"), queries)}
+
+
 def trained(args: argparse.Namespace) -> dict[str, Any]:
     from uniret.config import load_config
     from uniret.data import load_beir
     from uniret.index.generative import GenerativeIndex
     from uniret.retriever.generative import GenerativeRetriever
-    from uniret.scores import fuse_runs
     from uniret.train.config import TrainConfig
     from uniret.train.pipeline import run_training
 
     data = load_beir("scifact")
-    test = data.qrels("test").judgements
-    qids = sorted(test)
-    random.Random(0).shuffle(qids)
-    queries = {q: data.queries[q] for q in qids[: args.queries]}
+    queries = _claims(data, args.queries)
     out: dict[str, Any] = {"queries": len(queries), "docs": len(data.corpus), "beams": args.beams, "rows": {},
                            "device": args.device}
 
@@ -173,7 +192,7 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
     structure, ids = backend.structure, backend._ids
     if not args.no_base:
         run, speed = _search(backend, queries)
-        out["rows"]["smollm2-135m (not trained), constrained"] = {**_metrics(data, run), **speed}
+        out["rows"]["smollm2-135m (not trained), constrained"] = {**_metrics(data, run, queries), **speed}
     del base, backend
 
     cfg = load_config(args.config_path, TrainConfig, overrides={
@@ -193,7 +212,7 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
         backend.structure, backend._ids = structure, ids
         run, speed = _search(backend, queries)
         label = f"trained {args.steps} steps, " + ("constrained" if constrained else "unconstrained (ablation)")
-        out["rows"][label] = {**_metrics(data, run), **speed}
+        out["rows"][label] = {**_metrics(data, run, queries), **speed}
         gen_runs[constrained] = run
         if args.save_runs:
             from uniret.trec import write_trec_run
@@ -202,17 +221,41 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
             kind = "constrained" if constrained else "unconstrained"
             write_trec_run(run, Path(args.save_runs) / f"generative_{kind}.trec", tag="generative")
     try:
-        from uniret.index.lucene import LuceneBM25Index
-
-        bm25 = LuceneBM25Index()
-        bm25.index(data.corpus)
-        bm25_run = bm25.search(queries, k=100)
-        out["rows"]["BM25 (same claims)"] = _metrics(data, bm25_run)
-        out["rows"]["BM25 + generative (RRF)"] = _metrics(data, fuse_runs([bm25_run, gen_runs[True]], "rrf"))
+        out["rows"].update(_bm25_rows(data, queries, gen_runs[True]))
     except Exception as e:  # BM25 needs the sparse extra (Java); report what is missing
         logger.warning("BM25 rows skipped: %s", e)
         out["bm25_skipped"] = str(e)
     return out
+
+
+def fuse(args: argparse.Namespace, run: BenchmarkRun) -> dict[str, Any]:
+    """``--part fuse``: the BM25 rows a machine without Java skipped (``bm25_skipped``), computed here on the same
+    claims from the runs it saved (``--save-runs``); the rest of its results file is kept as measured there, and
+    this run's own provenance is added under ``fused_here``."""
+    from uniret.data import load_beir
+    from uniret.trec import read_trec_run
+
+    if not args.runs or not args.device_results:
+        sys.exit("--part fuse needs --runs DIR (the saved TREC runs) and --device-results FILE (their results)")
+    rec = json.loads(Path(args.device_results).read_text(encoding="utf-8"))
+    if "bm25_skipped" not in rec:
+        sys.exit(f"{args.device_results}: has its BM25 rows already (no 'bm25_skipped')")
+    data = load_beir("scifact")
+    queries = _claims(data, rec["queries"])
+    generative = read_trec_run(Path(args.runs) / "generative_constrained.trec")
+    if not set(generative) <= set(queries):
+        sys.exit(f"{args.runs}: the constrained run holds claims outside the seeded {len(queries)}; not the same slice")
+    for label, row in rec["rows"].items():  # the fused rows must stand on the same numbers as the file's own
+        if label.startswith("trained") and label.endswith(", constrained"):
+            check = _metrics(data, generative, queries)["ndcg@10"]
+            if abs(check - row["ndcg@10"]) > 1e-9:
+                sys.exit(f"{args.runs}: the constrained run scores {check:.6f}, its results file {row['ndcg@10']:.6f}")
+    rec["rows"].update(_bm25_rows(data, queries, generative))
+    skipped = rec.pop("bm25_skipped")
+    rec["fused_here"] = {**run.record({}), "bm25_skipped_there": skipped,
+                         "rows": ["BM25 (same claims)", "BM25 + generative (RRF)"]}
+    rec["fused_here"].pop("benchmark")
+    return rec
 
 
 GRANULARITIES = {"one model, both granularities": {"retrieval": "text", "title": "title"},
@@ -262,7 +305,7 @@ def prompts(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["structures", "trained", "prompts"], required=True)
+    ap.add_argument("--part", choices=["structures", "trained", "prompts", "fuse"], required=True)
     ap.add_argument("--patterns", type=int, default=500)
     ap.add_argument("--config", default="configs/scifact-generative.yaml",
                     help="a path, or relative to the repository (runs from any folder)")
@@ -278,6 +321,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="where the LM trains and decodes (auto: a GPU when present)")
     ap.add_argument("--save-runs", default=None,
                     help="also write each searched system's run (TREC) here, e.g. to fuse with BM25 elsewhere")
+    ap.add_argument("--runs", default=None, help="fuse: the folder of runs another machine saved (--save-runs)")
+    ap.add_argument("--device-results", default=None, help="fuse: that machine's results file (bm25_skipped)")
     args = ap.parse_args()
     from uniret.runtime import resolve_device
 
@@ -287,6 +332,12 @@ def main() -> None:
     np.random.seed(0)
     name = args.name or f"generative_{args.part}"
     run = BenchmarkRun(name, results_dir=args.results_dir)
+    if args.part == "fuse":  # the device's record stands; this run's provenance goes under fused_here
+        rec = fuse(args, run)
+        path = run.results_dir / f"{args.name or 'generative_trained'}.json"
+        path.write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
+        logger.info("wrote %s", path)
+        return
     result = {"structures": structures, "trained": trained, "prompts": prompts}[args.part](args)
     path = run.save(result)
     logger.info("wrote %s", path)

@@ -140,6 +140,10 @@ def n0(x: float | None) -> str:
     return "–" if x is None else f"{x:,.0f}"
 
 
+def n2(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.2f}"
+
+
 def n1(x: float | None) -> str:
     return "–" if x is None else f"{x:,.1f}"
 
@@ -734,9 +738,34 @@ def block_generative_trained(res: Results) -> str:
     return (table([f"system ({rec['queries']} SciFact test claims, full corpus of {rec['docs']:,})", "nDCG@10",
                    "R@100", "queries/s", "valid identifiers"], "lrrrr", rows) + "\n\n"
             + f"Training: `{t['config']}` with {t['steps']} steps of {t['batch_size']} claims (+ as many indexing "
-              f"pairs), {n0(t['train_seconds'])} s ({n1(t['seconds_per_step'])} s/step), final loss "
-              f"{f2(t['final_loss'])}; beam {rec['beams']}; index build {n1(rec['index_seconds'])} s. "
-              f"Load average at start: {load_label_start(rec)}. " + source("generative_trained", rec))
+              f"pairs), {n0(t['train_seconds'])} s ({n2(t['seconds_per_step'])} s/step) on {rec.get('device', 'cpu')}, "
+              f"final loss {f2(t['final_loss'])}; beam {rec['beams']}; index build {n1(rec['index_seconds'])} s. "
+              f"Load average at start: {load_label_start(rec)}. " + source("generative_trained", rec)
+            + fused_here_line(rec) + (f" {rec['device_note']}." if rec.get("device_note") else "")
+            + cpu_trained_line(res))
+
+
+def fused_here_line(rec: dict[str, Any]) -> str:
+    """Where the BM25 rows of a results file measured on a machine without Java were computed."""
+    f = rec.get("fused_here")
+    if not f:
+        return ""
+    return (f" {' and '.join(f['rows'])}: computed from the runs that machine saved, here — `{f['command']}` — "
+            f"{where_when(f)}.")
+
+
+def cpu_trained_line(res: Results) -> str:
+    """The same benchmark at the CPU budget, when the table above is a GPU run's."""
+    cpu = res.get("generative_trained_cpu")
+    if cpu is None:
+        return ""
+    t, r = cpu["train"], cpu["rows"]
+    con = next((v for k, v in r.items() if k.startswith("trained") and k.endswith(", constrained")), {})
+    unc = next((v for k, v in r.items() if "unconstrained" in k), {})
+    return (f"\n\nOn 2 CPU cores, at the budget they allow ({t['steps']} steps of {t['batch_size']} claims, "
+            f"{n0(t['train_seconds'])} s): constrained {f4(con.get('ndcg@10'))} nDCG@10 at "
+            f"{f2(con.get('queries_per_second'))} queries/s, unconstrained {f4(unc.get('ndcg@10'))}, BM25 + generative "
+            f"(RRF) {f4(metric(r.get('BM25 + generative (RRF)'), 'ndcg@10'))}. " + source("generative_trained_cpu", cpu))
 
 
 GRANULARITY_NAMES = {"text": "abstract n-grams", "title": "titles"}  # generative.query_tasks sources
@@ -797,11 +826,19 @@ def block_generative_targets(res: Results) -> str:
              "measured; fusion " + ("helps" if (fused_ndcg or 0) > (bm25_ndcg or 0) else "does not help")
              + f" at {steps} steps"],
             prompt_row(res.get("generative_prompts")),
-            ["queries/s, constrained beam 10 (2 CPU cores)", f2(trained.get("queries_per_second")), "measured"],
+            [f"queries/s, constrained beam {rec['beams']} ({speed_where(rec)})", f2(trained.get("queries_per_second")),
+             "measured"],
             ["identifier index build time and size",
              f"{n1(st['suffix_array']['build_seconds'])} s, {n1(st['suffix_array']['bytes'] / 1024 / 1024)} MiB",
              "measured"]]
     return table(["target (issue 9)", "measured", "status"], "lll", rows)
+
+
+def speed_where(rec: dict[str, Any]) -> str:
+    m = rec.get("machine") or {}
+    if m.get("gpu") and rec.get("device", "cpu") != "cpu":
+        return f"{m['gpu']}, a lent machine"
+    return f"{m.get('cores', '?')} CPU cores"
 
 
 def prompt_row(rec: dict[str, Any] | None) -> list[str]:

@@ -111,15 +111,18 @@ def test_ablation_refuses_a_cache_from_another_config() -> None:
         ta.check_cache("records", "R", None, new, "--recompute-records")
 
 
-def test_results_outside_git_take_the_packed_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A copy of the tree without .git (the GPU machine) records the commit it was packed from, and says so."""
+def test_results_on_the_device_take_the_packed_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the tree on the GPU machine records the commit it was packed from, and says so, even where
+    that copy carries a .git of its own (it did, at an older commit, on 2026-12-04)."""
     import _common
 
     assert _common.git_state(tmp_path) == {"commit": None, "dirty": None}
     monkeypatch.setenv("UNIRET_SOURCE_COMMIT", "abc123")
     monkeypatch.setenv("UNIRET_SOURCE_DIRTY", "0")
     state = _common.git_state(tmp_path)
-    assert state["commit"] == "abc123" and state["dirty"] is False and "without .git" in state["from"]
+    assert state["commit"] == "abc123" and state["dirty"] is False and "packed at that commit" in state["from"]
+    in_git = _common.git_state(_common.REPO)
+    assert in_git["commit"] == "abc123", in_git
 
 
 def test_device_pack_splits_the_weights_to_fit_both_calls() -> None:
@@ -134,7 +137,8 @@ def test_device_pack_splits_the_weights_to_fit_both_calls() -> None:
 
 def test_device_jobs_run_at_once_and_stop_at_the_deadline(tmp_path: Path) -> None:
     """``device_decoder.run --parallel --deadline``: a job that finishes returns its files, one still running at
-    the deadline is stopped (and says so), and the logs come back as one archive."""
+    the deadline is stopped (and says so) and returns none (not the tree's older results file), and the logs
+    come back as one archive."""
     import os
     import sys
     import tarfile
@@ -148,8 +152,11 @@ def test_device_jobs_run_at_once_and_stop_at_the_deadline(tmp_path: Path) -> Non
     made = tmp_path / "made.json"
     quick = dd.Job("quick", [sys.executable, "-c", f"open({str(made)!r}, 'w').write('{{}}'); print('done')"],
                    logs / "quick.log", [(made, out / "quick.json")])
+    stale = tmp_path / "stale.json"  # a results file already in the tree, from an earlier run
+    stale.write_text("{}")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
     slow = dd.Job("slow", [sys.executable, "-c", "import time; time.sleep(60)"], logs / "slow.log",
-                  [(tmp_path / "never.json", out / "slow.json")])
+                  [(stale, out / "slow.json")])
     start = time.monotonic()
     dd.run_jobs([slow, quick], dict(os.environ), out, parallel=True, deadline=start + 3)
     assert time.monotonic() - start < 30  # the slow job was stopped, not waited for
@@ -180,3 +187,39 @@ def test_sparse_ood_deltas_and_worst_drop_count_trained_rows_only(tmp_path: Path
     out = render.block_sparse_ood(render.Results(tmp_path))
     assert "| encoder SPLADE (`configs/scifact-splade.yaml`) | – | 0.3800 | +0.0200 | 0.7500 | -0.0500 |" in out
     assert "encoder SPLADE -0.0500" in out and "BM25 -" not in out.split("Worst drop")[1]
+
+
+def test_generative_fuse_refuses_runs_that_are_not_the_results_files(tmp_path: Path) -> None:
+    """``generative.py --part fuse`` adds BM25 rows to another machine's results only when its saved run scores
+    what that file says, on the same seeded claims, and only where the BM25 rows were skipped."""
+    import argparse
+
+    import generative
+
+    from uniret.data import load_beir
+    from uniret.trec import write_trec_run
+
+    data = load_beir("scifact")
+    claims = generative._claims(data, 5)
+    qrels = data.qrels("test").judgements
+    run = {q: {next(iter(qrels[q])): 2.0, "4983": 1.0} for q in claims}  # each claim's first relevant doc first
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_trec_run(run, runs / "generative_constrained.trec")
+    score = generative._metrics(data, run, claims)["ndcg@10"]
+    rec = {"queries": 5, "rows": {"trained 9 steps, constrained": {"ndcg@10": score}}, "bm25_skipped": "no Java"}
+    path = tmp_path / "device.json"
+    bench = generative.BenchmarkRun("x", results_dir=tmp_path)
+
+    def fuse(record: dict) -> None:
+        path.write_text(json.dumps(record))
+        generative.fuse(argparse.Namespace(runs=str(runs), device_results=str(path)), bench)
+
+    with pytest.raises(SystemExit, match=r"constrained run scores 0\.\d+, its results file 0\.500000"):
+        fuse({**rec, "rows": {"trained 9 steps, constrained": {"ndcg@10": 0.5}}})
+    with pytest.raises(SystemExit, match="has its BM25 rows already"):
+        fuse({k: v for k, v in rec.items() if k != "bm25_skipped"})
+    with pytest.raises(SystemExit, match="outside the seeded 3"):
+        fuse({**rec, "queries": 3})
+    # a claim the run misses scores 0 (it is not dropped from the mean)
+    assert generative._metrics(data, {q: run[q] for q in list(claims)[:4]}, claims)["ndcg@10"] < score
