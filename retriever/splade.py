@@ -275,7 +275,7 @@ class SparseModel(torch.nn.Module):
               gradient_checkpointing: bool = False, device: str | None = "auto", top_k: int | None = None,
               threshold: float = 0.0, learn_query_weights: bool = False,
               background: Sequence[str] | None = None, background_sd: float = 0.25,
-              background_max_length: int | None = None) -> SparseModel:
+              background_max_length: int | None = None, freeze_query_encoder: bool = False) -> SparseModel:
         """A fresh model on ``backbone``'s weights. ``variant``: ``mlm`` for masked-LM encoders (the default for
         them); ``echo`` or ``bidirectional`` for decoder-only LMs (required for them). ``idf``: a per-token
         weight vector, or the corpus texts to compute it from (:func:`compute_idf`), makes the model
@@ -284,7 +284,9 @@ class SparseModel(torch.nn.Module):
         ``background`` (decoder variants): corpus texts to compute the LM head's per-token background level
         from (:func:`logit_background`, ``background_sd`` standard deviations above the mean, texts cut at
         ``background_max_length``, default ``max_length``: the length the model will encode at), subtracted
-        from the logits from then on and saved with the model."""
+        from the logits from then on and saved with the model. ``freeze_query_encoder``: queries get their own
+        copy of the backbone, frozen (a ``Router``: query and document routes), so only the document side trains
+        and the model's queries stay the backbone's."""
         from sentence_transformers import SparseEncoder
         from sentence_transformers.sparse_encoder.modules import SpladePooling
 
@@ -320,7 +322,17 @@ class SparseModel(torch.nn.Module):
         doc_modules = [lm, SpladePooling(pooling_strategy=pooling)]  # type: ignore[arg-type]
         if learn_query_weights and idf is None:
             raise ValueError("learn_query_weights needs an inference-free model: pass idf (weights or corpus texts)")
-        if idf is not None:
+        if freeze_query_encoder and idf is not None:
+            raise ValueError("freeze_query_encoder is for a model with a query encoder; an inference-free model "
+                             "(idf) has none")
+        if freeze_query_encoder:
+            from sentence_transformers.base.modules import Router
+
+            query_lm = copy.deepcopy(lm)  # the same weights (and logit background), trained no further
+            query_lm.requires_grad_(False)
+            modules: list[Any] = [Router.for_query_document(
+                query_modules=[query_lm, SpladePooling(pooling_strategy=pooling)], document_modules=doc_modules)]
+        elif idf is not None:
             from sentence_transformers.base.modules import Router
             from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
 
@@ -330,13 +342,14 @@ class SparseModel(torch.nn.Module):
                 raise ValueError(f"idf has shape {tuple(idf.shape)}; expected ({lm.auto_model.config.vocab_size},)")
             query = SparseStaticEmbedding(tokenizer=lm.tokenizer, weight=idf.float().clone(),
                                           frozen=not learn_query_weights)
-            modules: list[Any] = [Router.for_query_document(query_modules=[query], document_modules=doc_modules)]
+            modules = [Router.for_query_document(query_modules=[query], document_modules=doc_modules)]
         else:
             modules = doc_modules
         st = SparseEncoder(modules=modules, device=device)
         model = cls(st, name=str(backbone), variant=variant, pooling=pooling, max_length=max_length,
                     top_k=top_k, threshold=threshold,
                     history={"base_model": str(backbone), "variant": variant,
+                             **({"query_encoder": "frozen"} if freeze_query_encoder else {}),
                              **({"logit_background": {"texts": len(background), "sd": background_sd}}
                                 if background is not None else {})})
         if lora:
@@ -366,6 +379,8 @@ class SparseModel(torch.nn.Module):
                         top_k=cfg.get("top_k") if top_k is None else top_k,
                         threshold=cfg.get("threshold", 0.0) if threshold is None else threshold,
                         history=cfg.get("history"))
+            if model.frozen_query_encoder:
+                model._query_lm().requires_grad_(False)
             if max_length is not None and max_length != model.max_length:
                 model.set_max_length(max_length)
             return model
@@ -381,18 +396,33 @@ class SparseModel(torch.nn.Module):
         """Encode (and save) at ``max_length`` tokens from now on."""
         self.max_length = int(max_length)
         self._lm().max_seq_length = max_length
+        if self.frozen_query_encoder:
+            self._query_lm().max_seq_length = max_length
 
     # -- parts -------------------------------------------------------------------------------------------
     @property
-    def inference_free(self) -> bool:
+    def routed(self) -> bool:
+        """Queries and documents take different routes (inference-free, or a frozen query encoder)."""
         from sentence_transformers.base.modules import Router
 
         return isinstance(self.st[0], Router)
 
+    @property
+    def inference_free(self) -> bool:
+        return self.routed and type(self.st[0].sub_modules["query"][0]).__name__ == "SparseStaticEmbedding"
+
+    @property
+    def frozen_query_encoder(self) -> bool:
+        """Queries have their own SPLADE encoder, kept at the backbone's weights (``freeze_query_encoder``)."""
+        return self.routed and not self.inference_free
+
     def _doc_modules(self) -> list[Any]:
-        if self.inference_free:
+        if self.routed:
             return list(self.st[0].sub_modules["document"])
         return list(self.st)
+
+    def _query_lm(self) -> Any:
+        return self.st[0].sub_modules["query"][0]
 
     def _lm(self) -> Any:
         return self._doc_modules()[0]
@@ -456,11 +486,11 @@ class SparseModel(torch.nn.Module):
         return list(queries)
 
     def _features(self, texts: Sequence[str], task: str) -> dict[str, Any]:
-        kwargs = {"task": task} if self.inference_free else {}
+        kwargs = {"task": task} if self.routed else {}
         features = self.st.preprocess(list(texts), **kwargs)
         device = self.device
         out = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
-        if self.inference_free:
+        if self.routed:
             out["task"] = task
         return out
 
@@ -469,7 +499,8 @@ class SparseModel(torch.nn.Module):
         return self._features(texts, "document")
 
     def tokenize_queries(self, texts: Sequence[str]) -> dict[str, Any]:
-        """Query features (the IDF lookup side when inference-free, else the SPLADE side)."""
+        """Query features (the IDF lookup side when inference-free, the frozen copy with a frozen query encoder,
+        else the SPLADE side)."""
         return self._features(texts, "query")
 
     def forward(self, features: dict[str, Any]) -> torch.Tensor:
@@ -484,7 +515,7 @@ class SparseModel(torch.nn.Module):
     def settings(self) -> dict[str, Any]:
         return {"format": 1, "variant": self.variant, "pooling": self.pooling, "max_length": self.max_length,
                 "inference_free": self.inference_free, "vocab_size": self.vocab_size, "top_k": self.top_k,
-                "threshold": self.threshold}
+                "threshold": self.threshold, **({"query_encoder": "frozen"} if self.frozen_query_encoder else {})}
 
     @property
     def identity(self) -> dict[str, Any]:

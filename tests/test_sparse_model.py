@@ -467,3 +467,58 @@ def test_learned_query_weights_stay_non_negative(scifact, tmp_path):
     assert minima[True] == 0.0  # ... and the clamp keeps them at 0
     frozen = SparseModel.build("splade-tiny", idf=corpus, max_length=32, device="cpu")
     assert frozen.trainable_query_weights is None
+
+
+def test_frozen_query_encoder_trains_documents_only_and_round_trips(scifact, splade_tiny, tmp_path):
+    """``freeze_query_encoder``: queries keep SPLADE-tiny's vectors through a training step, documents move, and
+    the saved model is one SparseEncoder (Router) whose queries are still the base's; loading re-freezes them."""
+    from sentence_transformers import SparseEncoder
+
+    from uniret.train.biencoder import BiEncoderModule, LossConfig
+    from uniret.train.records import records_from_beir
+
+    model = SparseModel.build("splade-tiny", max_length=64, device="cpu", freeze_query_encoder=True)
+    assert model.routed and model.frozen_query_encoder and not model.inference_free and model.idf is None
+    query, doc = "vitamin d deficiency and bone density", next(iter(scifact.corpus)).full_text()
+    with torch.no_grad():
+        base_q = splade_tiny.forward(splade_tiny.tokenize_queries([query]))
+        base_d = splade_tiny.forward(splade_tiny.tokenize([doc]))
+        torch.testing.assert_close(model.forward(model.tokenize_queries([query])), base_q)
+        torch.testing.assert_close(model.forward(model.tokenize([doc])), base_d)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".sub_modules.document." in n for n in trainable)
+    records = list(itertools.islice(records_from_beir(scifact, "train"), 4))
+    module = BiEncoderModule(model, LossConfig(temperature=1.0, hard_negatives=0),
+                             regularizer=FlopsRegularizer(FlopsConfig(query_weight=1e-3, document_weight=1e-3),
+                                                          queries_trainable=False))
+    optimizer = torch.optim.SGD(module.parameters(), lr=1.0)
+    module.step(records, random.Random(0), 0)
+    optimizer.step()
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward(model.tokenize_queries([query])), base_q)
+        assert not torch.allclose(model.forward(model.tokenize([doc])), base_d)
+        q_now = model.forward(model.tokenize_queries([query]))[0]
+        d_now = model.forward(model.tokenize([doc]))[0]
+    path = model.save(tmp_path / "fq")
+    ref = SparseEncoder(str(path), device="cpu")
+    torch.testing.assert_close(ref.encode_query([query], convert_to_tensor=True, convert_to_sparse_tensor=False)[0],
+                               q_now, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ref.encode_document([doc], convert_to_tensor=True, convert_to_sparse_tensor=False)[0],
+                               d_now, atol=1e-5, rtol=1e-5)
+    loaded = SparseModel.load(path, device="cpu")
+    assert loaded.frozen_query_encoder and loaded.settings()["query_encoder"] == "frozen"
+    assert not any(p.requires_grad for n, p in loaded.named_parameters() if ".sub_modules.query." in n)
+    with pytest.raises(ValueError, match="inference-free model"):
+        SparseModel.build("splade-tiny", idf=[doc], freeze_query_encoder=True, device="cpu")
+
+
+def test_frozen_query_encoder_config_is_for_sparse_models_with_a_query_encoder():
+    from uniret.train.config import ModelConfig
+
+    assert ModelConfig(kind="sparse", backbone="splade-tiny", query_encoder="frozen").query_encoder == "frozen"
+    with pytest.raises(ValueError, match="shared or frozen"):
+        ModelConfig(kind="sparse", backbone="splade-tiny", query_encoder="tied")
+    with pytest.raises(ValueError, match="frozen is for sparse models"):
+        ModelConfig(kind="sparse", backbone="splade-tiny", query_encoder="frozen", inference_free=True)
+    with pytest.raises(ValueError, match="frozen is for sparse models"):
+        ModelConfig(kind="dense", backbone="all-MiniLM-L6-v2", query_encoder="frozen")

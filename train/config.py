@@ -46,6 +46,10 @@ class ModelConfig:
     # trainer.learning_rate_mapping, e.g. {"sub_modules\\.query\\.": 1.0e-2}; clamped at 0 after each step, as
     # inference keeps only positive weights); either way the query is a lookup
     query_weights: str = "idf"
+    # sparse: shared (one SPLADE encoder for queries and documents, the default) | frozen (the query side keeps the
+    # backbone's weights and only the document side trains: a sentence-transformers Router of two copies, saved as
+    # one SparseEncoder; the trained model's queries are the base model's, which holds them where the base was)
+    query_encoder: str = "shared"
     top_k: int | None = None  # sparse: keep at most this many terms per vector at inference
     # Sparse decoder variants: subtract a per-token background level from the LM head's logits, computed before
     # training over this many documents of the training data's corpus (seeded sample; 0: off) as the mean plus
@@ -61,6 +65,11 @@ class ModelConfig:
                              + ", ".join(families.names(trainable=True)))
         if self.query_weights not in ("idf", "learned"):
             raise ValueError(f"model.query_weights: got {self.query_weights!r}; expected idf or learned")
+        if self.query_encoder not in ("shared", "frozen"):
+            raise ValueError(f"model.query_encoder: got {self.query_encoder!r}; expected shared or frozen")
+        if self.query_encoder == "frozen" and (self.kind != "sparse" or self.inference_free):
+            raise ValueError("model.query_encoder: frozen is for sparse models with a query encoder (model.kind: "
+                             "sparse, model.inference_free: false)")
         if self.query_weights == "learned" and not (self.kind == "sparse" and self.inference_free):
             raise ValueError("model.query_weights: learned needs an inference-free sparse model "
                              "(model.kind: sparse, model.inference_free: true)")

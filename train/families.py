@@ -107,11 +107,12 @@ def _build_sparse(cfg: Any) -> tuple[Any, Any]:
                               lora=m.lora, gradient_checkpointing=m.gradient_checkpointing, device=m.device,
                               top_k=m.top_k, learn_query_weights=learned, background=background,
                               background_sd=m.background_sd,
-                              background_max_length=m.inference_max_length or m.max_length)
+                              background_max_length=m.inference_max_length or m.max_length,
+                              freeze_query_encoder=m.query_encoder == "frozen")
     f = cfg.flops
     regularizer = None
     if f.query_weight > 0 or f.document_weight > 0:  # IDF-aware weights: the IDF the query side starts from
-        regularizer = FlopsRegularizer(f, model.idf, queries_trainable=learned or not model.inference_free)
+        regularizer = FlopsRegularizer(f, model.idf, queries_trainable=learned or not model.routed)
     elif f.idf_aware:
         raise ValueError("flops.idf_aware is set but flops.query_weight and flops.document_weight are 0")
     return model, BiEncoderModule(model, cfg.loss, grad_cache_chunk=cfg.trainer.grad_cache_chunk,
