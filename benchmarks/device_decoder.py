@@ -57,7 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACK = REPO / ".devpack"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MIB = 1 << 20
-LIMIT_MIB = 63.0  # the device tool's 64 MiB per call, less a margin
+LIMIT_MIB = 63.5  # the device tool's 64 MiB per call, less a margin
 PY = "3.12"  # the GPU image's python3
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64"]
