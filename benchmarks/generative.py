@@ -245,11 +245,12 @@ def fuse(args: argparse.Namespace, run: BenchmarkRun) -> dict[str, Any]:
     generative = read_trec_run(Path(args.runs) / "generative_constrained.trec")
     if not set(generative) <= set(queries):
         sys.exit(f"{args.runs}: the constrained run holds claims outside the seeded {len(queries)}; not the same slice")
-    for label, row in rec["rows"].items():  # the fused rows must stand on the same numbers as the file's own
-        if label.startswith("trained") and label.endswith(", constrained"):
-            check = _metrics(data, generative, queries)["ndcg@10"]
-            if abs(check - row["ndcg@10"]) > 1e-9:
-                sys.exit(f"{args.runs}: the constrained run scores {check:.6f}, its results file {row['ndcg@10']:.6f}")
+    rows = [row for label, row in rec["rows"].items() if label.startswith("trained") and label.endswith(", constrained")]
+    if len(rows) != 1:
+        sys.exit(f"{args.device_results}: expected one 'trained N steps, constrained' row, found {len(rows)}")
+    check = _metrics(data, generative, queries)["ndcg@10"]  # the fused rows stand on the file's own numbers
+    if abs(check - rows[0]["ndcg@10"]) > 1e-9:
+        sys.exit(f"{args.runs}: the constrained run scores {check:.6f}, its results file {rows[0]['ndcg@10']:.6f}")
     rec["rows"].update(_bm25_rows(data, queries, generative))
     skipped = rec.pop("bm25_skipped")
     rec["fused_here"] = {**run.record({}), "bm25_skipped_there": skipped,
@@ -299,7 +300,7 @@ def prompts(args: argparse.Namespace) -> dict[str, Any]:
                 backend.structure, backend._ids = structure, ids
             run, speed = _search(backend, queries)
             out["rows"][f"{label}: {source} prompt"] = {"model": label, "granularity": source,
-                                                         **_metrics(data, run), **speed}
+                                                         **_metrics(data, run, queries), **speed}
     return out
 
 

@@ -1088,6 +1088,8 @@ SPARSE_ROWS = (  # results file -> label
      "inference-free, plain FLOPS, document encoder from the 200-step encoder SPLADE (same two stages)"),
     ("scifact_sparse_splade_splade_teacher",
      "encoder SPLADE, teachers SPLADE-tiny + MiniLM (config: BM25 + MiniLM), alpha by the out-of-domain guard"),
+    ("scifact_sparse_splade_frozen_query",
+     "encoder SPLADE, query encoder frozen at SPLADE-tiny (`model.query_encoder: frozen`), alpha by the out-of-domain guard"),
     ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
     ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
 )
@@ -1604,6 +1606,8 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "sparse-pruning": block_sparse_pruning,
     "sparse-ood-wise-ft": lambda res: block_sparse_ood(res, "sparse_ood_wise_ft"),
     "sparse-ood-sides": block_sparse_ood_sides,
+    "sparse-ood-frozen-query": lambda res: block_sparse_guarded(
+        res, "scifact_sparse_splade_frozen_query", "query encoder frozen"),
     "sparse-ood-splade-teacher": lambda res: block_sparse_guarded(
         res, "scifact_sparse_splade_splade_teacher", "teachers SPLADE-tiny + MiniLM"),
     "limit": block_limit,

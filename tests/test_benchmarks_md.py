@@ -217,6 +217,8 @@ def test_generative_fuse_refuses_runs_that_are_not_the_results_files(tmp_path: P
 
     with pytest.raises(SystemExit, match=r"constrained run scores 0\.\d+, its results file 0\.500000"):
         fuse({**rec, "rows": {"trained 9 steps, constrained": {"ndcg@10": 0.5}}})
+    with pytest.raises(SystemExit, match="expected one 'trained N steps, constrained' row, found 0"):
+        fuse({**rec, "rows": {}})
     with pytest.raises(SystemExit, match="has its BM25 rows already"):
         fuse({k: v for k, v in rec.items() if k != "bm25_skipped"})
     with pytest.raises(SystemExit, match="outside the seeded 3"):
