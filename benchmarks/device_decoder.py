@@ -28,10 +28,12 @@ sentence-transformers but not gguf, PISA or pytrec_eval. So the job is split:
 The machine has no Java, so its BM25 rows are skipped; the searched runs come back as TREC files to fuse here.
 ``run --parallel --deadline S`` runs the rows and the generative benchmark at once (one 135M model leaves most of
 the GPU idle), and stops the jobs still running S seconds after the call started, so that the call returns inside
-the tool's limit with what finished; every log goes back in one ``logs.tar.gz``. The call this was built for::
+the tool's limit with what finished; every log goes back in one ``logs.tar.gz``. On 2026-12-04 the generative
+benchmark finished in 412 s beside the two rows, which trained their 100 steps at about 5 s a step (three jobs
+on one GPU) and were stopped while evaluating. With the generative run done, the next call is the rows alone::
 
        run(carry=[".devpack/b"], timeout_s=590, command="python3 benchmarks/device_decoder.py run --parallel "
-           "--deadline 545 --generative '--steps 1500 --batch 16 --queries 300 --search-batch 30 --no-base'")
+           "--deadline 545")
 
 Here, ``run --smoke --python .venv/bin/python --no-wheels --stage /tmp/devstage`` checks the flow on a SciFact
 slice (2 steps, the recipe's own mining) with this machine's packages; ``pack`` must have run first.
