@@ -331,7 +331,7 @@ class SparseModel(torch.nn.Module):
             query_lm = copy.deepcopy(lm)  # the same weights (and logit background), trained no further
             query_lm.requires_grad_(False)
             modules: list[Any] = [Router.for_query_document(
-                query_modules=[query_lm, SpladePooling(pooling_strategy=pooling)], document_modules=doc_modules)]
+                query_modules=[query_lm, copy.deepcopy(doc_modules[1])], document_modules=doc_modules)]
         elif idf is not None:
             from sentence_transformers.base.modules import Router
             from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
