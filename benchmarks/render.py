@@ -745,6 +745,12 @@ def block_generative_trained(res: Results) -> str:
             + cpu_trained_line(res))
 
 
+def trained_rows(rows: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A generative_trained file's trained model rows: (constrained, unconstrained ablation); {} where absent."""
+    con = next((v for k, v in rows.items() if k.startswith("trained") and k.endswith(", constrained")), {})
+    return con, next((v for k, v in rows.items() if k.startswith("trained") and "unconstrained" in k), {})
+
+
 def fused_here_line(rec: dict[str, Any]) -> str:
     """Where the BM25 rows of a results file measured on a machine without Java were computed."""
     f = rec.get("fused_here")
@@ -760,8 +766,7 @@ def cpu_trained_line(res: Results) -> str:
     if cpu is None:
         return ""
     t, r = cpu["train"], cpu["rows"]
-    con = next((v for k, v in r.items() if k.startswith("trained") and k.endswith(", constrained")), {})
-    unc = next((v for k, v in r.items() if "unconstrained" in k), {})
+    con, unc = trained_rows(r)
     return (f"\n\nOn 2 CPU cores, at the budget they allow ({t['steps']} steps of {t['batch_size']} claims, "
             f"{n0(t['train_seconds'])} s): constrained {f4(con.get('ndcg@10'))} nDCG@10 at "
             f"{f2(con.get('queries_per_second'))} queries/s, unconstrained {f4(unc.get('ndcg@10'))}, BM25 + generative "
@@ -803,8 +808,7 @@ def block_generative_targets(res: Results) -> str:
         return missing("`generative_trained.json` / `generative_structures.json`",
                        "python benchmarks/generative.py --part structures; python benchmarks/generative.py --part trained")
     rows_ = rec["rows"]
-    trained = next((r for k, r in rows_.items() if k.startswith("trained") and "unconstrained" not in k), {})
-    ablation = next((r for k, r in rows_.items() if "unconstrained" in k), {})
+    trained, ablation = trained_rows(rows_)
     bm25, fused = rows_.get("BM25 (same claims)"), rows_.get("BM25 + generative (RRF)")
     steps, claims, full = rec["train"]["steps"], rec["queries"], rec["queries"] >= 300
     gen_ndcg, bm25_ndcg, fused_ndcg = trained.get("ndcg@10"), metric(bm25, "ndcg@10"), metric(fused, "ndcg@10")
@@ -842,7 +846,7 @@ def speed_row(rec: dict[str, Any], cpu: dict[str, Any] | None, trained: dict[str
     gpu = f"{f2(trained.get('queries_per_second'))} on the lent {rec['machine']['gpu']}"
     if cpu is None:
         return [label, gpu, "not measured on CPU"]
-    con = next((v for k, v in cpu["rows"].items() if k.startswith("trained") and k.endswith(", constrained")), {})
+    con = trained_rows(cpu["rows"])[0]
     return [label, f"{f2(con.get('queries_per_second'))} ({cpu['train']['steps']}-step model); {gpu}", "measured"]
 
 
