@@ -209,6 +209,17 @@ def install(stage: Path, python: str, wheels: bool, log: Path) -> Path:
     return site
 
 
+def parse_grid(spec: str) -> tuple[str, list[str]]:
+    """``TAG:KEY=VALUE[;KEY=VALUE...]`` -> (tag, overrides): one variant of every row (``--grid``)."""
+    tag, sep, rest = spec.partition(":")
+    settings = [s.strip() for s in rest.split(";") if s.strip()]
+    if not sep or not tag or not tag.replace("-", "").replace("_", "").isalnum() \
+            or not all("=" in s for s in settings):
+        raise SystemExit(f"--grid {spec!r}: expected TAG:KEY=VALUE[;KEY=VALUE...] (a tag of letters, digits, - "
+                         "and _, then the overrides of that variant)")
+    return tag, settings
+
+
 def run(args: argparse.Namespace) -> None:
     stage: Path = args.stage
     deadline = time.monotonic() + args.deadline if args.deadline else None  # counted from the call's start
@@ -233,17 +244,22 @@ def run(args: argparse.Namespace) -> None:
     runs = stage / "runs"
     results = runs / "results" if args.smoke else REPO / "benchmarks" / "results"
     jobs: list[Job] = []
+    grid = [parse_grid(g) for g in args.grid] or [("", [])]
     for row in [r for r in args.rows.split(",") if r]:
-        cmd = [args.python, "sparse_recipe.py", "--rows", row, "--out", str(runs)]
-        cmd += ["--smoke"] if args.smoke else ["--records", str(records)]
-        if not args.no_background:
-            cmd += ["--set", "model.background_docs=128"]
-        for s in args.set:
-            cmd += ["--set", s]
-        name = f"scifact_sparse_{row.replace('-', '_')}" + ("_smoke" if args.smoke else "")
-        jobs.append(Job(f"row {row}", cmd, logs / f"{row}.log",
-                        [(results / f"{name}.json", out / f"{name}.json"),
-                         (runs / row / "train_log.jsonl", logs / f"{row}_train_log.jsonl")]))
+        for tag, settings in grid:
+            cmd = [args.python, "sparse_recipe.py", "--rows", row, "--out", str(runs)]
+            cmd += ["--smoke"] if args.smoke else ["--records", str(records)]
+            if not args.no_background:
+                cmd += ["--set", "model.background_docs=128"]
+            for s in [*args.set, *settings]:
+                cmd += ["--set", s]
+            label = row + (f"_{tag}" if tag else "")
+            if tag:
+                cmd += ["--tag", tag]
+            name = f"scifact_sparse_{label.replace('-', '_')}" + ("_smoke" if args.smoke else "")
+            jobs.append(Job(f"row {label}", cmd, logs / f"{label}.log",
+                            [(results / f"{name}.json", out / f"{name}.json"),
+                             (runs / label / "train_log.jsonl", logs / f"{label}_train_log.jsonl")]))
     if args.generative is not None:
         name = "generative_trained" + ("_smoke" if args.smoke else "")
         cmd = [args.python, "generative.py", "--part", "trained", "--device", "auto", "--name", name,
@@ -329,6 +345,8 @@ def main() -> None:
     r.add_argument("--stage", type=Path, default=STAGE)
     r.add_argument("--rows", default=ROWS)
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to sparse_recipe.py")
+    r.add_argument("--grid", action="append", default=[], metavar="TAG:KEY=VALUE[;KEY=VALUE]",
+                   help="run every row once per variant (results scifact_sparse_ROW_TAG.json); repeatable")
     r.add_argument("--no-background", action="store_true", help="train without model.background_docs=128")
     r.add_argument("--smoke", action="store_true", help="a SciFact slice and 2 steps (checks the flow)")
     r.add_argument("--python", default=sys.executable)

@@ -101,6 +101,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/sparse_recipe", help="run folders (one per row)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     ap.add_argument("--records", default=None, help="ready training records (skips mining and teachers)")
+    ap.add_argument("--tag", default="", help="a label for a variant of the rows (e.g. a setting under test): the "
+                    "results file is scifact_sparse_ROW_TAG.json and the run folder OUT/ROW_TAG")
     ap.add_argument("--smoke", action="store_true",
                     help="a SciFact slice and 2 steps, results under OUT/results (checks the script, measures nothing)")
     args = ap.parse_args()
@@ -117,18 +119,21 @@ def main() -> None:
         smoke = [f"data.data={smoke_dataset(out)}", *SMOKE_OVERRIDES, "model.max_length=32"]
         results_dir = out / "results"
         assert results_dir.resolve() != RESULTS.resolve()
+    if args.tag and not args.tag.replace("-", "").replace("_", "").isalnum():
+        ap.error(f"--tag {args.tag!r}: letters, digits, - and _ only (it names a file)")
+    suffix = f"_{args.tag.replace('-', '_')}" if args.tag else ""
     for name in names:
         config, row_overrides = ROWS[name]
         overrides = [*smoke, *row_overrides, *args.set]
         if args.records:
             overrides += [f"data.train_file={Path(args.records).resolve()}", "teachers=null", "mining=null"]
         cfg = load_config(CONFIGS / config, TrainConfig, overrides=parse_overrides(overrides))
-        run = BenchmarkRun(f"scifact_sparse_{name.replace('-', '_')}" + ("_smoke" if args.smoke else ""),
+        run = BenchmarkRun(f"scifact_sparse_{name.replace('-', '_')}{suffix}" + ("_smoke" if args.smoke else ""),
                            results_dir=results_dir)
-        row_dir = out / name
+        row_dir = out / (name + suffix)
         logger.info("row %s -> %s", name, row_dir)
         info = run_row(cfg, row_dir)
-        path = run.save({"row": name, "smoke": args.smoke, "config": f"configs/{config}", "overrides": overrides,
+        path = run.save({"row": name, **({"tag": args.tag} if args.tag else {}), "smoke": args.smoke, "config": f"configs/{config}", "overrides": overrides,
                          "data": cfg.data.data, "steps": cfg.trainer.max_steps, "batch_size": cfg.trainer.batch_size,
                          "run_dir": str(row_dir), **info})
         logger.info("row %s: test nDCG@10 %.4f, %.1f terms/doc, %.1f terms/query -> %s", name,

@@ -225,3 +225,13 @@ def test_generative_fuse_refuses_runs_that_are_not_the_results_files(tmp_path: P
         fuse({**rec, "queries": 3})
     # a claim the run misses scores 0 (it is not dropped from the mean)
     assert generative._metrics(data, {q: run[q] for q in list(claims)[:4]}, claims)["ndcg@10"] < score
+
+
+def test_device_grid_variants_parse_and_bad_ones_say_the_form() -> None:
+    import device_decoder as dd
+
+    assert dd.parse_grid("sd2:model.background_sd=2.0; loss.temperature=10") == (
+        "sd2", ["model.background_sd=2.0", "loss.temperature=10"])
+    for bad in ("sd2", ":a=1", "sd 2:a=1", "sd2:a"):
+        with pytest.raises(SystemExit, match="TAG:KEY=VALUE"):
+            dd.parse_grid(bad)

@@ -337,3 +337,21 @@ def test_learned_query_weights_need_an_inference_free_sparse_model():
         ModelConfig(kind="sparse", backbone="splade-tiny", query_weights="learned")
     with pytest.raises(ValueError, match="expected idf or learned"):
         ModelConfig(kind="sparse", backbone="splade-tiny", inference_free=True, query_weights="bm25")
+
+
+class SlowSteps(Callback):
+    def on_step_end(self, trainer, step, logs):
+        import time
+
+        time.sleep(0.2)
+
+
+def test_a_time_budget_stops_after_the_step_that_crosses_it_with_a_checkpoint(tmp_path):
+    _, result = run(tmp_path, max_steps=20, save_every=None, callbacks=[SlowSteps()], max_seconds=0.5)
+    assert result.time_limited and 3 <= result.steps < 20  # 0.2 s a step: over 0.5 s after the third
+    assert [p.name for p in result.checkpoints][-1] == f"step-{result.steps}"
+    assert result.history[-1]["lr"] > 0  # the schedule spans max_steps: it had not decayed
+    _, full = run(tmp_path / "b", max_steps=3, save_every=None, max_seconds=60)
+    assert not full.time_limited and full.steps == 3
+    with pytest.raises(ValueError, match="trainer.max_seconds"):
+        TrainerConfig(max_seconds=0)

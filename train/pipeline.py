@@ -483,6 +483,7 @@ def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> di
                     cfg.model.inference_max_length)
     summary: dict[str, Any] = {
         "steps": result.steps, "epochs": result.epochs, "train_seconds": result.seconds,
+        "time_limited": result.time_limited,
         "prep_seconds": prep_seconds, "examples_per_second": result.examples_per_second,
         "final_loss": result.history[-1]["loss"] if result.history else _last_logged_loss(out), "stats": stats,
         "averaged_checkpoints": averaged, "remined": remining.history if remining is not None else [],

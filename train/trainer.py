@@ -93,6 +93,10 @@ def restore_rng_state(tensors: dict[str, torch.Tensor], other: dict[str, Any] | 
 class TrainerConfig:
     epochs: int = 1
     max_steps: int | None = None  # stop early at this many optimisation steps
+    # A wall-time budget for the optimisation loop (seconds, resumed runs count from their restart): training
+    # stops after the step that crosses it, with a checkpoint, and the result says so (``time_limited``). The
+    # learning-rate schedule still spans max_steps (or the epochs): a budgeted run ends before its decay does.
+    max_seconds: float | None = None
     batch_size: int = 32  # per device
     learning_rate: float = 2e-5
     weight_decay: float = 0.01
@@ -124,6 +128,9 @@ class TrainerConfig:
                 raise ValueError(f"trainer.learning_rate_mapping: {pattern!r} is not a regular expression ({e})") from e
             if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
                 raise ValueError(f"trainer.learning_rate_mapping[{pattern!r}]: got {lr!r}; expected a positive number")
+        if self.max_seconds is not None and (isinstance(self.max_seconds, bool) or self.max_seconds <= 0):
+            raise ValueError(f"trainer.max_seconds: got {self.max_seconds!r}; expected a positive number of seconds "
+                             "or null (no budget)")
         if self.anchor_decay < 0 or self.learning_rate * self.anchor_decay >= 1:
             raise ValueError(f"trainer.anchor_decay: got {self.anchor_decay} with learning_rate "
                              f"{self.learning_rate}; expected anchor_decay >= 0 and learning_rate * anchor_decay < 1")
@@ -188,6 +195,7 @@ class TrainResult:
     examples_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoints: list[Path] = field(default_factory=list)
+    time_limited: bool = False  # stopped by ``max_seconds`` before max_steps
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
@@ -288,7 +296,7 @@ class Trainer:
             cb.on_train_start(self)
         history: list[dict[str, float]] = []
         saved: list[Path] = []
-        start_time, examples = time.perf_counter(), 0
+        start_time, examples, time_limited = time.perf_counter(), 0, False
         bar = tqdm(total=total, initial=min(self.step, total), desc="training", unit="step",
                    disable=not (distributed.is_main() and logger.isEnabledFor(logging.INFO)))
         self.module.train(True)
@@ -328,6 +336,12 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_step_end(self, self.step, logs)
                 finished = self.step >= total
+                # every rank stops at the same step: the ranks vote (a mean above 0 means one rank is over)
+                if not finished and c.max_seconds is not None and distributed.all_reduce_mean(
+                        float(time.perf_counter() - start_time >= c.max_seconds)) > 0:
+                    finished = time_limited = True
+                    logger.warning("trainer.max_seconds (%g s) reached after step %d of %d: training stops here",
+                                   c.max_seconds, self.step, total)
                 epoch_end = b_idx + 1 == len(batches)
                 # one checkpoint per due step: every save_every steps (else at each epoch's end) and the last
                 if finished or (c.save_every and self.step % c.save_every == 0) or (epoch_end and not c.save_every):
@@ -342,7 +356,7 @@ class Trainer:
         self.module.train(False)
         return TrainResult(steps=self.step, epochs=epochs, seconds=seconds,
                            examples_per_second=examples / seconds if seconds > 0 else 0.0, history=history,
-                           checkpoints=saved)
+                           checkpoints=saved, time_limited=time_limited)
 
     def _param_groups(self, params: list[torch.Tensor]) -> list[dict[str, Any]]:
         """The optimizer's parameter groups: everything at ``learning_rate`` first (the rate the anchor pull and
