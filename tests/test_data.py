@@ -198,3 +198,25 @@ def test_queries_and_qrels_in_memory():
     assert q["1"] == "x"
     qrels = Qrels({"1": {"a": 1, "b": 0}}, split="test")
     assert qrels.relevant("1") == ["a"]
+
+
+def test_save_beir_replaces_atomically_and_refuses_a_foreign_folder(tmp_path):
+    from uniret.atomic import OutputPathError
+    from uniret.data import BeirDataset, save_beir
+
+    def toy(n):
+        docs = Corpus.from_documents([Document(f"d{i}", f"text {i}") for i in range(n)])
+        return BeirDataset("/nonexistent/toy", docs, Queries({"q1": "a query"}), {}, name="toy",
+                           qrels={"test": Qrels({"q1": {"d0": 1}}, split="test")})
+
+    out = save_beir(toy(3), tmp_path / "toy")
+    assert len(load_beir(out).corpus) == 3
+    save_beir(toy(5), out)  # a folder uniret wrote: replaced whole
+    assert len(load_beir(out).corpus) == 5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".toy")]  # no temporary left behind
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputPathError, match="did not write"):
+        save_beir(toy(2), foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me" and not (foreign / "corpus.jsonl").exists()

@@ -471,19 +471,23 @@ def load_beir(path: str | Path, *, allow_whitespace_ids: bool = False) -> BeirDa
 
 
 def save_beir(dataset: BeirDataset, path: str | Path) -> Path:
-    """Write a data set (e.g. a :meth:`BeirDataset.sample`) as a BEIR directory."""
-    path = Path(path)
-    (path / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(path / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for d in dataset.corpus:
-            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}, ensure_ascii=False) + "\n")
-    with open(path / "queries.jsonl", "w", encoding="utf-8") as f:
-        for qid, text in dataset.queries.items():
-            f.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
-    for split in dataset.splits:
-        with open(path / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
-            f.write("query-id\tcorpus-id\tscore\n")
-            for qid, docs in dataset.qrels(split).judgements.items():
-                for did, grade in docs.items():
-                    f.write(f"{qid}\t{did}\t{grade}\n")
-    return path
+    """Write a data set (e.g. a :meth:`BeirDataset.sample`) as a BEIR directory, atomically: the files go to a
+    temporary sibling that then replaces ``path`` (a reader never sees half a corpus, and two writers of one
+    folder do not interleave); an existing ``path`` must be a folder uniret wrote (``uniret.atomic``)."""
+    from uniret.atomic import atomic_directory
+
+    with atomic_directory(path, kind="dataset") as tmp:
+        (tmp / "qrels").mkdir()
+        with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as f:
+            for d in dataset.corpus:
+                f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}, ensure_ascii=False) + "\n")
+        with open(tmp / "queries.jsonl", "w", encoding="utf-8") as f:
+            for qid, text in dataset.queries.items():
+                f.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+        for split in dataset.splits:
+            with open(tmp / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
+                f.write("query-id\tcorpus-id\tscore\n")
+                for qid, docs in dataset.qrels(split).judgements.items():
+                    for did, grade in docs.items():
+                        f.write(f"{qid}\t{did}\t{grade}\n")
+    return Path(path)
