@@ -130,7 +130,7 @@ def main() -> None:
         cfg = load_config(CONFIGS / config, TrainConfig, overrides=parse_overrides(overrides))
         run = BenchmarkRun(f"scifact_sparse_{name.replace('-', '_')}{suffix}" + ("_smoke" if args.smoke else ""),
                            results_dir=results_dir)
-        row_dir = out / (name + suffix)
+        row_dir = out / (f"{name}_{args.tag}" if args.tag else name)
         logger.info("row %s -> %s", name, row_dir)
         info = run_row(cfg, row_dir)
         path = run.save({"row": name, **({"tag": args.tag} if args.tag else {}), "smoke": args.smoke, "config": f"configs/{config}", "overrides": overrides,
