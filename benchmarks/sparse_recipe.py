@@ -85,6 +85,7 @@ def run_row(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     train_wall = time.perf_counter() - start
     info = evaluate_test(cfg.data.data, out / "model", out / "test")
     return {
+        "steps_trained": summary["steps"], "time_limited": summary.get("time_limited", False),
         "train_seconds": summary["train_seconds"], "prep_seconds": summary["prep_seconds"],
         "examples_per_second": summary["examples_per_second"], "final_loss": summary["final_loss"],
         "train_wall_seconds": train_wall, "train_total_seconds": summary.get("total_seconds"),

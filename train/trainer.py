@@ -301,7 +301,7 @@ class Trainer:
                    disable=not (distributed.is_main() and logger.isEnabledFor(logging.INFO)))
         self.module.train(True)
         for epoch in range(start_epoch, epochs):
-            if self.step >= total:  # resumed from the final checkpoint: nothing left to train
+            if self.step >= total or time_limited:  # resumed from the final checkpoint, or out of time
                 break
             self.epoch = epoch
             if not (epoch == start_epoch and restored_records):  # else the epoch's records came back as they were
