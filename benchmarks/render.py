@@ -1094,12 +1094,19 @@ SPARSE_ROWS = (  # results file -> label
      "encoder SPLADE, teachers SPLADE-tiny + MiniLM (config: BM25 + MiniLM), alpha by the out-of-domain guard"),
     ("scifact_sparse_splade_frozen_query",
      "encoder SPLADE, query encoder frozen at SPLADE-tiny (`model.query_encoder: frozen`), alpha by the out-of-domain guard"),
-    ("scifact_sparse_decoder_echo", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`)"),
-    ("scifact_sparse_decoder_bidirectional", "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`)"),
+    ("scifact_sparse_decoder_echo_t10", "SmolLM2-135M SPLADE, echo (`configs/scifact-splade-decoder.yaml`; H200)"),
+    ("scifact_sparse_decoder_bidirectional_t10",
+     "SmolLM2-135M SPLADE, bidirectional (same, `model.variant=bidirectional`; H200)"),
+    ("scifact_sparse_decoder_echo_t1", "SmolLM2-135M SPLADE, echo, InfoNCE temperature 1, FLOPS 1e-3 (H200)"),
+    ("scifact_sparse_decoder_bidirectional_t1",
+     "SmolLM2-135M SPLADE, bidirectional, InfoNCE temperature 1, FLOPS 1e-3 (H200)"),
+    ("scifact_sparse_decoder_echo_t10solo", "SmolLM2-135M SPLADE, echo, the config alone on the GPU (H200)"),
+    ("scifact_sparse_decoder_bidirectional",
+     "SmolLM2-135M SPLADE, bidirectional, the earlier config (background 0.25 sd), 2 CPU cores"),
 )
 SPARSE_TARGETS = {"scifact_sparse_splade": 0.70, "scifact_sparse_inference_free": 0.679,
                   "scifact_sparse_inference_free_from_splade200": 0.679,
-                  "scifact_sparse_decoder_echo": 0.679, "scifact_sparse_decoder_bidirectional": 0.679}
+                  "scifact_sparse_decoder_echo_t10": 0.679, "scifact_sparse_decoder_bidirectional_t10": 0.679}
 
 
 SPARSE_OOD_ROWS = {  # sparse_ood.py row name -> (label, the results file of its SciFact test number, key path)
@@ -1247,6 +1254,8 @@ def block_sparse_recipe(res: Results) -> str:
                      n1(sp["terms_per_document"]), n1(sp["terms_per_query"]),
                      f"≥ {target}" if target is not None else "–", verdict])
         budget = f"{rec['steps']} steps x {rec['batch_size']}"
+        if rec.get("time_limited"):  # stopped by trainer.max_seconds: the steps it trained, of those scheduled
+            budget = f"{rec['steps_trained']} of {rec['steps']} steps x {rec['batch_size']} (time budget)"
         notes.append(f"{label.split(' (')[0]}: {budget}, training {n0(rec['train_seconds'])} s, evaluation "
                      f"{n0(rec['eval_wall_seconds'])} s")
         sources.append(source(name, rec))
