@@ -28,12 +28,16 @@ sentence-transformers but not gguf, PISA or pytrec_eval. So the job is split:
 The machine has no Java, so its BM25 rows are skipped; the searched runs come back as TREC files to fuse here.
 ``run --parallel --deadline S`` runs the rows and the generative benchmark at once (one 135M model leaves most of
 the GPU idle), and stops the jobs still running S seconds after the call started, so that the call returns inside
-the tool's limit with what finished; every log goes back in one ``logs.tar.gz``. On 2026-12-04 the generative
-benchmark finished in 412 s beside the two rows, which trained their 100 steps at about 5 s a step (three jobs
-on one GPU) and were stopped while evaluating. With the generative run done, the next call is the rows alone::
+the tool's limit with what finished; every log goes back in one ``logs.tar.gz``. ``--grid TAG:KEY=VALUE;...``
+(repeatable) runs every row once per variant (results ``scifact_sparse_ROW_TAG.json``).
+
+On 2026-12-04 the four rows of ``--grid t1:... --grid t10:...`` trained at once at 1.4-1.9 s a step (bf16, no
+gradient checkpointing, chunks of 32) and ``trainer.max_seconds=270`` stopped them after 173-205 of 300 steps;
+alone, the config trained at about 1.07 s a step. The config's 300 steps alone fit one call::
 
        run(carry=[".devpack/b"], timeout_s=590, command="python3 benchmarks/device_decoder.py run --parallel "
-           "--deadline 545")
+           "--deadline 545 --rows decoder-echo --set trainer.mixed_precision=bf16 --set "
+           "model.gradient_checkpointing=false --set trainer.grad_cache_chunk=32 --set trainer.max_seconds=380")
 
 Here, ``run --smoke --python .venv/bin/python --no-wheels --stage /tmp/devstage`` checks the flow on a SciFact
 slice (2 steps, the recipe's own mining) with this machine's packages; ``pack`` must have run first.

@@ -200,7 +200,7 @@ def test_queries_and_qrels_in_memory():
     assert qrels.relevant("1") == ["a"]
 
 
-def test_save_beir_replaces_atomically_and_refuses_a_foreign_folder(tmp_path):
+def test_save_beir_replaces_a_data_set_atomically_and_refuses_a_folder_with_other_files(tmp_path):
     from uniret.atomic import OutputPathError
     from uniret.data import BeirDataset, save_beir
 
@@ -217,6 +217,20 @@ def test_save_beir_replaces_atomically_and_refuses_a_foreign_folder(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(OutputPathError, match="did not write"):
+    with pytest.raises(OutputPathError, match="more than a BEIR data set"):
         save_beir(toy(2), foreign)
     assert (foreign / "notes.txt").read_text() == "keep me" and not (foreign / "corpus.jsonl").exists()
+
+
+def test_save_beir_from_two_writers_at_once_leaves_one_whole_data_set(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from uniret.data import BeirDataset, save_beir
+
+    docs = Corpus.from_documents([Document(f"d{i}", "word " * 200) for i in range(300)])
+    ds = BeirDataset("/nonexistent/toy", docs, Queries({"q1": "a query"}), {}, name="toy",
+                     qrels={"test": Qrels({"q1": {"d0": 1}}, split="test")})
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: save_beir(ds, tmp_path / "toy"), range(8)))
+    assert len(load_beir(tmp_path / "toy").corpus) == 300  # every line parses: no interleaved writes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy"]

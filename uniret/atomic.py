@@ -250,6 +250,25 @@ def _apply_umask(root: Path) -> None:
         del dirs  # walked by os.walk
 
 
+def replace_directory(tmp: Path, dest: Path) -> Path:
+    """Put the finished directory ``tmp`` at ``dest`` in one step: a rename when ``dest`` is absent, else an
+    atomic exchange (or, where the system cannot exchange, two renames). Returns the path that now holds what
+    was at ``dest`` (``tmp`` itself after an exchange), for the caller to remove."""
+    if not dest.exists():
+        try:
+            os.rename(tmp, dest)
+            return tmp
+        except OSError as e:  # another writer put a directory there first: exchange with it
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    if not _exchange(tmp, dest):
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.rename(dest, old)
+        os.rename(tmp, dest)
+        return old
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_directory(destination: str | Path, *, kind: str = "output",
                      protect: Sequence[str | Path] = ()) -> Iterator[Path]:
@@ -267,14 +286,7 @@ def atomic_directory(destination: str | Path, *, kind: str = "output",
             if not (tmp / MARKER).exists():
                 write_marker(tmp, kind)
             _apply_umask(tmp)
-            if dest.exists():
-                if not _exchange(tmp, dest):
-                    old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.time_ns()}")
-                    os.rename(dest, old)
-                    os.rename(tmp, dest)
-                    tmp = old
-            else:
-                os.rename(tmp, dest)
+            tmp = replace_directory(tmp, dest)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

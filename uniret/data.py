@@ -470,13 +470,26 @@ def load_beir(path: str | Path, *, allow_whitespace_ids: bool = False) -> BeirDa
     return BeirDataset(root, corpus, queries, qrels_files, allow_whitespace_ids=allow_whitespace_ids)
 
 
+BEIR_FILES = frozenset({"corpus.jsonl", "queries.jsonl", "qrels"})  # what save_beir writes
+
+
 def save_beir(dataset: BeirDataset, path: str | Path) -> Path:
     """Write a data set (e.g. a :meth:`BeirDataset.sample`) as a BEIR directory, atomically: the files go to a
-    temporary sibling that then replaces ``path`` (a reader never sees half a corpus, and two writers of one
-    folder do not interleave); an existing ``path`` must be a folder uniret wrote (``uniret.atomic``)."""
-    from uniret.atomic import atomic_directory
+    temporary sibling that then replaces ``path`` in one step (a reader never sees half a corpus, and two
+    writers of one folder do not interleave their lines). An existing ``path`` may hold a BEIR data set (it is
+    replaced whole) and nothing else."""
+    import shutil
+    import tempfile
 
-    with atomic_directory(path, kind="dataset") as tmp:
+    from uniret.atomic import OutputPathError, replace_directory
+
+    given, path = Path(path), Path(path).expanduser().resolve()
+    if path.exists() and (not path.is_dir() or set(p.name for p in path.iterdir()) - BEIR_FILES):
+        raise OutputPathError(f"{path} exists and holds more than a BEIR data set ({', '.join(sorted(BEIR_FILES))}); "
+                              "nothing was changed (remove it or choose another path)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
         (tmp / "qrels").mkdir()
         with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as f:
             for d in dataset.corpus:
@@ -490,4 +503,7 @@ def save_beir(dataset: BeirDataset, path: str | Path) -> Path:
                 for qid, docs in dataset.qrels(split).judgements.items():
                     for did, grade in docs.items():
                         f.write(f"{qid}\t{did}\t{grade}\n")
-    return Path(path)
+        tmp = replace_directory(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return given
