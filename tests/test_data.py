@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,9 @@ def test_save_beir_replaces_a_data_set_atomically_and_refuses_a_folder_with_othe
 
     out = save_beir(toy(3), tmp_path / "toy")
     assert len(load_beir(out).corpus) == 3
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not the temporary folder's private 0700
     save_beir(toy(5), out)  # a folder uniret wrote: replaced whole
     assert len(load_beir(out).corpus) == 5
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".toy")]  # no temporary left behind

@@ -238,7 +238,9 @@ def _exchange(a: Path, b: Path) -> bool:
     return True
 
 
-def _apply_umask(root: Path) -> None:
+def apply_umask(root: Path) -> None:
+    """Give ``root`` and everything under it the modes a plain mkdir/open would have under the user's umask
+    (a ``tempfile.mkdtemp`` directory is private until then)."""
     dir_mode = 0o777 & ~_umask()
     file_mode = 0o666 & ~_umask()
     for current, dirs, files in os.walk(root):
@@ -285,7 +287,7 @@ def atomic_directory(destination: str | Path, *, kind: str = "output",
             yield tmp
             if not (tmp / MARKER).exists():
                 write_marker(tmp, kind)
-            _apply_umask(tmp)
+            apply_umask(tmp)
             tmp = replace_directory(tmp, dest)
         finally:
             if tmp.exists():

@@ -481,7 +481,7 @@ def save_beir(dataset: BeirDataset, path: str | Path) -> Path:
     import shutil
     import tempfile
 
-    from uniret.atomic import OutputPathError, replace_directory
+    from uniret.atomic import OutputPathError, apply_umask, replace_directory
 
     given, path = Path(path), Path(path).expanduser().resolve()
     if path.exists() and (not path.is_dir() or set(p.name for p in path.iterdir()) - BEIR_FILES):
@@ -503,6 +503,7 @@ def save_beir(dataset: BeirDataset, path: str | Path) -> Path:
                 for qid, docs in dataset.qrels(split).judgements.items():
                     for did, grade in docs.items():
                         f.write(f"{qid}\t{did}\t{grade}\n")
+        apply_umask(tmp)
         tmp = replace_directory(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
