@@ -4,7 +4,7 @@
 A causal LM's head scores most of its 49,152 tokens above zero in every context, so untrained decoder SPLADE
 is dense and its top terms are tokens that are likely everywhere. ``model.background_docs`` subtracts a
 per-token background level (the mean plus ``model.background_sd`` standard deviations of each token's
-max-pooled logit over a seeded sample of corpus documents; ``uniret.retriever.splade.logit_background``).
+max-pooled logit over a seeded sample of corpus documents; ``uniret.retriever.splade_decoder.logit_background``).
 This script builds each decoder variant that way through ``SparseModel.build(background=...)``, exactly as the
 sparse family builds it from a config, and scores it zero-shot on the same slice as
 ``sparse_decoder_cost.py --slice-queries 60 --slice-docs 300`` (first 60 test queries, their judged documents

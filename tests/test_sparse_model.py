@@ -242,9 +242,31 @@ def test_decoder_model_saves_and_loads_with_sentence_transformers(tiny_llm, vari
     np.testing.assert_allclose(dense, ours.numpy(), atol=1e-5)
 
 
+def test_a_decoder_model_saved_before_the_module_moved_still_loads(tiny_llm, tmp_path):
+    """Models saved before ``DecoderSpladeTransformer`` moved to ``splade_decoder`` name it under
+    ``uniret.retriever.splade`` in modules.json; that path still resolves, to the same vectors."""
+    from sentence_transformers import SparseEncoder
+
+    model = SparseModel.build(tiny_llm, variant="echo", max_length=16, device="cpu")
+    texts = ["protein cell gene", "vitamin study of the heart"]
+    with torch.no_grad():
+        ours = model.forward(model.tokenize(texts))
+    path = model.save(tmp_path / "m")
+    modules = json.loads((path / "modules.json").read_text())
+    assert modules[0]["type"] == "uniret.retriever.splade_decoder.DecoderSpladeTransformer"
+    modules[0]["type"] = "uniret.retriever.splade.DecoderSpladeTransformer"
+    (path / "modules.json").write_text(json.dumps(modules))
+    old = SparseEncoder(str(path), device="cpu", trust_remote_code=True)
+    torch.testing.assert_close(old.encode_document(texts, convert_to_tensor=True, convert_to_sparse_tensor=False),
+                               ours, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        again = SparseModel.load(path, device="cpu")
+        torch.testing.assert_close(again.forward(again.tokenize(texts)), ours, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("variant", ["echo", "bidirectional"])
 def test_logit_background_is_the_mean_plus_sd_of_max_pooled_logits_and_is_subtracted(tiny_llm, variant, tmp_path):
-    from uniret.retriever.splade import LOGIT_OFFSET_FILE, logit_background
+    from uniret.retriever.splade_decoder import LOGIT_OFFSET_FILE, logit_background
 
     background = ["the protein of the cell", "a gene study in patients", "vitamin trial with drug", "heart risk"]
     plain = SparseModel.build(tiny_llm, variant=variant, max_length=16, device="cpu")

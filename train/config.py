@@ -53,7 +53,7 @@ class ModelConfig:
     top_k: int | None = None  # sparse: keep at most this many terms per vector at inference
     # Sparse decoder variants: subtract a per-token background level from the LM head's logits, computed before
     # training over this many documents of the training data's corpus (seeded sample; 0: off) as the mean plus
-    # background_sd standard deviations of each token's max-pooled logit (uniret.retriever.splade.logit_background)
+    # background_sd standard deviations of each token's max-pooled logit (uniret.retriever.splade_decoder.logit_background)
     background_docs: int = 0
     background_sd: float = 0.25  # chosen on a SciFact train slice (60 queries, 300 docs): 0.1830 vs 0.1797 at 0.5, 0.1737 at 0
 
