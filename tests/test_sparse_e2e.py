@@ -110,3 +110,17 @@ def test_the_shipped_decoder_config_trains_the_real_smollm2_and_evaluates(scifac
     report = json.loads((ev / "report.json").read_text())
     # 12 queries over 40 documents, about one relevant each: a random ranking scores about 0.11 (measured: 0.43)
     assert report["metrics"]["ndcg@10"] > 0.25
+
+
+def test_a_time_budget_stops_uniret_train_and_says_so(slice_dir, tmp_path, capsys):
+    from uniret.cli import main
+
+    cfg = _config(slice_dir)
+    cfg["trainer"].update(max_steps=50, max_seconds=0.001)
+    cfg["eval"]["dev"] = False
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["-q", "train", "--config", str(tmp_path / "cfg.yaml"), "--output-dir", str(out)]) == 0
+    assert "trained 1 steps (stopped by trainer.max_seconds=0.001)" in capsys.readouterr().out
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["steps"] == 1 and result["time_limited"] and (out / "model" / "uniret_sparse.json").is_file()

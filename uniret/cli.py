@@ -252,7 +252,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, TrainConfig, overrides=parse_overrides(args.set))
     summary = run_training(cfg, args.output_dir, overwrite=args.overwrite)
-    print(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f} s "
+    budget = f" (stopped by trainer.max_seconds={cfg.trainer.max_seconds:g})" if summary.get("time_limited") else ""
+    print(f"trained {summary['steps']} steps{budget} in {summary['train_seconds']:.0f} s "
           f"({summary['examples_per_second']:.1f} examples/s); model: {args.output_dir}/model")
     if "dev" in summary:
         print("dev: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["dev"].items() if k in ("ndcg@10", "recall@100")))
