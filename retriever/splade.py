@@ -106,7 +106,7 @@ def compute_idf(tokenizer: Any, texts: Sequence[str], vocab_size: int, *, batch_
     return torch.tensor(np.log1p((n - df + 0.5) / (df + 0.5)), dtype=torch.float32)
 
 
-# -- the decoder input module --------------------------------------------------------------------------------
+# -- pooling -------------------------------------------------------------------------------------------------
 
 def _pool_max_first(module: Any, features: dict[str, Any]) -> dict[str, Any]:
     """sentence-transformers' ``SpladePooling.forward`` for max pooling at inference, computed max-first.

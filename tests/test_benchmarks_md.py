@@ -235,3 +235,6 @@ def test_device_grid_variants_parse_and_bad_ones_say_the_form() -> None:
     for bad in ("sd2", ":a=1", "sd 2:a=1", "sd2:a"):
         with pytest.raises(SystemExit, match="TAG:KEY=VALUE"):
             dd.parse_grid(bad)
+    assert [t for t, _ in dd.parse_grids(["a:x=1", "b:x=2"])] == ["a", "b"]
+    with pytest.raises(SystemExit, match="share a tag"):
+        dd.parse_grids(["t-1:x=1", "t_1:x=2"])

@@ -224,6 +224,12 @@ def test_save_beir_replaces_a_data_set_atomically_and_refuses_a_folder_with_othe
     with pytest.raises(OutputPathError, match="more than a BEIR data set"):
         save_beir(toy(2), foreign)
     assert (foreign / "notes.txt").read_text() == "keep me" and not (foreign / "corpus.jsonl").exists()
+    (out / "qrels" / "mine.txt").write_text("keep me too")  # a user's file inside the data set's qrels/
+    with pytest.raises(OutputPathError, match="more than a BEIR data set"):
+        save_beir(toy(2), out)
+    assert (out / "qrels" / "mine.txt").is_file() and len(load_beir(out).corpus) == 5
+    with pytest.raises(OutputPathError, match="not a folder"):
+        save_beir(toy(2), foreign / "notes.txt")
 
 
 def test_save_beir_from_two_writers_at_once_leaves_one_whole_data_set(tmp_path):

@@ -102,7 +102,7 @@ def test_the_shipped_decoder_config_trains_the_real_smollm2_and_evaluates(scifac
     assert len(log) == 2 and all(0 < row["nnz_q"] < 49152 and 0 < row["nnz_d"] < 49152 for row in log)
     saved = json.loads((out / "model" / "uniret_sparse.json").read_text())
     assert saved["variant"] == "echo" and (out / "model" / "logit_offset.safetensors").is_file()
-    assert 0 <= json.loads((out / "train_result.json").read_text())["dev"]["ndcg@10"] <= 1
+    assert "ndcg@10" in json.loads((out / "train_result.json").read_text())["dev"]  # dev ran (4 queries: no floor)
 
     ev = tmp_path / "ev"
     assert main(["-q", "eval", "--data", str(data), "--split", "train", "--retriever", "sparse", "--model",
@@ -116,7 +116,7 @@ def test_a_time_budget_stops_uniret_train_and_says_so(slice_dir, tmp_path, capsy
     from uniret.cli import main
 
     cfg = _config(slice_dir)
-    cfg["trainer"].update(max_steps=50, max_seconds=0.001)
+    cfg["trainer"].update(max_steps=4, max_seconds=0.001)
     cfg["eval"]["dev"] = False
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
@@ -124,3 +124,11 @@ def test_a_time_budget_stops_uniret_train_and_says_so(slice_dir, tmp_path, capsy
     assert "trained 1 steps (stopped by trainer.max_seconds=0.001)" in capsys.readouterr().out
     result = json.loads((out / "train_result.json").read_text())
     assert result["steps"] == 1 and result["time_limited"] and (out / "model" / "uniret_sparse.json").is_file()
+    # the same config again (the budget may change): the run resumes from its checkpoint and finishes
+    cfg["trainer"]["max_seconds"] = None
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["-q", "train", "--config", str(tmp_path / "cfg.yaml"), "--output-dir", str(out)]) == 0
+    assert "trained 4 steps in" in capsys.readouterr().out
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["steps"] == 4 and not result["time_limited"]
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]

@@ -419,9 +419,12 @@ def _run_training(cfg: TrainConfig, out: Path, *, overwrite: bool = False) -> di
     _check_records(out, earlier, digest)
     if earlier is not None and cfg.trainer.resume and (out / RESULT).is_file():
         finished: dict[str, Any] = json.loads((out / RESULT).read_text(encoding="utf-8"))
-        logger.info("%s holds this run, finished (%s steps): returning its saved result without training; "
-                    "pass overwrite (--overwrite) to train again", out, finished.get("steps"))
-        return finished
+        if not finished.get("time_limited"):
+            logger.info("%s holds this run, finished (%s steps): returning its saved result without training; "
+                        "pass overwrite (--overwrite) to train again", out, finished.get("steps"))
+            return finished
+        logger.info("%s holds this run, stopped by trainer.max_seconds after %s steps: resuming it from its last "
+                    "checkpoint", out, finished.get("steps"))
     distributed.barrier()  # every rank has read the directory before it changes
     if distributed.is_main():
         if overwrite or (earlier is not None and not cfg.trainer.resume):

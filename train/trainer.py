@@ -93,9 +93,10 @@ def restore_rng_state(tensors: dict[str, torch.Tensor], other: dict[str, Any] | 
 class TrainerConfig:
     epochs: int = 1
     max_steps: int | None = None  # stop early at this many optimisation steps
-    # A wall-time budget for the optimisation loop (seconds, resumed runs count from their restart): training
-    # stops after the step that crosses it, with a checkpoint, and the result says so (``time_limited``). The
-    # learning-rate schedule still spans max_steps (or the epochs): a budgeted run ends before its decay does.
+    # A wall-time budget for the optimisation loop (seconds): training stops after the step that crosses it,
+    # with a checkpoint, and the result says so (``time_limited``). The learning-rate schedule still spans
+    # max_steps (or the epochs): a budgeted run ends before its decay does. Running the same config on the same
+    # folder again resumes such a run from its last checkpoint (with this budget, or another, counted afresh).
     max_seconds: float | None = None
     batch_size: int = 32  # per device
     learning_rate: float = 2e-5
@@ -458,7 +459,7 @@ class Trainer:
 # Config keys that cannot change what a run computes, so a rerun may differ in them and still resume:
 # how often the loop logs, and whether it may resume at all. Everything else (devices, checkpoint
 # spacing, evaluation settings included) must match: a conservative choice.
-RESUME_IGNORED_KEYS = frozenset({"trainer.log_every", "trainer.resume"})
+RESUME_IGNORED_KEYS = frozenset({"trainer.log_every", "trainer.resume", "trainer.max_seconds"})
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -484,9 +484,14 @@ def save_beir(dataset: BeirDataset, path: str | Path) -> Path:
     from uniret.atomic import OutputPathError, apply_umask, replace_directory
 
     given, path = Path(path), Path(path).expanduser().resolve()
-    if path.exists() and (not path.is_dir() or set(p.name for p in path.iterdir()) - BEIR_FILES):
-        raise OutputPathError(f"{path} exists and holds more than a BEIR data set ({', '.join(sorted(BEIR_FILES))}); "
-                              "nothing was changed (remove it or choose another path)")
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{path} exists and is not a folder; nothing was changed (remove it or choose "
+                              "another path)")
+    qrels = path / "qrels"
+    if path.exists() and ({p.name for p in path.iterdir()} - BEIR_FILES or (
+            qrels.exists() and (not qrels.is_dir() or any(p.suffix != ".tsv" for p in qrels.iterdir())))):
+        raise OutputPathError(f"{path} exists and holds more than a BEIR data set (corpus.jsonl, queries.jsonl, "
+                              "qrels/*.tsv); nothing was changed (remove it or choose another path)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
