@@ -191,7 +191,7 @@ class ClampParameters(Callback):
 @dataclass
 class TrainResult:
     steps: int
-    epochs: int
+    epochs: int  # planned; after a max_seconds stop, the epochs reached
     seconds: float
     examples_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)
@@ -355,7 +355,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         self.module.train(False)
-        return TrainResult(steps=self.step, epochs=epochs, seconds=seconds,
+        return TrainResult(steps=self.step, epochs=self.epoch + 1 if time_limited else epochs, seconds=seconds,
                            examples_per_second=examples / seconds if seconds > 0 else 0.0, history=history,
                            checkpoints=saved, time_limited=time_limited)
 
