@@ -160,9 +160,16 @@ class BenchmarkRun:
         }
 
     def save(self, result: dict[str, Any]) -> Path:
+        return self.write(self.record(result))
+
+    def write(self, record: dict[str, Any], name: str | None = None) -> Path:
+        """Write a finished record as ``RESULTS/NAME.json`` (default: this run's name), through a temporary
+        file and a rename: a results file is never half written."""
+        from uniret.atomic import write_text_atomic
+
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        path = self.results_dir / f"{self.name}.json"
-        path.write_text(json.dumps(self.record(result), indent=2) + "\n", encoding="utf-8")
+        path = self.results_dir / f"{name or self.name}.json"
+        write_text_atomic(path, json.dumps(record, indent=2) + "\n")
         return path
 
     def __enter__(self) -> BenchmarkRun:

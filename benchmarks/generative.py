@@ -334,9 +334,7 @@ def main() -> None:
     name = args.name or f"generative_{args.part}"
     run = BenchmarkRun(name, results_dir=args.results_dir)
     if args.part == "fuse":  # the device's record stands; this run's provenance goes under fused_here
-        rec = fuse(args, run)
-        path = run.results_dir / f"{args.name or 'generative_trained'}.json"
-        path.write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
+        path = run.write(fuse(args, run), args.name or "generative_trained")
         logger.info("wrote %s", path)
         return
     result = {"structures": structures, "trained": trained, "prompts": prompts}[args.part](args)

@@ -303,7 +303,9 @@ class SparseModel(torch.nn.Module):
 
     @property
     def inference_free(self) -> bool:
-        return self.routed and type(self.st[0].sub_modules["query"][0]).__name__ == "SparseStaticEmbedding"
+        from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
+
+        return self.routed and isinstance(self.st[0].sub_modules["query"][0], SparseStaticEmbedding)
 
     @property
     def frozen_query_encoder(self) -> bool:
