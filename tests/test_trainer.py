@@ -357,3 +357,22 @@ def test_a_time_budget_stops_after_the_step_that_crosses_it_with_a_checkpoint(tm
     assert not full.time_limited and full.steps == 3
     with pytest.raises(ValueError, match="trainer.max_seconds"):
         TrainerConfig(max_seconds=0)
+
+
+def test_profile_steps_writes_where_the_time_went_and_changes_nothing(tmp_path):
+    """``trainer.profile_steps``: one warm-up step, then N profiled ones into profile.json (operators by host
+    time, the mean step); the weights equal an unprofiled run's; a run shorter than the profile writes what it
+    recorded; a negative count is an error."""
+    plain, _ = run(tmp_path / "plain", max_steps=5)
+    profiled, result = run(tmp_path / "prof", max_steps=5, profile_steps=3)
+    for (name, a), b in zip(plain.state_dict().items(), profiled.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    report = json.loads((tmp_path / "prof" / "profile.json").read_text())
+    assert report["profiled_steps"] == 3 and report["device"] == "cpu" and report["wall_seconds_per_step"] > 0
+    names = [op["name"] for op in report["top_by_self_cpu"]]
+    assert any(n.startswith("aten::") for n in names) and len(names) <= 30
+    assert result.steps == 5 and not (tmp_path / "plain" / "profile.json").exists()
+    run(tmp_path / "short", max_steps=3, profile_steps=10)  # warm-up + 2 recorded, then training ends
+    assert json.loads((tmp_path / "short" / "profile.json").read_text())["profiled_steps"] == 2
+    with pytest.raises(ValueError, match="trainer.profile_steps"):
+        TrainerConfig(profile_steps=-1)

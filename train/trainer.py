@@ -120,6 +120,7 @@ class TrainerConfig:
     save_every: int | None = None  # steps between checkpoints; None: at the end of each epoch
     keep_checkpoints: int = 2
     resume: bool = True
+    profile_steps: int = 0  # > 0: profile this many steps after a warm-up one into profile.json (train/profiling.py)
 
     def __post_init__(self) -> None:
         for pattern, lr in self.learning_rate_mapping.items():
@@ -129,6 +130,9 @@ class TrainerConfig:
                 raise ValueError(f"trainer.learning_rate_mapping: {pattern!r} is not a regular expression ({e})") from e
             if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
                 raise ValueError(f"trainer.learning_rate_mapping[{pattern!r}]: got {lr!r}; expected a positive number")
+        if isinstance(self.profile_steps, bool) or not isinstance(self.profile_steps, int) or self.profile_steps < 0:
+            raise ValueError(f"trainer.profile_steps: got {self.profile_steps!r}; expected a number of steps >= 0 "
+                             "(0: no profile)")
         if self.max_seconds is not None and (isinstance(self.max_seconds, bool) or self.max_seconds <= 0):
             raise ValueError(f"trainer.max_seconds: got {self.max_seconds!r}; expected a positive number of seconds "
                              "or null (no budget)")
@@ -301,55 +305,67 @@ class Trainer:
         bar = tqdm(total=total, initial=min(self.step, total), desc="training", unit="step",
                    disable=not (distributed.is_main() and logger.isEnabledFor(logging.INFO)))
         self.module.train(True)
-        for epoch in range(start_epoch, epochs):
-            if self.step >= total or time_limited:  # resumed from the final checkpoint, or out of time
-                break
-            self.epoch = epoch
-            if not (epoch == start_epoch and restored_records):  # else the epoch's records came back as they were
-                for cb in self.callbacks:
-                    cb.on_epoch_start(self, epoch)
-            batches = list(self._sampler().batches(epoch))
-            for b_idx, idx in enumerate(batches):
-                if epoch == start_epoch and b_idx < skip:
-                    continue
-                rng = random.Random(c.seed * 7_919 + epoch * 100_003 + b_idx)
-                optimizer.zero_grad(set_to_none=True)
-                logs = self.module.step([self.records[i] for i in idx], rng, self.step)
-                distributed.average_gradients(params)
-                if c.max_grad_norm:
-                    logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm))
-                optimizer.step()
-                if anchor is not None:
-                    pull_towards(params, anchor, optimizer.param_groups[0]["lr"] * c.anchor_decay)
-                scheduler.step()
-                self.step += 1
-                examples += len(idx)
-                logs = {"step": self.step, "epoch": epoch, "lr": float(scheduler.get_last_lr()[0]), **logs}
-                history.append(logs)
-                bar.update(1)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}")
-                if distributed.is_main():
-                    with open(log_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(logs) + "\n")
-                    if self.step % c.log_every == 0 or self.step == total:
-                        logger.info("step %d/%d epoch %d loss %.4f lr %.2e", self.step, total, epoch, logs["loss"],
-                                    logs["lr"])
-                for cb in self.callbacks:
-                    cb.on_step_end(self, self.step, logs)
-                finished = self.step >= total
-                # every rank stops at the same step: the ranks vote (a mean above 0 means one rank is over)
-                if not finished and c.max_seconds is not None and distributed.all_reduce_mean(
-                        float(time.perf_counter() - start_time >= c.max_seconds)) > 0:
-                    finished = time_limited = True
-                    logger.warning("trainer.max_seconds (%g s) reached after step %d of %d: training stops here",
-                                   c.max_seconds, self.step, total)
-                epoch_end = b_idx + 1 == len(batches)
-                # one checkpoint per due step: every save_every steps (else at each epoch's end) and the last
-                if finished or (c.save_every and self.step % c.save_every == 0) or (epoch_end and not c.save_every):
-                    position = (epoch + 1, 0) if epoch_end else (epoch, b_idx + 1)
-                    saved.append(self.save_checkpoint(optimizer, scheduler, *position))
-                if finished:
+        profiler = None
+        if c.profile_steps and distributed.is_main():
+            from uniret.train.profiling import PROFILE, StepProfiler
+
+            profiler = StepProfiler(c.profile_steps, self.output_dir / PROFILE)
+            profiler.start()
+        try:
+            for epoch in range(start_epoch, epochs):
+                if self.step >= total or time_limited:  # resumed from the final checkpoint, or out of time
                     break
+                self.epoch = epoch
+                if not (epoch == start_epoch and restored_records):  # else the epoch's records came back as they were
+                    for cb in self.callbacks:
+                        cb.on_epoch_start(self, epoch)
+                batches = list(self._sampler().batches(epoch))
+                for b_idx, idx in enumerate(batches):
+                    if epoch == start_epoch and b_idx < skip:
+                        continue
+                    rng = random.Random(c.seed * 7_919 + epoch * 100_003 + b_idx)
+                    optimizer.zero_grad(set_to_none=True)
+                    logs = self.module.step([self.records[i] for i in idx], rng, self.step)
+                    distributed.average_gradients(params)
+                    if c.max_grad_norm:
+                        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm))
+                    optimizer.step()
+                    if anchor is not None:
+                        pull_towards(params, anchor, optimizer.param_groups[0]["lr"] * c.anchor_decay)
+                    scheduler.step()
+                    self.step += 1
+                    examples += len(idx)
+                    logs = {"step": self.step, "epoch": epoch, "lr": float(scheduler.get_last_lr()[0]), **logs}
+                    history.append(logs)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                    if distributed.is_main():
+                        with open(log_path, "a", encoding="utf-8") as f:
+                            f.write(json.dumps(logs) + "\n")
+                        if self.step % c.log_every == 0 or self.step == total:
+                            logger.info("step %d/%d epoch %d loss %.4f lr %.2e", self.step, total, epoch, logs["loss"],
+                                        logs["lr"])
+                    for cb in self.callbacks:
+                        cb.on_step_end(self, self.step, logs)
+                    finished = self.step >= total
+                    # every rank stops at the same step: the ranks vote (a mean above 0 means one rank is over)
+                    if not finished and c.max_seconds is not None and distributed.all_reduce_mean(
+                            float(time.perf_counter() - start_time >= c.max_seconds)) > 0:
+                        finished = time_limited = True
+                        logger.warning("trainer.max_seconds (%g s) reached after step %d of %d: training stops here",
+                                       c.max_seconds, self.step, total)
+                    epoch_end = b_idx + 1 == len(batches)
+                    # one checkpoint per due step: every save_every steps (else at each epoch's end) and the last
+                    if finished or (c.save_every and self.step % c.save_every == 0) or (epoch_end and not c.save_every):
+                        position = (epoch + 1, 0) if epoch_end else (epoch, b_idx + 1)
+                        saved.append(self.save_checkpoint(optimizer, scheduler, *position))
+                    if profiler is not None:
+                        profiler.step()
+                    if finished:
+                        break
+        finally:
+            if profiler is not None:
+                profiler.close()
         bar.close()
         seconds = time.perf_counter() - start_time
         for cb in self.callbacks:
@@ -459,7 +475,7 @@ class Trainer:
 # Config keys that cannot change what a run computes, so a rerun may differ in them and still resume:
 # how often the loop logs, and whether it may resume at all. Everything else (devices, checkpoint
 # spacing, evaluation settings included) must match: a conservative choice.
-RESUME_IGNORED_KEYS = frozenset({"trainer.log_every", "trainer.resume", "trainer.max_seconds"})
+RESUME_IGNORED_KEYS = frozenset({"trainer.log_every", "trainer.resume", "trainer.max_seconds", "trainer.profile_steps"})
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
