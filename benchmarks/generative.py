@@ -259,6 +259,52 @@ def fuse(args: argparse.Namespace, run: BenchmarkRun) -> dict[str, Any]:
     return rec
 
 
+FUSION_WEIGHTS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)  # BM25's weight in the score interpolations
+RRF_WEIGHTS = (0.1, 0.25, 0.5, 1.0)  # the generative run's weight in RRF (BM25's: 1)
+
+
+def fusion_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """``--part fusion-sweep``: BM25 fused with a saved constrained run (``--run``, TREC, ``.gz`` too) by every
+    method and weight of :data:`FUSION_WEIGHTS` / :data:`RRF_WEIGHTS`, all scored on the run's claims. The
+    weights are not chosen on held-out claims: the best row is an upper bound of what fusion could give."""
+    import gzip
+    import io
+
+    from uniret.data import load_beir
+    from uniret.index.lucene import LuceneBM25Index
+    from uniret.scores import fuse_runs
+    from uniret.trec import parse_trec_run
+
+    if not args.run:
+        sys.exit("--part fusion-sweep needs --run FILE (a saved constrained run, TREC, .gz too)")
+    path = Path(args.run)
+    raw = path.read_bytes()
+    text = gzip.decompress(raw).decode("utf-8") if path.suffix == ".gz" else raw.decode("utf-8")
+    generative = parse_trec_run(io.StringIO(text), str(path))
+    data = load_beir("scifact")
+    queries = _claims(data, len(generative))
+    if set(generative) != set(queries):
+        sys.exit(f"{path}: its {len(generative)} claims are not the first {len(queries)} seeded test claims")
+    bm25 = LuceneBM25Index()
+    bm25.index(data.corpus)
+    bm25_run = bm25.search(queries, k=100)
+    rows = {"BM25": {"method": "bm25", **_metrics(data, bm25_run, queries)},
+            "generative (constrained)": {"method": "generative", **_metrics(data, generative, queries)}}
+    for norm in ("minmax", "zscore"):
+        for w in FUSION_WEIGHTS:
+            fused = fuse_runs([bm25_run, generative], "interpolate", [w, 1 - w], normalization=norm)
+            rows[f"{norm} {w:g} BM25 + {1 - w:g} generative"] = {"method": norm, "bm25_weight": w,
+                                                                   **_metrics(data, fused, queries)}
+    for w in RRF_WEIGHTS:
+        fused = fuse_runs([bm25_run, generative], "rrf", [1.0, w])
+        rows[f"RRF, generative weighted {w:g}"] = {"method": "rrf", "generative_weight": w,
+                                                   **_metrics(data, fused, queries)}
+    best = max((r for r in rows.values() if r["method"] not in ("bm25", "generative")), key=lambda r: r["ndcg@10"])
+    return {"run": str(path), "queries": len(queries), "rows": rows,
+            "best_fused_ndcg@10": best["ndcg@10"], "bm25_ndcg@10": rows["BM25"]["ndcg@10"],
+            "note": "weights swept on the scored claims themselves: the best row is an upper bound, not a chosen setting"}
+
+
 GRANULARITIES = {"one model, both granularities": {"retrieval": "text", "title": "title"},
                  "abstract n-grams only": {"retrieval": "text"}, "titles only": {"title": "title"}}
 
@@ -306,7 +352,7 @@ def prompts(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["structures", "trained", "prompts", "fuse"], required=True)
+    ap.add_argument("--part", choices=["structures", "trained", "prompts", "fuse", "fusion-sweep"], required=True)
     ap.add_argument("--patterns", type=int, default=500)
     ap.add_argument("--config", default="configs/scifact-generative.yaml",
                     help="a path, or relative to the repository (runs from any folder)")
@@ -324,6 +370,7 @@ def main() -> None:
                     help="also write each searched system's run (TREC) here, e.g. to fuse with BM25 elsewhere")
     ap.add_argument("--runs", default=None, help="fuse: the folder of runs another machine saved (--save-runs)")
     ap.add_argument("--device-results", default=None, help="fuse: that machine's results file (bm25_skipped)")
+    ap.add_argument("--run", default=None, help="fusion-sweep: a saved constrained run (TREC, .gz too)")
     args = ap.parse_args()
     from uniret.runtime import resolve_device
 
@@ -331,13 +378,14 @@ def main() -> None:
     args.config_path = args.config if Path(args.config).is_file() else str(REPO / args.config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     np.random.seed(0)
-    name = args.name or f"generative_{args.part}"
+    name = args.name or f"generative_{args.part.replace('-', '_')}"
     run = BenchmarkRun(name, results_dir=args.results_dir)
     if args.part == "fuse":  # the device's record stands; this run's provenance goes under fused_here
         path = run.write(fuse(args, run), args.name or "generative_trained")
         logger.info("wrote %s", path)
         return
-    result = {"structures": structures, "trained": trained, "prompts": prompts}[args.part](args)
+    result = {"structures": structures, "trained": trained, "prompts": prompts,
+              "fusion-sweep": fusion_sweep}[args.part](args)
     path = run.save(result)
     logger.info("wrote %s", path)
 
