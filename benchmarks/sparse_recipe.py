@@ -90,7 +90,9 @@ def run_row(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         "examples_per_second": summary["examples_per_second"], "final_loss": summary["final_loss"],
         "train_wall_seconds": train_wall, "train_total_seconds": summary.get("total_seconds"),
         "records": summary["stats"].get("records"), "dev": summary.get("dev"),
-        "interpolation": summary.get("interpolation"), **info,  # the WiSE-FT sweep: alphas, the chosen one, why
+        "interpolation": summary.get("interpolation"),  # the WiSE-FT sweep: alphas, the chosen one, why
+        "ood": summary.get("ood"),  # eval.ood: the model before and after training, per collection
+        **info,
         "config_resolved": to_dict(cfg),
     }
 

@@ -238,3 +238,34 @@ def test_device_grid_variants_parse_and_bad_ones_say_the_form() -> None:
     assert [t for t, _ in dd.parse_grids(["a:x=1", "b:x=2"])] == ["a", "b"]
     with pytest.raises(SystemExit, match="share a tag"):
         dd.parse_grids(["t-1:x=1", "t_1:x=2"])
+
+
+def test_device_pack_carries_the_ood_collections_and_the_run_checks_them(tmp_path: Path) -> None:
+    """``pack --ood`` tars BEIR folders into part A; ``run --ood`` unpacks exactly those bytes, and refuses a pack
+    without them, a changed tarball and a folder that is not a BEIR one."""
+    import device_decoder as dd
+
+    sets = []
+    for name in ("alpha", "beta"):
+        folder = tmp_path / "src" / name
+        (folder / "qrels").mkdir(parents=True)
+        (folder / "corpus.jsonl").write_text(json.dumps({"_id": f"{name}1", "text": "t"}) + "\n")
+        (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "q"}) + "\n")
+        (folder / "qrels" / "test.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\t{name}1\t1\n")
+        sets.append(folder)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    assert dd.pack_ood(sets, stage) == ["alpha", "beta"]
+    manifest = {"ood": {"sets": ["alpha", "beta"], "sha256": dd.sha256(stage / dd.OOD_TAR)}}
+    folders = dd.unpack_ood(stage, manifest, tmp_path / "site", smoke=False)
+    assert folders == [stage / "ood" / "alpha", stage / "ood" / "beta"]
+    for src, got in zip(sets, folders, strict=True):
+        for rel in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+            assert (got / rel).read_bytes() == (src / rel).read_bytes()
+    with pytest.raises(SystemExit, match="holds no out-of-domain"):
+        dd.unpack_ood(stage, {"ood": None}, tmp_path / "site", smoke=False)
+    (stage / dd.OOD_TAR).write_bytes((stage / dd.OOD_TAR).read_bytes()[:-8])
+    with pytest.raises(SystemExit, match="not the packed bytes"):
+        dd.unpack_ood(stage, manifest, tmp_path / "site", smoke=False)
+    with pytest.raises(SystemExit, match="not a BEIR folder"):
+        dd.pack_ood([tmp_path / "src"], stage)
