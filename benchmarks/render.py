@@ -785,7 +785,8 @@ def block_generative_fusion_sweep(res: Results) -> str:
     verdict = "beats" if rec["best_fused_ndcg@10"] > bm25 else "does not beat"
     return (table([f"BM25 fused with the trained constrained run ({rec['queries']} SciFact test claims)", "nDCG@10",
                    "vs BM25", "R@100"], "lrrr", rows) + "\n\n"
-            + f"The best fusion ({f4(rec['best_fused_ndcg@10'])}) {verdict} BM25 ({f4(bm25)}), with every weight "
+            + f"The best fusion ({f4(rec['best_fused_ndcg@10'])}, {rec['best_fused_ndcg@10'] - bm25:+.5f}) {verdict} "
+              f"BM25 ({f4(bm25)}), with every weight "
               "tried on the scored claims themselves (an upper bound: no weight was chosen on held-out claims). "
             + source("generative_fusion_sweep", rec))
 
@@ -845,9 +846,11 @@ def block_generative_targets(res: Results) -> str:
             ["vs BM25 / unconstrained ablation", f"BM25 {f4(bm25_ndcg)}; unconstrained {f4(ablation.get('ndcg@10'))}",
              f"measured on {scope}"],
             ["fusion: generative + BM25 vs BM25", f"{f4(fused_ndcg)} (RRF) vs {f4(bm25_ndcg)}"
-             + (f"; best of every method and weight {f4(sweep['best_fused_ndcg@10'])}" if sweep else ""),
-             "measured; fusion " + ("helps" if max(fused_ndcg or 0, sweep["best_fused_ndcg@10"] if sweep else 0)
-                                    > (bm25_ndcg or 0) else "does not help") + f" at {steps} steps"],
+             + (f"; the best of every method and weight, tried on the test claims (an upper bound): "
+                f"{sweep['best_fused_ndcg@10'] - sweep['bm25_ndcg@10']:+.5f} vs BM25" if sweep else ""),
+             "measured; fusion " + ("helps" if (fused_ndcg or 0) > (bm25_ndcg or 0) or (
+                 sweep and sweep["best_fused_ndcg@10"] > sweep["bm25_ndcg@10"]) else "does not help")
+             + f" at {steps} steps"],
             prompt_row(res.get("generative_prompts")),
             speed_row(rec, res.get("generative_trained_cpu"), trained),
             ["identifier index build time and size",

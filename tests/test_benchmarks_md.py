@@ -269,3 +269,39 @@ def test_device_pack_carries_the_ood_collections_and_the_run_checks_them(tmp_pat
         dd.unpack_ood(stage, manifest, tmp_path / "site", smoke=False)
     with pytest.raises(SystemExit, match="not a BEIR folder"):
         dd.pack_ood([tmp_path / "src"], stage)
+
+
+def test_device_chain_reports_the_first_failure_and_logs_each_job(tmp_path: Path) -> None:
+    """A row's chained jobs (OOD, pruning) run after it and at once; a failure of any shows in the exit status
+    (a bare ``wait`` would hide it), and a failed row starts none of them."""
+    import subprocess
+
+    import device_decoder as dd
+
+    def status(first: str, a: str, b: str) -> int:
+        after = [(["bash", "-c", f"echo {name}; exit {code}"], tmp_path / f"{name}.log")
+                 for name, code in (("a", a), ("b", b))]
+        return subprocess.run(dd.chain(["bash", "-c", f"exit {first}"], after)).returncode
+
+    assert status("0", "0", "0") == 0 and (tmp_path / "a.log").read_text() == "a\n"
+    assert status("0", "3", "0") == 3 and status("0", "0", "4") == 4
+    (tmp_path / "a.log").unlink()
+    assert status("5", "0", "0") == 5 and not (tmp_path / "a.log").exists()
+    assert dd.chain(["x"], []) == ["x"]
+
+
+def test_device_gguf_rebuilds_from_xz_parts_and_from_raw_ones(tmp_path: Path) -> None:
+    import lzma
+
+    import device_decoder as dd
+
+    data = bytes(range(256)) * 1000
+    packed = lzma.compress(data)
+    (tmp_path / "gguf.part0").write_bytes(packed[:1000])
+    (tmp_path / "gguf.part1").write_bytes(packed[1000:])
+    assert dd.rebuild_gguf(tmp_path, "xz") == data
+    (tmp_path / "gguf.part0").write_bytes(data[:7])
+    (tmp_path / "gguf.part1").write_bytes(data[7:])
+    assert dd.rebuild_gguf(tmp_path, None) == data  # a pack from before the GGUF travelled compressed
+    with pytest.raises(SystemExit, match="gguf_compression 'zstd'"):
+        dd.rebuild_gguf(tmp_path, "zstd")

@@ -376,3 +376,21 @@ def test_profile_steps_writes_where_the_time_went_and_changes_nothing(tmp_path):
     assert json.loads((tmp_path / "short" / "profile.json").read_text())["profiled_steps"] == 2
     with pytest.raises(ValueError, match="trainer.profile_steps"):
         TrainerConfig(profile_steps=-1)
+
+
+def test_a_failing_profile_does_not_stop_training(tmp_path, monkeypatch, caplog):
+    """The profile is a diagnostic: an error while writing it is logged, training goes on; a run of only the
+    warm-up step writes no profile."""
+    from uniret.train import profiling
+
+    def broken(self, prof):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(profiling.StepProfiler, "_report", broken)
+    with caplog.at_level("WARNING", logger="uniret.train.profiling"):
+        _, result = run(tmp_path / "a", max_steps=4, profile_steps=2)
+    assert result.steps == 4 and "could not be written" in caplog.text
+    assert not (tmp_path / "a" / "profile.json").exists()
+    monkeypatch.undo()
+    run(tmp_path / "b", max_steps=1, profile_steps=2)
+    assert not (tmp_path / "b" / "profile.json").exists()

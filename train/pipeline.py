@@ -29,6 +29,7 @@ from uniret.config import save_config, to_dict
 from uniret.data import BeirDataset, Qrels, load_beir
 from uniret.runtime import library_versions, machine_description
 from uniret.train.config import TeachersConfig, TrainConfig
+from uniret.train.profiling import PROFILE
 from uniret.train.records import TrainingRecord, read_records, records_from_beir, write_records
 from uniret.train.trainer import (
     CHECKPOINTS,
@@ -50,7 +51,7 @@ RESULT = "train_result.json"
 # Everything run_training writes into an output directory; overwrite=True removes these and nothing else
 # (plus the leftovers of an interrupted atomic write of model/: .model.tmp-*, .model.old-*).
 RUN_OUTPUTS = (RUN_STATE, "config.yaml", "dev_queries.json", "train_records.jsonl", "train_records.jsonl.tmp",
-               TRAIN_LOG, CHECKPOINTS, "model", "dev", RESULT, "ood", "interpolation")
+               TRAIN_LOG, CHECKPOINTS, "model", "dev", RESULT, "ood", "interpolation", PROFILE)
 
 
 def holdout_split(dataset: BeirDataset, split: str, n: int, seed: int) -> tuple[BeirDataset, BeirDataset | None]:

@@ -40,11 +40,11 @@ class StepProfiler:
     ``path`` (JSON) once they are done, or at :meth:`close` if training ends first. Call :meth:`step` after every
     training step."""
 
-    def __init__(self, steps: int, path: Path, *, cuda: bool | None = None) -> None:
+    def __init__(self, steps: int, path: Path, *, cuda: bool = False) -> None:
         if steps < 1:
             raise ValueError(f"trainer.profile_steps: got {steps!r}; expected a positive number of steps (0: off)")
         self.steps, self.path = steps, Path(path)
-        self.cuda = torch.cuda.is_available() if cuda is None else cuda
+        self.cuda = cuda and torch.cuda.is_available()  # cuda: the model trains on a CUDA device
         activities = [torch.profiler.ProfilerActivity.CPU]
         if self.cuda:
             activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -74,17 +74,26 @@ class StepProfiler:
         self._last = time.perf_counter()
 
     def close(self) -> None:
-        """Stop profiling; a run shorter than the warm-up plus ``steps`` writes what it recorded."""
-        if self.written:
-            return
+        """Stop profiling; a run shorter than the warm-up plus ``steps`` writes what it recorded. Never raises:
+        a profile is a diagnostic and must not fail (or mask the failure of) the training it watched."""
         try:
-            self._profiler.stop()
-        except RuntimeError:  # nothing was recorded
-            pass
+            self._profiler.stop()  # after a written profile too: it closes the open step marker
+        except Exception:  # noqa: BLE001 - e.g. nothing was recorded
+            logger.debug("stopping the profiler", exc_info=True)
         if not self.written and self._recorded:
             self._write(self._profiler)
 
     def _write(self, prof: Any) -> None:
+        """``on_trace_ready``; logs (never raises) when the report cannot be made or written."""
+        if self.written or not self._recorded:  # a run of only the warm-up step records nothing worth a file
+            return
+        try:
+            self._report(prof)
+        except Exception:  # noqa: BLE001 - see close()
+            logger.warning("the training profile could not be written to %s", self.path, exc_info=True)
+            self.written = True  # do not try again at close()
+
+    def _report(self, prof: Any) -> None:
         on_device = self.cuda
         averages = list(prof.key_averages())
         by_cpu = sorted(averages, key=lambda a: -a.self_cpu_time_total)[:TOP]
@@ -94,7 +103,8 @@ class StepProfiler:
             "wall_seconds_per_step": sum(self._recorded) / len(self._recorded) if self._recorded else None,
             "self_cpu_ms_total": sum(a.self_cpu_time_total for a in averages) / 1e3,
             "top_by_self_cpu": [_operator(a, on_device) for a in by_cpu],
-            "note": "profiling slows the recorded steps; compare shares within this file, not its times with others",
+            "note": "profiling slows the recorded steps; compare shares within this file, not its times with "
+                    "others; a step's wall time includes logging, callbacks and any checkpoint saved after it",
         }
         if on_device:
             device_time = [getattr(a, "self_device_time_total", 0.0) for a in averages]

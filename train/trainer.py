@@ -309,7 +309,8 @@ class Trainer:
         if c.profile_steps and distributed.is_main():
             from uniret.train.profiling import PROFILE, StepProfiler
 
-            profiler = StepProfiler(c.profile_steps, self.output_dir / PROFILE)
+            profiler = StepProfiler(c.profile_steps, self.output_dir / PROFILE,
+                                    cuda=any(p.device.type == "cuda" for p in params))
             profiler.start()
         try:
             for epoch in range(start_epoch, epochs):
