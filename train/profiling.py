@@ -43,7 +43,7 @@ class StepProfiler:
     def __init__(self, steps: int, path: Path, *, cuda: bool = False) -> None:
         if steps < 1:
             raise ValueError(f"trainer.profile_steps: got {steps!r}; expected a positive number of steps (0: off)")
-        self.steps, self.path = steps, Path(path)
+        self.path = Path(path)
         self.cuda = cuda and torch.cuda.is_available()  # cuda: the model trains on a CUDA device
         activities = [torch.profiler.ProfilerActivity.CPU]
         if self.cuda:
@@ -100,7 +100,7 @@ class StepProfiler:
         report: dict[str, Any] = {
             "profiled_steps": len(self._recorded), "warmup_steps": 1, "device": "cuda" if on_device else "cpu",
             "gpu": torch.cuda.get_device_name(0) if on_device else None,
-            "wall_seconds_per_step": sum(self._recorded) / len(self._recorded) if self._recorded else None,
+            "wall_seconds_per_step": sum(self._recorded) / len(self._recorded),  # _write: at least one
             "self_cpu_ms_total": sum(a.self_cpu_time_total for a in averages) / 1e3,
             "top_by_self_cpu": [_operator(a, on_device) for a in by_cpu],
             "note": "profiling slows the recorded steps; compare shares within this file, not its times with "
@@ -114,4 +114,4 @@ class StepProfiler:
         write_text_atomic(self.path, json.dumps(report, indent=2) + "\n")
         self.written = True
         logger.info("profile of %d training steps written to %s (%.3f s a step while profiled)",
-                    len(self._recorded), self.path, report["wall_seconds_per_step"] or 0.0)
+                    len(self._recorded), self.path, report["wall_seconds_per_step"])
