@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import sys
 import tempfile
@@ -132,11 +133,11 @@ def structures(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _metrics(dataset: Any, run: dict[str, dict[str, float]], queries: Any) -> dict[str, float]:
+def _metrics(dataset: Any, run: dict[str, dict[str, float]], queries: Any, split: str = "test") -> dict[str, float]:
     """nDCG@10 and R@100 over every claim in ``queries`` (a claim the run misses scores 0)."""
     from uniret.eval.metrics import evaluate
 
-    qrels = dataset.qrels("test").judgements
+    qrels = dataset.qrels(split).judgements
     res = evaluate({q: qrels[q] for q in queries}, run, ["ndcg@10", "recall@100"])
     assert isinstance(res, dict)
     return res
@@ -152,9 +153,9 @@ def _search(backend: Any, queries: dict[str, str], k: int = 100) -> tuple[dict[s
                  "valid": s["valid"], "valid_rate": s["valid"] / max(1, s["generated"])}
 
 
-def _claims(data: Any, n: int) -> dict[str, str]:
-    """The first ``n`` SciFact test claims in a seeded order (every part and machine draws the same ones)."""
-    qids = sorted(data.qrels("test").judgements)
+def _claims(data: Any, n: int, split: str = "test") -> dict[str, str]:
+    """The first ``n`` SciFact claims of ``split`` in a seeded order (every part and machine draws the same ones)."""
+    qids = sorted(data.qrels(split).judgements)
     random.Random(0).shuffle(qids)
     return {q: data.queries[q] for q in qids[:n]}
 
@@ -305,6 +306,88 @@ def fusion_sweep(args: argparse.Namespace) -> dict[str, Any]:
             "note": "weights swept on the scored claims themselves: the best row is an upper bound, not a chosen setting"}
 
 
+KEY_VARIANTS: dict[str, dict[str, Any]] = {
+    "beams (the default)": {"keys": ("beams",), "smoothing": 0.0, "beta": 1.0},
+    "beams, SEAL's smoothing 5 and beta 0.8": {"keys": ("beams",), "smoothing": 5.0, "beta": 0.8},
+    "beams + unigrams": {"keys": ("beams", "unigrams"), "smoothing": 0.0, "beta": 1.0},
+    "beams + query n-grams": {"keys": ("beams", "query"), "smoothing": 0.0, "beta": 1.0},
+    "beams + query n-grams + unigrams": {"keys": ("beams", "query", "unigrams"), "smoothing": 0.0, "beta": 1.0},
+    "beams + query n-grams + unigrams, SEAL's smoothing 5 and beta 0.8": {
+        "keys": ("beams", "query", "unigrams"), "smoothing": 5.0, "beta": 0.8},
+    "beams + query n-grams, SEAL's smoothing 5 and beta 0.8": {"keys": ("beams", "query"), "smoothing": 5.0,
+                                                              "beta": 0.8},
+    "query n-grams, no beams (ablation)": {"keys": ("query",), "smoothing": 0.0, "beta": 1.0},
+    "query n-grams + unigrams, no beams (ablation)": {"keys": ("query", "unigrams"), "smoothing": 0.0, "beta": 1.0},
+}
+"""The key sets ``--part keys`` compares (SEAL's released searcher uses beams + query n-grams + unigrams,
+smoothing 5, beta 0.8); the last two leave the decoded identifiers out, to show what the beams add."""
+
+
+def keys(args: argparse.Namespace) -> dict[str, Any]:
+    """``--part keys``: one trained model (``--model``) decodes ``--queries`` claims once, constrained, at
+    ``--beams``; the documents are then ranked from each key set of :data:`KEY_VARIANTS` (the LM scores
+    every key; the query n-grams and the first decoding step cost one extra forward pass per claim, timed)."""
+    from uniret.data import load_beir
+    from uniret.index.generative import GenerativeIndex, KeySet, candidate_ngrams, query_keys
+    from uniret.retriever.generative import GenerativeRetriever
+
+    if not args.model:
+        sys.exit("--part keys needs --model DIR (a trained generative model, e.g. OUT/model of uniret train)")
+    data = load_beir("scifact")
+    queries = _claims(data, args.queries, args.split)
+    model = GenerativeRetriever.load(args.model, device=args.device)
+    backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch,
+                              keys=("beams", "query", "unigrams"))
+    backend.index(data.corpus)
+    constraint, qids = backend.constraint(), list(queries)
+    beams: dict[str, dict[tuple[int, ...], float]] = {}  # per claim: decoded keys, query keys, first step
+    query: dict[str, dict[tuple[int, ...], float]] = {}
+    first: dict[str, np.ndarray] = {}
+    decode_s = keys_s = 0.0
+    for s in range(0, len(qids), args.search_batch):
+        batch = qids[s : s + args.search_batch]
+        start = time.perf_counter()
+        hyps = model.generate([queries[q] for q in batch], task=backend.task, constraint=constraint,
+                              num_beams=args.beams, max_new_tokens=model.settings.max_new_tokens)
+        decode_s += time.perf_counter() - start
+        start = time.perf_counter()
+        for q, h in zip(batch, hyps, strict=True):  # what GenerativeIndex.key_set does, each source kept apart
+            backend._count_valid(h)
+            beams[q] = candidate_ngrams(h)
+            extra = query_keys(queries[q], model.tokenizer, backend.structure)
+            step, scores = model.score_keys(queries[q], extra, task=backend.task)
+            query[q], first[q] = dict(zip(extra, scores, strict=True)), step.cpu().numpy()
+        keys_s += time.perf_counter() - start
+        logger.info("decoded %d / %d claims", len(beams), len(qids))
+    rows: dict[str, Any] = {}
+    for label, variant in KEY_VARIANTS.items():
+        backend.smoothing, backend.beta = variant["smoothing"], variant["beta"]
+        run = {}
+        sizes = []
+        for q in qids:
+            ngrams = dict(beams[q]) if "beams" in variant["keys"] else {}
+            for t, lp in (query[q].items() if "query" in variant["keys"] else ()):
+                ngrams[t] = max(lp, ngrams.get(t, -math.inf))
+            sizes.append(len(ngrams))
+            run[q] = backend.rank(KeySet(ngrams, first[q] if "unigrams" in variant["keys"] else None), 100)
+        rows[label] = {**variant, "keys": list(variant["keys"]), **_metrics(data, run, queries, args.split),
+                       "mean_keys_before_unigrams": float(np.mean(sizes))}
+        logger.info("%s: %s", label, rows[label])
+    try:
+        from uniret.index.lucene import LuceneBM25Index
+
+        bm25 = LuceneBM25Index()
+        bm25.index(data.corpus)
+        rows["BM25 (same claims)"] = _metrics(data, bm25.search(queries, k=100), queries, args.split)
+    except Exception as e:  # BM25 needs the sparse extra (Java)
+        logger.warning("BM25 row skipped: %s", e)
+    return {"model": str(args.model), "model_hash": model.identity["hash"], "history": model.history,
+            "queries": len(queries), "split": args.split, "docs": len(data.corpus), "beams": args.beams,
+            "rows": rows, "valid": dict(backend.stats), "decode_seconds": decode_s, "extra_keys_seconds": keys_s,
+            "queries_per_second_beams": len(qids) / decode_s,
+            "queries_per_second_all_keys": len(qids) / (decode_s + keys_s), "device": args.device}
+
+
 GRANULARITIES = {"one model, both granularities": {"retrieval": "text", "title": "title"},
                  "abstract n-grams only": {"retrieval": "text"}, "titles only": {"title": "title"}}
 
@@ -352,7 +435,7 @@ def prompts(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["structures", "trained", "prompts", "fuse", "fusion-sweep"], required=True)
+    ap.add_argument("--part", choices=["structures", "trained", "prompts", "fuse", "fusion-sweep", "keys"], required=True)
     ap.add_argument("--patterns", type=int, default=500)
     ap.add_argument("--config", default="configs/scifact-generative.yaml",
                     help="a path, or relative to the repository (runs from any folder)")
@@ -371,6 +454,9 @@ def main() -> None:
     ap.add_argument("--runs", default=None, help="fuse: the folder of runs another machine saved (--save-runs)")
     ap.add_argument("--device-results", default=None, help="fuse: that machine's results file (bm25_skipped)")
     ap.add_argument("--run", default=None, help="fusion-sweep: a saved constrained run (TREC, .gz too)")
+    ap.add_argument("--model", default=None, help="keys: a trained generative model folder")
+    ap.add_argument("--split", default="test", choices=["test", "train"],
+                    help="keys: the claims searched (train: to choose a key set on claims the test never sees)")
     args = ap.parse_args()
     from uniret.runtime import resolve_device
 
@@ -385,7 +471,7 @@ def main() -> None:
         logger.info("wrote %s", path)
         return
     result = {"structures": structures, "trained": trained, "prompts": prompts,
-              "fusion-sweep": fusion_sweep}[args.part](args)
+              "fusion-sweep": fusion_sweep, "keys": keys}[args.part](args)
     path = run.save(result)
     logger.info("wrote %s", path)
 

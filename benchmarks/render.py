@@ -791,6 +791,31 @@ def block_generative_fusion_sweep(res: Results) -> str:
             + source("generative_fusion_sweep", rec))
 
 
+def block_generative_keys(res: Results) -> str:
+    """One trained model's constrained beams ranked from each of SEAL's key sets (``generative.py --part keys``)."""
+    rec = res.get("generative_keys")
+    if rec is None:
+        return missing("`generative_keys.json`", "python benchmarks/generative.py --part keys --model OUT/model "
+                       "--queries 300")
+    rows = []
+    for label, r in rec["rows"].items():
+        if "keys" not in r:  # BM25
+            rows.append([label, f4(r["ndcg@10"]), f4(r["recall@100"]), "–", "–", "–"])
+            continue
+        rows.append([label, f4(r["ndcg@10"]), f4(r["recall@100"]), n1(r["mean_keys_before_unigrams"]),
+                     f"{r['smoothing']:g}", f"{r['beta']:g}"])
+    h = rec.get("history") or {}
+    valid = rec["valid"]
+    return (table([f"keys ranked (the same beams; {rec['queries']} SciFact {rec.get('split', 'test')} claims, full corpus of "
+                   f"{rec['docs']:,})", "nDCG@10", "R@100", "keys / claim (before unigrams)", "smoothing", "beta"],
+                  "lrrrrr", rows) + "\n\n"
+            + f"Model: `{rec['model']}` (trained from {h.get('source', '?')}; weights hash {rec['model_hash']}), "
+              f"constrained beam {rec['beams']}, {valid['valid']:,} of {valid['generated']:,} decoded identifiers "
+              f"valid. Decoding: {f2(rec['queries_per_second_beams'])} claims/s; with the query and unigram keys "
+              f"scored too (one more forward pass per claim): {f2(rec['queries_per_second_all_keys'])} claims/s, on "
+              f"{rec.get('device', 'cpu')}. " + source("generative_keys", rec))
+
+
 GRANULARITY_NAMES = {"text": "abstract n-grams", "title": "titles"}  # generative.query_tasks sources
 
 
@@ -1653,6 +1678,7 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "generative-structures": block_generative_structures,
     "generative-trained": block_generative_trained,
     "generative-fusion-sweep": block_generative_fusion_sweep,
+    "generative-keys": block_generative_keys,
     "generative-prompts": block_generative_prompts,
     "generative-targets": block_generative_targets,
     "readme-demo": block_readme_demo,

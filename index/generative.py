@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from uniret.data import Corpus, Document, Run
@@ -37,7 +39,7 @@ from uniret.index.manifest import (
     read_manifest,
     write_manifest,
 )
-from uniret.retriever.generative import document_tokens
+from uniret.retriever.generative import KEY_SOURCES, document_tokens
 from uniret.retriever.identifiers import NgramIndex, TitleTrie
 
 logger = logging.getLogger(__name__)
@@ -45,16 +47,54 @@ logger = logging.getLogger(__name__)
 IDS_FILE = "docids.json"
 
 
-def ngram_weight(logprob: float, count: int, num_tokens: int) -> float:
+def ngram_weight(logprob: float, count: int, num_tokens: int, smoothing: float = 0.0) -> float:
     """SEAL's n-gram weight ``max(0, log(P(n|q) (1 - P(n)) / (P(n) (1 - P(n|q)))))``: how much more likely the
-    LM finds the n-gram for this query than the corpus does (``P(n) = count / num_tokens``)."""
+    LM finds the n-gram for this query than the corpus does (``P(n) = (count + smoothing) / (num_tokens +
+    smoothing)``; SEAL smooths with 5, which tempers n-grams seen once or twice)."""
     if count <= 0:
         return 0.0
-    p_n = count / num_tokens
+    p_n = (count + smoothing) / (num_tokens + smoothing)
     p_q = min(math.exp(logprob), 1.0 - 1e-9)
     if p_q <= 0.0 or p_n >= 1.0:
         return 0.0
     return max(0.0, math.log(p_q) + math.log1p(-p_n) - math.log(p_n) - math.log1p(-p_q))
+
+
+def unigram_weights(logprobs: np.ndarray, counts: np.ndarray, num_tokens: int, smoothing: float = 0.0
+                    ) -> np.ndarray:
+    """:func:`ngram_weight` of every vocabulary token at once (``logprobs``: the LM's first decoding step;
+    ``counts``: each token's occurrences in the corpus; absent tokens weigh 0)."""
+    n = min(len(logprobs), len(counts))
+    lp = np.minimum(logprobs[:n].astype(np.float64), math.log(1.0 - 1e-9))
+    c = counts[:n].astype(np.float64)
+    p_n = np.minimum((c + smoothing) / (num_tokens + smoothing), 1.0 - 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = lp + np.log1p(-p_n) - np.log(p_n) - np.log1p(-np.exp(lp))
+    w = np.where((c > 0) & np.isfinite(w), np.maximum(w, 0.0), 0.0)
+    return w
+
+
+_WORD = re.compile(r"\w+")
+
+
+def query_keys(query: str, tokenizer: Any, index: NgramIndex, max_words: int = 3) -> list[tuple[int, ...]]:
+    """SEAL's query keys: the query's word n-grams of 1 to ``max_words`` words (as written, lower-cased and
+    with the first letter upper-cased, each after a space), tokenised, that occur in the corpus."""
+    words = _WORD.findall(query)
+    strings: set[str] = set()
+    for i in range(len(words)):
+        for j in range(i + 1, min(len(words), i + max_words) + 1):
+            span = " ".join(words[i:j])
+            strings.update((" " + span, " " + span.lower(), " " + span[:1].upper() + span[1:]))
+    if not strings:
+        return []
+    ordered = sorted(strings)
+    found: dict[tuple[int, ...], None] = {}
+    for ids in tokenizer(ordered, add_special_tokens=False)["input_ids"]:
+        key = tuple(int(t) for t in ids)
+        if key and key not in found and index.count(key) > 0:
+            found[key] = None
+    return list(found)
 
 
 def candidate_ngrams(hypotheses: Sequence[Any]) -> dict[tuple[int, ...], float]:
@@ -71,16 +111,21 @@ def candidate_ngrams(hypotheses: Sequence[Any]) -> dict[tuple[int, ...], float]:
     return out
 
 
-def ngram_document_scores(ngrams: Mapping[tuple[int, ...], float], index: NgramIndex, *, alpha: float = 2.0
-                          ) -> dict[int, float]:
+def ngram_document_scores(ngrams: Mapping[tuple[int, ...], float], index: NgramIndex, *, alpha: float = 2.0,
+                          smoothing: float = 0.0, beta: float = 1.0,
+                          weights: Mapping[tuple[int, ...], float] | None = None) -> dict[int, float]:
     """``{document row: score}`` from ``{n-gram tokens: log-probability}``: n-grams in decreasing weight
-    (ties: the order given); a document adds ``weight ** alpha`` times the share of the n-gram's distinct
-    tokens it has not yet covered. Documents containing only zero-weight n-grams score 0."""
+    (ties: the order given); a document adds ``weight ** alpha`` times ``1 - beta + beta * fresh``, ``fresh``
+    the share of the n-gram's distinct tokens it has not yet covered (``beta`` 1: only the fresh share counts;
+    SEAL uses 0.8). ``weights`` adds n-grams whose weight is already known (unigrams weighed in bulk; those of
+    weight 0 are left out).
+    Documents containing only zero-weight n-grams score 0."""
     weighted = []
     for tokens, logprob in ngrams.items():
         count = index.count(tokens)
         if count:
-            weighted.append((ngram_weight(logprob, count, index.num_tokens), tokens))
+            weighted.append((ngram_weight(logprob, count, index.num_tokens, smoothing), tokens))
+    weighted.extend((w, t) for t, w in (weights or {}).items() if w > 0.0 and t not in ngrams)
     weighted.sort(key=lambda x: -x[0])
     scores: dict[int, float] = {}
     covered: dict[int, set[int]] = {}
@@ -89,9 +134,17 @@ def ngram_document_scores(ngrams: Mapping[tuple[int, ...], float], index: NgramI
         for row in index.documents(tokens):
             seen = covered.setdefault(row, set())
             fresh = len(distinct - seen) / len(distinct)
-            scores[row] = scores.get(row, 0.0) + weight**alpha * fresh
+            scores[row] = scores.get(row, 0.0) + weight**alpha * (1.0 - beta + beta * fresh)
             seen |= distinct
     return scores
+
+
+class KeySet(NamedTuple):
+    """One query's candidate n-grams: ``{tokens: LM log-probability}``, and the LM's first-step
+    log-probabilities over the vocabulary when unigram keys are used."""
+
+    ngrams: dict[tuple[int, ...], float]
+    first: np.ndarray | None = None
 
 
 class GenerativeIndex(StoredDocuments):
@@ -100,11 +153,22 @@ class GenerativeIndex(StoredDocuments):
     kind = "generative"
 
     def __init__(self, model: Any, *, num_beams: int = 10, batch_size: int = 8, alpha: float = 2.0,
-                 task: str | None = None, constrained: bool = True, max_doc_tokens: int | None = None) -> None:
+                 task: str | None = None, constrained: bool = True, max_doc_tokens: int | None = None,
+                 keys: Sequence[str] | None = None, smoothing: float = 0.0, beta: float = 1.0) -> None:
         self.model = model
         self.num_beams = num_beams
         self.batch_size = batch_size
         self.alpha = alpha
+        self.keys = tuple(keys if keys is not None else model.settings.search_keys)  # :data:`KEY_SOURCES`
+        if "beams" not in self.keys or not set(self.keys) <= set(KEY_SOURCES):
+            raise ValueError(f"generative keys must include 'beams' and come from {', '.join(KEY_SOURCES)}; "
+                             f"got {list(self.keys)!r}")
+        if model.settings.scheme == "title" and self.keys != ("beams",):
+            raise ValueError(f"generative keys {list(self.keys)!r} need the n-gram scheme; titles use the beams only")
+        if smoothing < 0 or not 0.0 <= beta <= 1.0:
+            raise ValueError(f"generative smoothing must be >= 0 and beta in [0, 1]; got {smoothing!r}, {beta!r}")
+        self.smoothing = smoothing
+        self.beta = beta
         self.task = task if task is not None else model.settings.query_task  # the prompt queries are decoded under
         self.constrained = constrained
         self.max_doc_tokens = max_doc_tokens
@@ -182,22 +246,48 @@ class GenerativeIndex(StoredDocuments):
             hyps = self.model.generate([queries[q] for q in batch], task=self.task, constraint=constraint,
                                        num_beams=self.num_beams, max_new_tokens=max_new)
             for qid, h in zip(batch, hyps, strict=True):
-                run[qid] = self._rank(h, k)
+                self._count_valid(h)
+                run[qid] = self.rank(self.key_set(queries[qid], h), k)
             bar.update(len(batch))
         bar.close()
         return {q: run[q] for q in queries}
 
-    def _rank(self, hypotheses: Sequence[Any], k: int) -> dict[str, float]:
+    def _count_valid(self, hypotheses: Sequence[Any]) -> None:
         self.stats["generated"] += len(hypotheses)
         self.stats["valid"] += sum(1 for h in hypotheses if h.tokens and self.is_valid(h.tokens))
+
+    def key_set(self, query: str, hypotheses: Sequence[Any]) -> KeySet:
+        """The candidates one query's documents are scored from (titles: the beams; n-grams: see
+        :data:`KEY_SOURCES`)."""
+        if not isinstance(self.structure, NgramIndex):
+            return KeySet({tuple(h.tokens): h.score for h in hypotheses})
+        ngrams = candidate_ngrams(hypotheses)
+        if self.keys == ("beams",):
+            return KeySet(ngrams)
+        extra = query_keys(query, self.model.tokenizer, self.structure) if "query" in self.keys else []
+        first, scores = self.model.score_keys(query, extra, task=self.task)
+        for key, logprob in zip(extra, scores, strict=True):
+            if logprob > ngrams.get(key, -math.inf):
+                ngrams[key] = logprob
+        return KeySet(ngrams, first.cpu().numpy() if "unigrams" in self.keys else None)
+
+    def rank(self, keys: KeySet, k: int) -> dict[str, float]:
+        """The top ``k`` documents of one query's :class:`KeySet` (``{doc id: score}``)."""
         scores: dict[int, float] = {}
         if isinstance(self.structure, NgramIndex):
-            scores = ngram_document_scores(candidate_ngrams(hypotheses), self.structure, alpha=self.alpha)
+            weights: dict[tuple[int, ...], float] | None = None
+            if keys.first is not None:
+                w = unigram_weights(keys.first, self.structure.unigram_counts(), self.structure.num_tokens,
+                                    self.smoothing)
+                top = np.argsort(-w, kind="stable")[: len(keys.ngrams)]
+                weights = {(int(t),): float(w[t]) for t in top if w[t] > 0.0}
+            scores = ngram_document_scores(keys.ngrams, self.structure, alpha=self.alpha, smoothing=self.smoothing,
+                                           beta=self.beta, weights=weights)
         else:
             assert self.structure is not None
-            for h in hypotheses:
-                for row in self.structure.owners(h.tokens):
-                    scores[row] = max(scores.get(row, -math.inf), h.score)
+            for tokens, score in keys.ngrams.items():
+                for row in self.structure.owners(tokens):
+                    scores[row] = max(scores.get(row, -math.inf), score)
         best = sorted(scores.items(), key=lambda x: (-x[1], self._ids[x[0]]))[:k]
         return {self._ids[row]: float(score) for row, score in best}
 
@@ -214,6 +304,7 @@ class GenerativeIndex(StoredDocuments):
             write_manifest(tmp, self.kind, len(self._ids), encoder=identity,
                            settings={"scheme": self.scheme, "tokenizer": self.model.tokenizer_identity,
                                      "num_beams": self.num_beams, "batch_size": self.batch_size, "alpha": self.alpha,
+                                     "keys": list(self.keys), "smoothing": self.smoothing, "beta": self.beta,
                                      "task": self.task, "constrained": self.constrained,
                                      "max_doc_tokens": self.max_doc_tokens,
                                      "max_title_tokens": self._max_title_tokens,
@@ -251,7 +342,9 @@ class GenerativeIndex(StoredDocuments):
         task = settings.get("task")  # a model given in place of the saved one may not have the saved task
         self = cls(encoder, num_beams=settings.get("num_beams", 10), batch_size=settings.get("batch_size", 8),
                    alpha=settings.get("alpha", 2.0), task=task if task in encoder.settings.tasks else None,
-                   constrained=settings.get("constrained", True), max_doc_tokens=settings.get("max_doc_tokens"))
+                   constrained=settings.get("constrained", True), max_doc_tokens=settings.get("max_doc_tokens"),
+                   keys=settings.get("keys"), smoothing=settings.get("smoothing", 0.0),
+                   beta=settings.get("beta", 1.0))
         try:
             ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -274,6 +367,7 @@ class GenerativeIndex(StoredDocuments):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "scheme": self.scheme, "num_beams": self.num_beams, "alpha": self.alpha,
+                "keys": list(self.keys), "smoothing": self.smoothing, "beta": self.beta,
                 "constrained": self.constrained, "num_docs": len(self._ids), "encoder": self.model.identity,
                 "valid_outputs": dict(self.stats)}
 
@@ -288,4 +382,5 @@ def model_from_config(cfg: Any) -> Any:
 
 def build(cfg: Any, *, scratch: Path | None = None) -> GenerativeIndex:
     """A fresh, empty generative index over the model a ``RetrieverConfig`` names."""
-    return GenerativeIndex(model_from_config(cfg), batch_size=cfg.batch_size)
+    keys = [k.strip() for k in cfg.keys.split(",") if k.strip()] if cfg.keys else None
+    return GenerativeIndex(model_from_config(cfg), batch_size=cfg.batch_size, keys=keys)

@@ -40,6 +40,11 @@ CONFIG_FILE = "uniret_generative.json"
 PROMPTS_FILE = "soft_prompts.safetensors"
 FORMAT_VERSION = 1
 SCHEMES = ("ngram", "title")
+KEY_SOURCES = ("beams", "query", "unigrams")
+"""Where a query's n-gram keys come from at search time (SEAL): ``beams``, the decoded identifiers and their
+prefixes; ``query``, the query's own word n-grams found in the corpus, scored by the LM
+(:meth:`GenerativeRetriever.score_keys`); ``unigrams``, the tokens the LM's first decoding step weighs highest,
+as many as the other keys. ``beams`` is always one of them."""
 
 Constraint = Callable[[Sequence[int]], Sequence[int]]  # generated prefix -> allowed next tokens (EOS included)
 
@@ -60,6 +65,7 @@ class GenerativeSettings:
     template: str = "{text}\n=>"  # the input text around the query or document chunk
     max_length: int = 64  # input tokens (after the template)
     max_new_tokens: int = 10  # longest identifier generated (n-gram scheme; titles use their longest)
+    search_keys: list[str] = field(default_factory=lambda: ["beams"])  # n-gram scheme: KEY_SOURCES searched
 
     @property
     def query_task(self) -> str:
@@ -76,6 +82,12 @@ class GenerativeSettings:
         for name in ("max_length", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"generative {name} must be a positive integer, got {getattr(self, name)!r}")
+        if "beams" not in self.search_keys or not set(self.search_keys) <= set(KEY_SOURCES):
+            raise ValueError(f"generative search_keys must include 'beams' and come from {', '.join(KEY_SOURCES)}; "
+                             f"got {self.search_keys!r}")
+        if self.scheme == "title" and list(self.search_keys) != ["beams"]:
+            raise ValueError("generative search_keys other than 'beams' need the n-gram scheme (a title is ranked "
+                             f"from the beams that name it); got {self.search_keys!r}")
         if self.prompt_length < 0:
             raise ValueError(f"generative prompt_length must be >= 0, got {self.prompt_length!r}")
 
@@ -300,6 +312,50 @@ class GenerativeRetriever(torch.nn.Module):
         logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits.float()
         return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                                  labels[:, 1:].reshape(-1), ignore_index=-100)
+
+    # -- scoring given identifiers -------------------------------------------------------------------------
+    @torch.no_grad()
+    def score_keys(self, text: str, keys: Sequence[Sequence[int]], *, task: str = "retrieval",
+                   chunk: int = 64) -> tuple[torch.Tensor, list[float]]:
+        """What the LM thinks of identifiers it did not have to generate (SEAL's rescoring): the next-token
+        log-probabilities after ``text`` (the first decoding step: every token's score as the start of an
+        identifier, a float32 vector over the vocabulary) and each key's log-probability as the start of an
+        identifier (teacher-forced, no EOS). The input is encoded once; its cache is shared by the keys."""
+        import copy
+        import inspect
+
+        model = self.model
+        # transformers renamed past_key_values to cache (5.2x); take whichever this version's forward names
+        name = "cache" if "cache" in inspect.signature(type(self._plain_model()[0]).forward).parameters \
+            else "past_key_values"
+        was_training = model.training
+        model.eval()
+        try:
+            embeds, mask = self._embed(self.encode_inputs([text]), [task], left_pad=True)
+            out = model(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
+            first = out.logits[0, -1].float().log_softmax(-1)
+            scores = [float(first[int(k[0])]) if len(k) else 0.0 for k in keys]
+            longer = [i for i, k in enumerate(keys) if len(k) > 1]
+            pad = self.tokenizer.pad_token_id
+            for s in range(0, len(longer), chunk):
+                rows = longer[s : s + chunk]
+                width = max(len(keys[i]) for i in rows) - 1  # the last token is only ever predicted
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                key_mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for j, i in enumerate(rows):
+                    ids[j, : len(keys[i]) - 1] = torch.tensor([int(t) for t in keys[i][:-1]], dtype=torch.long)
+                    key_mask[j, : len(keys[i]) - 1] = 1
+                cache = copy.deepcopy(getattr(out, name))
+                cache.batch_repeat_interleave(len(rows))
+                logits = model(input_ids=ids.to(embeds.device), **{name: cache}, use_cache=True,
+                               attention_mask=torch.cat([mask.expand(len(rows), -1), key_mask.to(mask.device)], 1)
+                               ).logits.float().log_softmax(-1)
+                for j, i in enumerate(rows):
+                    nxt = torch.tensor([int(t) for t in keys[i][1:]], dtype=torch.long, device=logits.device)
+                    scores[i] += float(logits[j, : len(nxt)].gather(1, nxt[:, None]).sum())
+        finally:
+            model.train(was_training)
+        return first, scores
 
     # -- decoding -----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -141,6 +141,7 @@ class NgramIndex:
         self.starts = starts  # starts[i]: position of document i's first token
         self.num_tokens = int(len(tokens) - len(starts))  # real tokens (separators excluded)
         self._next = lru_cache(maxsize=65_536)(self._compute_next)
+        self._unigrams: np.ndarray | None = None
 
     @classmethod
     def build(cls, documents: Sequence[Sequence[int]]) -> NgramIndex:
@@ -202,6 +203,13 @@ class NgramIndex:
         rows = np.searchsorted(self.starts, self.sa[lo:hi], side="right") - 1
         found, counts = np.unique(rows, return_counts=True)
         return {int(r): int(c) for r, c in zip(found, counts, strict=True)}
+
+    def unigram_counts(self) -> np.ndarray:
+        """Occurrences of every token id in the corpus (index: token id; computed once)."""
+        if self._unigrams is None:
+            real = np.asarray(self.tokens)
+            self._unigrams = np.bincount(real[real != SEPARATOR].astype(np.int64))
+        return self._unigrams
 
     def document_tokens(self, row: int) -> np.ndarray:
         end = self.starts[row + 1] - 1 if row + 1 < len(self.starts) else len(self.tokens) - 1

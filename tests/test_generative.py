@@ -19,9 +19,12 @@ from uniret.data import Document
 from uniret.errors import IndexMismatchError
 from uniret.index.generative import (
     GenerativeIndex,
+    KeySet,
     candidate_ngrams,
     ngram_document_scores,
     ngram_weight,
+    query_keys,
+    unigram_weights,
 )
 from uniret.retriever.generative import GenerativeRetriever, GenerativeSettings, Hypothesis
 from uniret.retriever.identifiers import NgramIndex, TitleTrie, suffix_array
@@ -210,6 +213,91 @@ def test_candidate_ngrams_are_every_prefix_with_its_best_log_probability():
     assert got == pytest.approx({(1,): -0.05, (1, 2): -0.3, (1, 2, 3): -0.6, (1, 4): -0.55})
 
 
+def test_smoothing_and_beta_by_hand():
+    index = NgramIndex.build([[1, 2, 3, 1, 2], [2, 3, 4], [5]])
+    # smoothing 5: P(n) = (2 + 5) / (9 + 5) = 1/2; P(n|q) = 0.75 -> w = log(0.75 * 0.5 / (0.5 * 0.25)) = log 3
+    assert ngram_weight(math.log(0.75), 2, 9, smoothing=5.0) == pytest.approx(math.log(3))
+    ngrams = {(1, 2): math.log(0.5), (2, 3): math.log(0.25)}
+    w12, w23 = ngram_weight(math.log(0.5), 2, 9), ngram_weight(math.log(0.25), 2, 9)
+    # beta 0.8: doc 0 gets "2 3" with half its tokens fresh -> coefficient 1 - 0.8 + 0.8 * 0.5 = 0.6
+    got = ngram_document_scores(ngrams, index, alpha=1.0, beta=0.8)
+    assert got[0] == pytest.approx(w12 + 0.6 * w23) and got[1] == pytest.approx(w23)
+    # weights known beforehand join the ranking (zero weights left out); a generated n-gram keeps its own
+    got = ngram_document_scores(ngrams, index, alpha=1.0, weights={(5,): 2.0, (4,): 0.0, (1, 2): 99.0})
+    assert got[2] == pytest.approx(2.0) and got[0] == pytest.approx(w12 + 0.5 * w23) and set(got) == {0, 1, 2}
+
+
+def test_unigram_weights_equal_the_scalar_weight():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 5, 40)
+    logprobs = np.log(rng.dirichlet(np.ones(40)))
+    for smoothing in (0.0, 5.0):
+        got = unigram_weights(logprobs, counts, int(counts.sum()), smoothing)
+        want = [ngram_weight(float(lp), int(c), int(counts.sum()), smoothing) for lp, c in zip(logprobs, counts)]
+        assert got == pytest.approx(want, abs=1e-9)
+    assert unigram_weights(logprobs, counts[:10], int(counts.sum())).shape == (10,)  # tokens past the corpus's
+
+
+def test_query_keys_are_the_query_word_ngrams_the_corpus_holds():
+    tok = word_tokenizer()
+    ids = {w: i + 4 for i, w in enumerate(WORDS)}
+    index = NgramIndex.build([[ids["protein"], ids["cell"], ids["gene"]], [ids["cell"], ids["blood"]]])
+    got = set(query_keys("Protein cell, blood-gene!", tok, index, max_words=2))
+    # words: protein cell blood gene; "Protein" lower-cased is "protein"; "blood gene" is in no document
+    assert got == {(ids["protein"],), (ids["cell"],), (ids["blood"],), (ids["gene"],),
+                   (ids["protein"], ids["cell"]), (ids["cell"], ids["blood"])}
+    assert query_keys("vitamin", tok, index) == [] and query_keys("", tok, index) == []
+
+
+def test_score_keys_equals_a_full_forward_pass():
+    """The shared input cache gives each key the log-probability a plain forward pass over input + key gives,
+    across chunks and for one-token keys (read off the first step)."""
+    model = tiny_retriever("ngram", prompt_length=2)
+    text, keys = "protein cell gene", [[5], [5, 6, 7], [8, 9], [10, 11, 12, 13], []]
+    first, got = model.score_keys(text, keys, chunk=2)
+    inputs = model.encode_inputs([text])[0]
+    for key, score in zip(keys[:-1], got):
+        emb, mask = model._embed([inputs + key], ["retrieval"], left_pad=False)
+        with torch.no_grad():
+            logprobs = model.model(inputs_embeds=emb, attention_mask=mask).logits[0].float().log_softmax(-1)
+        at = emb.shape[1] - len(key) - 1  # the position predicting the key's first token
+        assert score == pytest.approx(sum(float(logprobs[at + j, t]) for j, t in enumerate(key)), abs=1e-4)
+        assert first[key[0]].item() == pytest.approx(float(logprobs[at, key[0]]), abs=1e-4)
+    assert got[-1] == 0.0 and first.shape == (len(model.tokenizer),)
+
+
+def test_search_keys_add_query_ngrams_and_unigrams(tiny, tmp_path):
+    """Query and unigram keys rank documents a beams-only search cannot reach; every output is still a
+    document, and the setting travels with the model and the index."""
+    from uniret.data import Corpus
+
+    corpus = Corpus.from_documents(docs_of([[4, 5, 6], [27, 28, 29], [23, 24]]))  # d1: cancer blood heart
+    model = tiny["ngram"]
+    full = GenerativeIndex(model, num_beams=2, keys=("beams", "query", "unigrams"), smoothing=5.0, beta=0.8)
+    full.index(corpus)
+    loaded = GenerativeIndex.load(full.save(tmp_path / "idx"), encoder=model)
+    assert (loaded.keys, loaded.smoothing, loaded.beta) == (("beams", "query", "unigrams"), 5.0, 0.8)
+    assert GenerativeIndex(model).keys == ("beams",)  # the model's saved default
+    with_query = GenerativeRetriever(model.model, model.tokenizer, GenerativeSettings(search_keys=["beams", "query"]),
+                                     name="q")
+    assert GenerativeIndex(with_query).keys == ("beams", "query")
+    hyps = model.generate(["cancer blood heart"], constraint=full.constraint(), num_beams=2)[0]
+    keys = full.key_set("cancer blood heart", hyps)
+    assert (27,) in keys.ngrams and (27, 28, 29) in keys.ngrams  # the query's words, found in document d1
+    assert keys.first is not None and keys.first.shape == (len(model.tokenizer),)
+    ranked = full.rank(keys, 3)
+    assert "d1" in ranked and set(ranked) <= {"d0", "d1", "d2"}
+    assert set(full.rank(KeySet(candidate_ngrams(hyps)), 3)) <= {"d0", "d1", "d2"}
+    with pytest.raises(ValueError, match="must include 'beams'"):
+        GenerativeIndex(model, keys=("query",))
+    with pytest.raises(ValueError, match="search_keys"):
+        GenerativeSettings(search_keys=["beams", "bm25"])
+    with pytest.raises(ValueError, match="n-gram scheme"):
+        GenerativeSettings(scheme="title", search_keys=["beams", "query"])
+    with pytest.raises(ValueError, match="n-gram scheme"):
+        GenerativeIndex(tiny["title"], keys=("beams", "unigrams"))
+
+
 # -- save / load --------------------------------------------------------------------------------------------
 def test_retriever_save_load_keeps_generation_and_soft_prompts(tmp_path):
     model = tiny_retriever("ngram", prompt_length=3)
@@ -368,7 +456,7 @@ def test_training_steps_lower_the_loss_on_identifiers():
     assert model.soft_prompts is not None and "soft_prompts" in module.state_dict()
 
 
-def test_uniret_train_and_eval_generative_tiny(scifact, tmp_path):
+def test_uniret_train_and_eval_generative_tiny(scifact, tmp_path, capsys):
     """``uniret train`` (family ``generative``) on a real SciFact slice with a tiny random Llama, then
     ``uniret eval --retriever generative --model OUT/model``: the two-step recipe, fast."""
     import yaml
@@ -380,12 +468,14 @@ def test_uniret_train_and_eval_generative_tiny(scifact, tmp_path):
     folder = tiny_bert_vocab_folder(tmp_path / "tiny")
     cfg = {"model": {"kind": "generative", "backbone": str(folder), "max_length": 32, "device": "cpu"},
            "data": {"data": str(data_dir)},
-           "generative": {"prompt_length": 2, "ngram_length": 4, "max_new_tokens": 4, "pseudo_queries": "span"},
+           "generative": {"prompt_length": 2, "ngram_length": 4, "max_new_tokens": 4, "pseudo_queries": "span",
+                          "search_keys": ["beams", "query"]},
            "trainer": {"batch_size": 4, "max_steps": 3, "learning_rate": 1e-3}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["-q", "train", "--config", str(tmp_path / "cfg.yaml"), "--output-dir", str(tmp_path / "run")]) == 0
     saved = json.loads((tmp_path / "run" / "model" / "uniret_generative.json").read_text())
     assert saved["settings"]["prompt_length"] == 2 and saved["settings"]["tasks"] == ["retrieval", "indexing"]
+    assert saved["settings"]["search_keys"] == ["beams", "query"]
     assert main(["-q", "eval", "--data", str(data_dir), "--split", "train", "--retriever", "generative", "--model",
                  str(tmp_path / "run" / "model"), "--device", "cpu", "--output-dir", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
@@ -393,6 +483,14 @@ def test_uniret_train_and_eval_generative_tiny(scifact, tmp_path):
     assert report["retriever"]["kind"] == "generative"
     valid = report["retriever"]["valid_outputs"]
     assert valid["generated"] > 0 and valid["valid"] == valid["generated"]
+    assert report["retriever"]["keys"] == ["beams", "query"]  # the model's saved search keys
+    assert main(["-q", "eval", "--data", str(data_dir), "--split", "train", "--retriever", "generative", "--model",
+                 str(tmp_path / "run" / "model"), "--device", "cpu", "--keys", "beams",
+                 "--output-dir", str(tmp_path / "ev2")]) == 0
+    assert json.loads((tmp_path / "ev2" / "report.json").read_text())["retriever"]["keys"] == ["beams"]
+    assert main(["-q", "eval", "--data", str(data_dir), "--retriever", "bm25", "--keys", "beams",
+                 "--output-dir", str(tmp_path / "ev3")]) == 2
+    assert "--keys applies to --retriever generative only" in capsys.readouterr().err
 
 
 def test_family_contract_with_a_tiny_model(scifact, tmp_path, monkeypatch):

@@ -151,7 +151,8 @@ def _build_generative(cfg: Any) -> tuple[Any, Any]:
 
     m, g = cfg.model, cfg.generative
     settings = GenerativeSettings(scheme=g.scheme, tasks=list(g.tasks), prompt_length=g.prompt_length,
-                                  template=g.template, max_length=m.max_length, max_new_tokens=g.max_new_tokens)
+                                  template=g.template, max_length=m.max_length, max_new_tokens=g.max_new_tokens,
+                                  search_keys=list(g.search_keys))
     model = GenerativeRetriever.build(m.backbone, settings, lora=m.lora, device=m.device, dtype=m.dtype)
     if m.gradient_checkpointing:
         model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -47,6 +47,7 @@ class GenerativeConfig:
     prompt_length: int = 8  # soft-prompt vectors per task (0: none)
     template: str = "{text}\n=>"
     max_new_tokens: int = 10  # longest n-gram decoded at search time
+    search_keys: list[str] = field(default_factory=lambda: ["beams"])  # saved with the model: its keys at search
     ngram_length: int = 8  # tokens of a training target n-gram
     ngram_candidates: int = 8  # retrieval targets: best of this many random spans by overlap with the query
     chunk_tokens: int = 48  # indexing inputs: a span of this many document tokens
