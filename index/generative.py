@@ -8,7 +8,10 @@ constrained beam search and turns the generated identifiers into a run:
 - titles: a document scores the best log-probability of a beam that names it;
 - n-grams (SEAL-style, :func:`ngram_document_scores`): every generated n-gram and each of its prefixes gets a
   weight from its LM probability and its corpus frequency, and a document sums the weights of the n-grams
-  it contains, each counted for the share of its tokens not already covered by a heavier n-gram.
+  it contains, each counted for the share of its tokens not already covered by a heavier n-gram. As in SEAL's
+  released searcher, the keys can also include the query's own word n-grams that occur in the corpus and the
+  LM's most likely first tokens, each weighed by the LM's probability of it (``keys``, :data:`KEY_SOURCES`;
+  the default is the model's ``search_keys``).
 
 A saved index holds the identifier files (``.npy`` or a marisa trie), ``docids.json``, the document store and a
 manifest naming the model and its tokenizer. Any model with the same tokenizer and scheme may search it (a
