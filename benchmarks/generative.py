@@ -12,7 +12,13 @@ documents (locate) and the next-token set a constrained decoding step needs.
 budget (``--steps`` steps of ``--batch`` claims), then ``--queries`` SciFact test claims searched against the
 *full* corpus with beam ``--beams`` constrained decoding: nDCG@10 and recall@100 of the base SmolLM2 and of
 the trained model, the trained model without constraints (ablation), BM25 and BM25 + generative fusion
-(RRF) on the same claims; queries/s and the valid-output rate of each decoding.
+(RRF) on the same claims; queries/s and the valid-output rate of each decoding. Every row ranks from the
+decoded n-grams alone (``keys=("beams",)``), except one more of the trained model with SEAL's query keys
+(beams + query n-grams, the recipe's ``search_keys``).
+
+``--part keys`` (``generative_keys.json``): one trained model (``--model``) decodes ``--queries`` claims once and
+ranks them from each key set (beams, the query's n-grams, the LM's first-step unigrams; SEAL's smoothing and
+beta), with ablations that leave the beams out.
 
 ``--part prompts`` (``generative_prompts.json``): UGR's prompt learning over two identifier granularities of
 one corpus: titles (a document's name) and n-grams of the whole abstract. One model trained on both, each with
@@ -24,6 +30,7 @@ seeded SciFact test claims against the full corpus.
     python benchmarks/generative.py --part structures
     python benchmarks/generative.py --part trained --steps 40 --queries 20
     python benchmarks/generative.py --part prompts --steps 100 --queries 100
+    python benchmarks/generative.py --part keys --model OUT/model --queries 300
 
 ``--device`` (default auto: a GPU when present) is where the LM trains and decodes; the results file records it.
 ``--save-runs DIR`` also writes the searched runs as TREC files (``device_decoder.py run --generative`` uses it
@@ -186,7 +193,7 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
                            "device": args.device}
 
     base = GenerativeRetriever.build("smollm2-135m", device=args.device)
-    backend = GenerativeIndex(base, num_beams=args.beams, batch_size=args.search_batch)
+    backend = GenerativeIndex(base, num_beams=args.beams, batch_size=args.search_batch, keys=("beams",))
     start = time.perf_counter()
     backend.index(data.corpus)
     out["index_seconds"] = time.perf_counter() - start
@@ -208,11 +215,16 @@ def trained(args: argparse.Namespace) -> dict[str, Any]:
                     "config": args.config}
     model = GenerativeRetriever.load(work / "run" / "model", device=args.device)
     gen_runs = {}
-    for constrained in (True, False):
-        backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch, constrained=constrained)
+    for constrained, keys in ((True, ("beams",)), (False, ("beams",)), (True, ("beams", "query"))):
+        backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch, constrained=constrained,
+                                  keys=keys)
         backend.structure, backend._ids = structure, ids
         run, speed = _search(backend, queries)
         label = f"trained {args.steps} steps, " + ("constrained" if constrained else "unconstrained (ablation)")
+        if keys != ("beams",):  # SEAL's query keys (--part keys compares every key set)
+            label += ", beams + query n-grams"
+            out["rows"][label] = {**_metrics(data, run, queries), **speed, "keys": list(keys)}
+            continue
         out["rows"][label] = {**_metrics(data, run, queries), **speed}
         gen_runs[constrained] = run
         if args.save_runs:
@@ -420,7 +432,8 @@ def prompts(args: argparse.Namespace) -> dict[str, Any]:
                                 "train_seconds": summary["train_seconds"], "final_loss": summary["final_loss"]}
         model = GenerativeRetriever.load(folder / "model", device=args.device)
         for task, source in query_tasks.items():
-            backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch, task=task)
+            backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch, task=task,
+                                      keys=("beams",))  # the granularities compared on their decoded n-grams
             if structure is None:
                 backend.index(data.corpus)
                 structure, ids = backend.structure, backend._ids
