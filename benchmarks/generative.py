@@ -338,7 +338,8 @@ smoothing 5, beta 0.8); the last two leave the decoded identifiers out, to show 
 def keys(args: argparse.Namespace) -> dict[str, Any]:
     """``--part keys``: one trained model (``--model``) decodes ``--queries`` claims once, constrained, at
     ``--beams``; the documents are then ranked from each key set of :data:`KEY_VARIANTS` (the LM scores
-    every key; the query n-grams and the first decoding step cost one extra forward pass per claim, timed)."""
+    every key; the query n-grams and the first decoding step cost the claim encoded once more and its keys in
+    batches of 64, timed)."""
     from uniret.data import load_beir
     from uniret.index.generative import GenerativeIndex, KeySet, candidate_ngrams, query_keys
     from uniret.retriever.generative import GenerativeRetriever

@@ -44,7 +44,7 @@ KEY_SOURCES = ("beams", "query", "unigrams")
 """Where a query's n-gram keys come from at search time (SEAL): ``beams``, the decoded identifiers and their
 prefixes; ``query``, the query's own word n-grams found in the corpus, scored by the LM
 (:meth:`GenerativeRetriever.score_keys`); ``unigrams``, the tokens the LM's first decoding step weighs highest,
-as many as the other keys. ``beams`` is always one of them."""
+as many as the other keys (fewer when some already are keys). ``beams`` is always one of them."""
 
 Constraint = Callable[[Sequence[int]], Sequence[int]]  # generated prefix -> allowed next tokens (EOS included)
 
@@ -82,6 +82,9 @@ class GenerativeSettings:
         for name in ("max_length", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"generative {name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.search_keys, (list, tuple)):
+            raise ValueError(f"generative search_keys must be a list, e.g. ['beams', 'query']; got "
+                             f"{self.search_keys!r}")
         if "beams" not in self.search_keys or not set(self.search_keys) <= set(KEY_SOURCES):
             raise ValueError(f"generative search_keys must include 'beams' and come from {', '.join(KEY_SOURCES)}; "
                              f"got {self.search_keys!r}")
@@ -127,6 +130,7 @@ class GenerativeRetriever(torch.nn.Module):
         self.history = dict(history or {})
         self._hash: str | None = None
         self._tokenizer_identity: dict[str, Any] | None = None
+        self._cache_kw: str | None = None
         self.soft_prompts: torch.nn.Parameter | None = None
         if settings.prompt_length > 0:
             emb = model.get_input_embeddings().weight
@@ -322,17 +326,16 @@ class GenerativeRetriever(torch.nn.Module):
         identifier, a float32 vector over the vocabulary) and each key's log-probability as the start of an
         identifier (teacher-forced, no EOS). The input is encoded once; its cache is shared by the keys."""
         import copy
-        import inspect
+
+        from transformers import DynamicCache
 
         model = self.model
-        # transformers renamed past_key_values to cache (5.2x); take whichever this version's forward names
-        name = "cache" if "cache" in inspect.signature(type(self._plain_model()[0]).forward).parameters \
-            else "past_key_values"
+        name = self._cache_argument()
         was_training = model.training
         model.eval()
         try:
             embeds, mask = self._embed(self.encode_inputs([text]), [task], left_pad=True)
-            out = model(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
+            out = model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **{name: DynamicCache()})
             first = out.logits[0, -1].float().log_softmax(-1)
             scores = [float(first[int(k[0])]) if len(k) else 0.0 for k in keys]
             longer = [i for i, k in enumerate(keys) if len(k) > 1]
@@ -345,7 +348,7 @@ class GenerativeRetriever(torch.nn.Module):
                 for j, i in enumerate(rows):
                     ids[j, : len(keys[i]) - 1] = torch.tensor([int(t) for t in keys[i][:-1]], dtype=torch.long)
                     key_mask[j, : len(keys[i]) - 1] = 1
-                cache = copy.deepcopy(getattr(out, name))
+                cache = copy.deepcopy(out.cache if getattr(out, "cache", None) is not None else out.past_key_values)
                 cache.batch_repeat_interleave(len(rows))
                 logits = model(input_ids=ids.to(embeds.device), **{name: cache}, use_cache=True,
                                attention_mask=torch.cat([mask.expand(len(rows), -1), key_mask.to(mask.device)], 1)
@@ -356,6 +359,17 @@ class GenerativeRetriever(torch.nn.Module):
         finally:
             model.train(was_training)
         return first, scores
+
+    def _cache_argument(self) -> str:
+        """The keyword this transformers version's forward takes a KV cache by: ``cache`` (5.2x on) or
+        ``past_key_values`` (earlier); read once from the backbone's class (under a LoRA wrapper too)."""
+        if self._cache_kw is None:
+            import inspect
+
+            base = self.model.get_base_model() if hasattr(self.model, "peft_config") else self.model
+            params = inspect.signature(type(base).forward).parameters
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        return self._cache_kw
 
     # -- decoding -----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -233,7 +233,7 @@ def test_unigram_weights_equal_the_scalar_weight():
     logprobs = np.log(rng.dirichlet(np.ones(40)))
     for smoothing in (0.0, 5.0):
         got = unigram_weights(logprobs, counts, int(counts.sum()), smoothing)
-        want = [ngram_weight(float(lp), int(c), int(counts.sum()), smoothing) for lp, c in zip(logprobs, counts)]
+        want = [ngram_weight(float(lp), int(c), int(counts.sum()), smoothing) for lp, c in zip(logprobs, counts, strict=True)]
         assert got == pytest.approx(want, abs=1e-9)
     assert unigram_weights(logprobs, counts[:10], int(counts.sum())).shape == (10,)  # tokens past the corpus's
 
@@ -256,7 +256,7 @@ def test_score_keys_equals_a_full_forward_pass():
     text, keys = "protein cell gene", [[5], [5, 6, 7], [8, 9], [10, 11, 12, 13], []]
     first, got = model.score_keys(text, keys, chunk=2)
     inputs = model.encode_inputs([text])[0]
-    for key, score in zip(keys[:-1], got):
+    for key, score in zip(keys[:-1], got[:-1], strict=True):
         emb, mask = model._embed([inputs + key], ["retrieval"], left_pad=False)
         with torch.no_grad():
             logprobs = model.model(inputs_embeds=emb, attention_mask=mask).logits[0].float().log_softmax(-1)
@@ -264,38 +264,64 @@ def test_score_keys_equals_a_full_forward_pass():
         assert score == pytest.approx(sum(float(logprobs[at + j, t]) for j, t in enumerate(key)), abs=1e-4)
         assert first[key[0]].item() == pytest.approx(float(logprobs[at, key[0]]), abs=1e-4)
     assert got[-1] == 0.0 and first.shape == (len(model.tokenizer),)
+    model.add_lora({})  # LoRA starts as the identity: the wrapped model scores the keys alike
+    first_lora, got_lora = model.score_keys(text, keys, chunk=3)
+    assert got_lora == pytest.approx(got, abs=1e-4) and torch.allclose(first_lora, first, atol=1e-4)
 
 
 def test_search_keys_add_query_ngrams_and_unigrams(tiny, tmp_path):
-    """Query and unigram keys rank documents a beams-only search cannot reach; every output is still a
-    document, and the setting travels with the model and the index."""
+    """Query keys rank a document no beam names, unigram keys one only the LM's first step points at; the
+    setting travels with the model and the index."""
     from uniret.data import Corpus
 
-    corpus = Corpus.from_documents(docs_of([[4, 5, 6], [27, 28, 29], [23, 24]]))  # d1: cancer blood heart
+    ids = {w: i + 4 for i, w in enumerate(WORDS)}
+    rng = random.Random(0)  # filler documents of common words make the query's words rare, as in a real corpus
+    filler = [[rng.randrange(4, 20) for _ in range(12)] for _ in range(30)]
+    trial = ids["trial"]
+    corpus = Corpus.from_documents(docs_of([[4, 5, 6], [27, 28, 29], [23, trial], *filler]))  # d1: cancer blood heart
     model = tiny["ngram"]
-    full = GenerativeIndex(model, num_beams=2, keys=("beams", "query", "unigrams"), smoothing=5.0, beta=0.8)
+    full = GenerativeIndex(model, num_beams=2, keys=("beams", "query", "unigrams"))
     full.index(corpus)
-    loaded = GenerativeIndex.load(full.save(tmp_path / "idx"), encoder=model)
-    assert (loaded.keys, loaded.smoothing, loaded.beta) == (("beams", "query", "unigrams"), 5.0, 0.8)
-    assert GenerativeIndex(model).keys == ("beams",)  # the model's saved default
+    # no beams at all: a beams-only search ranks nothing, the query's n-grams (scored by the LM) find d1
+    assert full.rank(KeySet({}), 3) == {}
+    keys = full.key_set("cancer blood heart", [])
+    assert set(keys.ngrams) == {(27,), (28,), (29,), (27, 28), (28, 29), (27, 28, 29)}
+    first, scores = model.score_keys("cancer blood heart", list(keys.ngrams))
+    assert list(keys.ngrams.values()) == pytest.approx(scores)
+    assert keys.first == pytest.approx(first.numpy())
+    ranked = full.rank(KeySet(keys.ngrams), 3)
+    assert next(iter(ranked)) == "d1" and ranked["d1"] > 0 and all(v == 0 for d, v in ranked.items() if d != "d1")
+    # a first step that puts its mass on "trial" (only in d2) makes it a key: as many unigrams as other keys
+    assert trial in corpus_tokens(full, 2)
+    peaked = np.full(len(model.tokenizer), -30.0)
+    peaked[trial] = -0.01
+    absent = (ids["vitamin"],)  # one generated key the corpus lacks: it weighs nothing, but makes room for one unigram
+    assert full.rank(KeySet({absent: -1.0}, peaked), 3).keys() == {"d2"}
+    assert full.rank(KeySet({absent: -1.0}, None), 3) == {}
+    # the setting: the model's saved default, an explicit choice, the manifest
+    assert GenerativeIndex(model).keys == ("beams",)
     with_query = GenerativeRetriever(model.model, model.tokenizer, GenerativeSettings(search_keys=["beams", "query"]),
                                      name="q")
     assert GenerativeIndex(with_query).keys == ("beams", "query")
-    hyps = model.generate(["cancer blood heart"], constraint=full.constraint(), num_beams=2)[0]
-    keys = full.key_set("cancer blood heart", hyps)
-    assert (27,) in keys.ngrams and (27, 28, 29) in keys.ngrams  # the query's words, found in document d1
-    assert keys.first is not None and keys.first.shape == (len(model.tokenizer),)
-    ranked = full.rank(keys, 3)
-    assert "d1" in ranked and set(ranked) <= {"d0", "d1", "d2"}
-    assert set(full.rank(KeySet(candidate_ngrams(hyps)), 3)) <= {"d0", "d1", "d2"}
+    tuned = GenerativeIndex(model, keys=("beams", "query", "unigrams"), smoothing=5.0, beta=0.8)
+    tuned.index(corpus)
+    loaded = GenerativeIndex.load(tuned.save(tmp_path / "idx"), encoder=model)
+    assert (loaded.keys, loaded.smoothing, loaded.beta) == (("beams", "query", "unigrams"), 5.0, 0.8)
     with pytest.raises(ValueError, match="must include 'beams'"):
         GenerativeIndex(model, keys=("query",))
     with pytest.raises(ValueError, match="search_keys"):
         GenerativeSettings(search_keys=["beams", "bm25"])
+    with pytest.raises(ValueError, match="must be a list"):
+        GenerativeSettings(search_keys="beams,query")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n-gram scheme"):
         GenerativeSettings(scheme="title", search_keys=["beams", "query"])
     with pytest.raises(ValueError, match="n-gram scheme"):
         GenerativeIndex(tiny["title"], keys=("beams", "unigrams"))
+
+
+def corpus_tokens(index: GenerativeIndex, row: int) -> list[int]:
+    assert isinstance(index.structure, NgramIndex)
+    return index.structure.document_tokens(row).tolist()
 
 
 # -- save / load --------------------------------------------------------------------------------------------
@@ -491,6 +517,13 @@ def test_uniret_train_and_eval_generative_tiny(scifact, tmp_path, capsys):
     assert main(["-q", "eval", "--data", str(data_dir), "--retriever", "bm25", "--keys", "beams",
                  "--output-dir", str(tmp_path / "ev3")]) == 2
     assert "--keys applies to --retriever generative only" in capsys.readouterr().err
+    for extra in (["--index", str(tmp_path / "idx")], ["--index", str(tmp_path / "idx"), "--retriever", "generative"]):
+        assert main(["-q", "eval", "--data", str(data_dir), *extra, "--keys", "beams,query",
+                     "--output-dir", str(tmp_path / "ev4")]) == 2
+        assert "a saved index searches with the keys recorded in its manifest" in capsys.readouterr().err
+    assert main(["-q", "eval", "--data", str(data_dir), "--retriever", "generative", "--keys", ",",
+                 "--output-dir", str(tmp_path / "ev5")]) == 2
+    assert "--keys needs one or more key sources" in capsys.readouterr().err
 
 
 def test_family_contract_with_a_tiny_model(scifact, tmp_path, monkeypatch):

@@ -59,6 +59,8 @@ class GenerativeConfig:
     query_tasks: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.search_keys, (list, tuple)):
+            raise ValueError(f"generative.search_keys must be a list, e.g. [beams, query]; got {self.search_keys!r}")
         if self.pseudo_queries not in PSEUDO_QUERIES:
             raise ValueError(f"generative.pseudo_queries must be one of {', '.join(PSEUDO_QUERIES)}, got "
                              f"{self.pseudo_queries!r}")

@@ -169,9 +169,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _retriever_config(args)
     if cfg is None and index is None:
         raise ValueError("--retriever is needed when no --index is given")
-    if cfg is None and getattr(args, "keys", None) is not None:
-        raise ValueError("--keys applies when an index is built (--retriever generative); a saved index searches "
-                         "with the keys recorded in its manifest")
+    if index is not None and getattr(args, "keys", None) is not None:
+        raise ValueError("--keys applies when an index is built (--retriever generative without --index); a saved "
+                         "index searches with the keys recorded in its manifest")
     if cfg is None and isinstance(index, str) and (args.model is not None or args.max_length is not None):
         from uniret.commands import RetrieverConfig, backend_family_of_index
 

@@ -216,6 +216,9 @@ class RetrieverConfig:
         if self.threshold is not None and (isinstance(self.threshold, bool) or not self.threshold >= 0):
             raise ValueError(f"--threshold must be a number >= 0, got {self.threshold!r}")
         check_backend(self.backend)
+        if self.keys is not None and not [k for k in str(self.keys).split(",") if k.strip()]:
+            raise ValueError(f"--keys needs one or more key sources, comma-separated (e.g. beams,query); got "
+                             f"{self.keys!r}")
         if self.max_length is not None:
             check_positive(max_length=self.max_length)
 
