@@ -792,10 +792,10 @@ def block_generative_fusion_sweep(res: Results) -> str:
 
 
 KEYS_FILES = (("generative_keys", "test"), ("generative_keys_train", "train claims"),
-              ("generative_keys_600steps", "test, 600 steps"))
+              ("generative_keys_600steps", "test, 600 steps"), ("generative_keys_base", "test, untrained LM"))
 """``generative.py --part keys`` results shown side by side: (file, column label); the first is required."""
 KEYS_MODELS = {"generative_keys": "the recipe's 300 steps on 2 CPU cores",
-               "generative_keys_600steps": "600 steps on 2 CPU cores"}
+               "generative_keys_600steps": "600 steps on 2 CPU cores"}  # the trained models: a targets row each
 
 
 def block_generative_keys(res: Results) -> str:
@@ -911,7 +911,7 @@ def keys_rows(res: Results) -> list[list[str]]:
     out = []
     for name, label in KEYS_FILES:
         rec = res.get(name)
-        if rec is None or rec.get("split", "test") != "test":
+        if rec is None or rec.get("split", "test") != "test" or name not in KEYS_MODELS:
             continue
         r, alone = rec["rows"].get(SEAL_KEYS) or {}, rec["rows"].get("query n-grams, no beams (ablation)") or {}
         beams = rec["rows"].get("beams (the default)") or {}
