@@ -791,7 +791,7 @@ def block_generative_fusion_sweep(res: Results) -> str:
             + source("generative_fusion_sweep", rec))
 
 
-KEYS_FILES = (("generative_keys", "test"), ("generative_keys_train", "train claims"),
+KEYS_FILES = (("generative_keys", "test, 300 steps"), ("generative_keys_train", "train claims, 300 steps"),
               ("generative_keys_600steps", "test, 600 steps"), ("generative_keys_base", "test, untrained LM"))
 """``generative.py --part keys`` results shown side by side: (file, column label); the first is required."""
 KEYS_MODELS = {"generative_keys": "the recipe's 300 steps on 2 CPU cores",
