@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import sys
 import tempfile
@@ -341,7 +340,7 @@ def keys(args: argparse.Namespace) -> dict[str, Any]:
     every key; the query n-grams and the first decoding step cost the claim encoded once more and its keys in
     batches of 64, timed)."""
     from uniret.data import load_beir
-    from uniret.index.generative import GenerativeIndex, KeySet, candidate_ngrams, query_keys
+    from uniret.index.generative import GenerativeIndex, KeySet
     from uniret.retriever.generative import GenerativeRetriever
 
     if not args.model:
@@ -353,9 +352,7 @@ def keys(args: argparse.Namespace) -> dict[str, Any]:
                               keys=("beams", "query", "unigrams"))
     backend.index(data.corpus)
     constraint, qids = backend.constraint(), list(queries)
-    beams: dict[str, dict[tuple[int, ...], float]] = {}  # per claim: decoded keys, query keys, first step
-    query: dict[str, dict[tuple[int, ...], float]] = {}
-    first: dict[str, np.ndarray] = {}
+    sets: dict[str, KeySet] = {}  # per claim: every source, each kept apart
     decode_s = keys_s = 0.0
     for s in range(0, len(qids), args.search_batch):
         batch = qids[s : s + args.search_batch]
@@ -364,25 +361,16 @@ def keys(args: argparse.Namespace) -> dict[str, Any]:
                               num_beams=args.beams, max_new_tokens=model.settings.max_new_tokens)
         decode_s += time.perf_counter() - start
         start = time.perf_counter()
-        for q, h in zip(batch, hyps, strict=True):  # what GenerativeIndex.key_set does, each source kept apart
+        for q, h in zip(batch, hyps, strict=True):
             backend._count_valid(h)
-            beams[q] = candidate_ngrams(h)
-            extra = query_keys(queries[q], model.tokenizer, backend.structure)
-            step, scores = model.score_keys(queries[q], extra, task=backend.task)
-            query[q], first[q] = dict(zip(extra, scores, strict=True)), step.cpu().numpy()
+            sets[q] = backend.key_set(queries[q], h)
         keys_s += time.perf_counter() - start
-        logger.info("decoded %d / %d claims", len(beams), len(qids))
+        logger.info("decoded %d / %d claims", len(sets), len(qids))
     rows: dict[str, Any] = {}
     for label, variant in KEY_VARIANTS.items():
         backend.smoothing, backend.beta = variant["smoothing"], variant["beta"]
-        run = {}
-        sizes = []
-        for q in qids:
-            ngrams = dict(beams[q]) if "beams" in variant["keys"] else {}
-            for t, lp in (query[q].items() if "query" in variant["keys"] else ()):
-                ngrams[t] = max(lp, ngrams.get(t, -math.inf))
-            sizes.append(len(ngrams))
-            run[q] = backend.rank(KeySet(ngrams, first[q] if "unigrams" in variant["keys"] else None), 100)
+        run = {q: backend.rank(sets[q], 100, variant["keys"]) for q in qids}
+        sizes = [len(sets[q].ngrams(variant["keys"])) for q in qids]
         rows[label] = {**variant, "keys": list(variant["keys"]), **_metrics(data, run, queries, args.split),
                        "mean_keys_before_unigrams": float(np.mean(sizes))}
         logger.info("%s: %s", label, rows[label])

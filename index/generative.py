@@ -42,7 +42,7 @@ from uniret.index.manifest import (
     read_manifest,
     write_manifest,
 )
-from uniret.retriever.generative import KEY_SOURCES, document_tokens
+from uniret.retriever.generative import check_search_keys, document_tokens
 from uniret.retriever.identifiers import NgramIndex, TitleTrie
 
 logger = logging.getLogger(__name__)
@@ -53,28 +53,22 @@ IDS_FILE = "docids.json"
 def ngram_weight(logprob: float, count: int, num_tokens: int, smoothing: float = 0.0) -> float:
     """SEAL's n-gram weight ``max(0, log(P(n|q) (1 - P(n)) / (P(n) (1 - P(n|q)))))``: how much more likely the
     LM finds the n-gram for this query than the corpus does (``P(n) = (count + smoothing) / (num_tokens +
-    smoothing)``; SEAL smooths with 5, which tempers n-grams seen once or twice)."""
-    if count <= 0:
-        return 0.0
-    p_n = (count + smoothing) / (num_tokens + smoothing)
-    p_q = min(math.exp(logprob), 1.0 - 1e-9)
-    if p_q <= 0.0 or p_n >= 1.0:
-        return 0.0
-    return max(0.0, math.log(p_q) + math.log1p(-p_n) - math.log(p_n) - math.log1p(-p_q))
+    smoothing)``; SEAL smooths with 5, which tempers n-grams seen once or twice). One n-gram of
+    :func:`unigram_weights`."""
+    return float(unigram_weights(np.array([logprob]), np.array([count]), num_tokens, smoothing)[0])
 
 
 def unigram_weights(logprobs: np.ndarray, counts: np.ndarray, num_tokens: int, smoothing: float = 0.0
                     ) -> np.ndarray:
-    """:func:`ngram_weight` of every vocabulary token at once (``logprobs``: the LM's first decoding step;
-    ``counts``: each token's occurrences in the corpus; absent tokens weigh 0)."""
+    """:func:`ngram_weight` of many keys at once, e.g. every vocabulary token (``logprobs``: the LM's first
+    decoding step; ``counts``: each token's occurrences in the corpus; absent keys weigh 0)."""
     n = min(len(logprobs), len(counts))
-    lp = np.minimum(logprobs[:n].astype(np.float64), math.log(1.0 - 1e-9))
-    c = counts[:n].astype(np.float64)
+    lp = np.minimum(np.asarray(logprobs[:n], dtype=np.float64), math.log(1.0 - 1e-9))
+    c = np.asarray(counts[:n], dtype=np.float64)
     p_n = np.minimum((c + smoothing) / (num_tokens + smoothing), 1.0 - 1e-12)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = lp + np.log1p(-p_n) - np.log(p_n) - np.log1p(-np.exp(lp))
-    w = np.where((c > 0) & np.isfinite(w), np.maximum(w, 0.0), 0.0)
-    return w
+    return np.where((c > 0) & np.isfinite(w), np.maximum(w, 0.0), 0.0)
 
 
 _WORD = re.compile(r"\w+")
@@ -143,11 +137,21 @@ def ngram_document_scores(ngrams: Mapping[tuple[int, ...], float], index: NgramI
 
 
 class KeySet(NamedTuple):
-    """One query's candidate n-grams: ``{tokens: LM log-probability}``, and the LM's first-step
-    log-probabilities over the vocabulary when unigram keys are used."""
+    """One query's candidate n-grams by source (:data:`KEY_SOURCES`): ``{tokens: LM log-probability}`` of the
+    beams (and their prefixes) and of the query's n-grams, and the LM's first-step log-probabilities over the
+    vocabulary (the unigram keys)."""
 
-    ngrams: dict[tuple[int, ...], float]
+    beams: dict[tuple[int, ...], float]
+    query: dict[tuple[int, ...], float] | None = None
     first: np.ndarray | None = None
+
+    def ngrams(self, sources: Sequence[str]) -> dict[tuple[int, ...], float]:
+        """The n-grams of ``sources`` together, each with its best log-probability."""
+        out = dict(self.beams) if "beams" in sources else {}
+        for key, logprob in (self.query or {}).items() if "query" in sources else ():
+            if logprob > out.get(key, -math.inf):
+                out[key] = logprob
+        return out
 
 
 class GenerativeIndex(StoredDocuments):
@@ -162,12 +166,8 @@ class GenerativeIndex(StoredDocuments):
         self.num_beams = num_beams
         self.batch_size = batch_size
         self.alpha = alpha
-        self.keys = tuple(keys if keys is not None else model.settings.search_keys)  # :data:`KEY_SOURCES`
-        if "beams" not in self.keys or not set(self.keys) <= set(KEY_SOURCES):
-            raise ValueError(f"generative keys must include 'beams' and come from {', '.join(KEY_SOURCES)}; "
-                             f"got {list(self.keys)!r}")
-        if model.settings.scheme == "title" and self.keys != ("beams",):
-            raise ValueError(f"generative keys {list(self.keys)!r} need the n-gram scheme; titles use the beams only")
+        self.keys = check_search_keys(list(keys) if keys is not None else model.settings.search_keys,
+                                      model.settings.scheme, "generative keys")  # :data:`KEY_SOURCES`
         if smoothing < 0 or not 0.0 <= beta <= 1.0:
             raise ValueError(f"generative smoothing must be >= 0 and beta in [0, 1]; got {smoothing!r}, {beta!r}")
         self.smoothing = smoothing
@@ -260,35 +260,34 @@ class GenerativeIndex(StoredDocuments):
         self.stats["valid"] += sum(1 for h in hypotheses if h.tokens and self.is_valid(h.tokens))
 
     def key_set(self, query: str, hypotheses: Sequence[Any]) -> KeySet:
-        """The candidates one query's documents are scored from (titles: the beams; n-grams: see
-        :data:`KEY_SOURCES`)."""
+        """The candidates one query's documents are scored from, by source (titles: the beams only)."""
         if not isinstance(self.structure, NgramIndex):
             return KeySet({tuple(h.tokens): h.score for h in hypotheses})
-        ngrams = candidate_ngrams(hypotheses)
         if self.keys == ("beams",):
-            return KeySet(ngrams)
+            return KeySet(candidate_ngrams(hypotheses))
         extra = query_keys(query, self.model.tokenizer, self.structure) if "query" in self.keys else []
         first, scores = self.model.score_keys(query, extra, task=self.task)
-        for key, logprob in zip(extra, scores, strict=True):
-            if logprob > ngrams.get(key, -math.inf):
-                ngrams[key] = logprob
-        return KeySet(ngrams, first.cpu().numpy() if "unigrams" in self.keys else None)
+        return KeySet(candidate_ngrams(hypotheses), dict(zip(extra, scores, strict=True)),
+                      first.cpu().numpy() if "unigrams" in self.keys else None)
 
-    def rank(self, keys: KeySet, k: int) -> dict[str, float]:
-        """The top ``k`` documents of one query's :class:`KeySet` (``{doc id: score}``)."""
+    def rank(self, keys: KeySet, k: int, sources: Sequence[str] | None = None) -> dict[str, float]:
+        """The top ``k`` documents (``{doc id: score}``) from the ``sources`` of one query's :class:`KeySet`
+        (default: this index's keys; another choice, beams left out too, is for ablations)."""
+        sources = self.keys if sources is None else tuple(sources)
+        ngrams = keys.ngrams(sources)
         scores: dict[int, float] = {}
         if isinstance(self.structure, NgramIndex):
             weights: dict[tuple[int, ...], float] | None = None
-            if keys.first is not None:
+            if keys.first is not None and "unigrams" in sources:
                 w = unigram_weights(keys.first, self.structure.unigram_counts(), self.structure.num_tokens,
                                     self.smoothing)
-                top = np.argsort(-w, kind="stable")[: len(keys.ngrams)]
+                top = np.argsort(-w, kind="stable")[: len(ngrams)]
                 weights = {(int(t),): float(w[t]) for t in top if w[t] > 0.0}
-            scores = ngram_document_scores(keys.ngrams, self.structure, alpha=self.alpha, smoothing=self.smoothing,
+            scores = ngram_document_scores(ngrams, self.structure, alpha=self.alpha, smoothing=self.smoothing,
                                            beta=self.beta, weights=weights)
         else:
             assert self.structure is not None
-            for tokens, score in keys.ngrams.items():
+            for tokens, score in ngrams.items():
                 for row in self.structure.owners(tokens):
                     scores[row] = max(scores.get(row, -math.inf), score)
         best = sorted(scores.items(), key=lambda x: (-x[1], self._ids[x[0]]))[:k]

@@ -46,6 +46,21 @@ prefixes; ``query``, the query's own word n-grams found in the corpus, scored by
 (:meth:`GenerativeRetriever.score_keys`); ``unigrams``, the tokens the LM's first decoding step weighs highest,
 as many as the other keys (fewer when some already are keys). ``beams`` is always one of them."""
 
+
+
+def check_search_keys(keys: Any, scheme: str, what: str) -> tuple[str, ...]:
+    """``keys`` as a tuple of :data:`KEY_SOURCES` with ``beams`` among them (titles: ``beams`` only), or a
+    ``ValueError`` naming ``what``."""
+    if not isinstance(keys, (list, tuple)):
+        raise ValueError(f"{what} must be a list, e.g. ['beams', 'query']; got {keys!r}")
+    if "beams" not in keys or not set(keys) <= set(KEY_SOURCES):
+        raise ValueError(f"{what} must include 'beams' and come from {', '.join(KEY_SOURCES)}; got {list(keys)!r}")
+    if scheme == "title" and list(keys) != ["beams"]:
+        raise ValueError(f"{what} {list(keys)!r}: sources other than 'beams' need the n-gram scheme (a title is "
+                         "ranked from the beams that name it)")
+    return tuple(keys)
+
+
 Constraint = Callable[[Sequence[int]], Sequence[int]]  # generated prefix -> allowed next tokens (EOS included)
 
 
@@ -82,15 +97,7 @@ class GenerativeSettings:
         for name in ("max_length", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"generative {name} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.search_keys, (list, tuple)):
-            raise ValueError(f"generative search_keys must be a list, e.g. ['beams', 'query']; got "
-                             f"{self.search_keys!r}")
-        if "beams" not in self.search_keys or not set(self.search_keys) <= set(KEY_SOURCES):
-            raise ValueError(f"generative search_keys must include 'beams' and come from {', '.join(KEY_SOURCES)}; "
-                             f"got {self.search_keys!r}")
-        if self.scheme == "title" and list(self.search_keys) != ["beams"]:
-            raise ValueError("generative search_keys other than 'beams' need the n-gram scheme (a title is ranked "
-                             f"from the beams that name it); got {self.search_keys!r}")
+        check_search_keys(self.search_keys, self.scheme, "generative search_keys")
         if self.prompt_length < 0:
             raise ValueError(f"generative prompt_length must be >= 0, got {self.prompt_length!r}")
 

@@ -285,19 +285,19 @@ def test_search_keys_add_query_ngrams_and_unigrams(tiny, tmp_path):
     # no beams at all: a beams-only search ranks nothing, the query's n-grams (scored by the LM) find d1
     assert full.rank(KeySet({}), 3) == {}
     keys = full.key_set("cancer blood heart", [])
-    assert set(keys.ngrams) == {(27,), (28,), (29,), (27, 28), (28, 29), (27, 28, 29)}
-    first, scores = model.score_keys("cancer blood heart", list(keys.ngrams))
-    assert list(keys.ngrams.values()) == pytest.approx(scores)
+    assert set(keys.query) == {(27,), (28,), (29,), (27, 28), (28, 29), (27, 28, 29)} and keys.beams == {}
+    first, scores = model.score_keys("cancer blood heart", list(keys.query))
+    assert list(keys.query.values()) == pytest.approx(scores)
     assert keys.first == pytest.approx(first.numpy())
-    ranked = full.rank(KeySet(keys.ngrams), 3)
+    ranked = full.rank(keys, 3, ("beams", "query"))
     assert next(iter(ranked)) == "d1" and ranked["d1"] > 0 and all(v == 0 for d, v in ranked.items() if d != "d1")
     # a first step that puts its mass on "trial" (only in d2) makes it a key: as many unigrams as other keys
     assert trial in corpus_tokens(full, 2)
     peaked = np.full(len(model.tokenizer), -30.0)
     peaked[trial] = -0.01
     absent = (ids["vitamin"],)  # one generated key the corpus lacks: it weighs nothing, but makes room for one unigram
-    assert full.rank(KeySet({absent: -1.0}, peaked), 3).keys() == {"d2"}
-    assert full.rank(KeySet({absent: -1.0}, None), 3) == {}
+    assert full.rank(KeySet({absent: -1.0}, first=peaked), 3).keys() == {"d2"}
+    assert full.rank(KeySet({absent: -1.0}, first=None), 3) == {}
     # the setting: the model's saved default, an explicit choice, the manifest
     assert GenerativeIndex(model).keys == ("beams",)
     with_query = GenerativeRetriever(model.model, model.tokenizer, GenerativeSettings(search_keys=["beams", "query"]),
