@@ -11,7 +11,9 @@ constrained beam search and turns the generated identifiers into a run:
   it contains, each counted for the share of its tokens not already covered by a heavier n-gram. As in SEAL's
   released searcher, the keys can also include the query's own word n-grams that occur in the corpus and the
   LM's most likely first tokens, each weighed by the LM's probability of it (``keys``, :data:`KEY_SOURCES`;
-  the default is the model's ``search_keys``).
+  the default is the model's ``search_keys``). How the weights add up (the weight exponent, SEAL's smoothing
+  and repetition coefficient, the longest query key, an optional document-length normalisation) are
+  :data:`~uniret.retriever.generative.SEARCH_OPTIONS`, by default the model's ``search_options``.
 
 A saved index holds the identifier files (``.npy`` or a marisa trie), ``docids.json``, the document store and a
 manifest naming the model and its tokenizer. Any model with the same tokenizer and scheme may search it (a
@@ -42,7 +44,7 @@ from uniret.index.manifest import (
     read_manifest,
     write_manifest,
 )
-from uniret.retriever.generative import check_search_keys, document_tokens
+from uniret.retriever.generative import check_search_keys, check_search_options, document_tokens
 from uniret.retriever.identifiers import NgramIndex, TitleTrie
 
 logger = logging.getLogger(__name__)
@@ -159,19 +161,25 @@ class GenerativeIndex(StoredDocuments):
 
     kind = "generative"
 
-    def __init__(self, model: Any, *, num_beams: int = 10, batch_size: int = 8, alpha: float = 2.0,
+    def __init__(self, model: Any, *, num_beams: int = 10, batch_size: int = 8, alpha: float | None = None,
                  task: str | None = None, constrained: bool = True, max_doc_tokens: int | None = None,
-                 keys: Sequence[str] | None = None, smoothing: float = 0.0, beta: float = 1.0) -> None:
+                 keys: Sequence[str] | None = None, smoothing: float | None = None, beta: float | None = None,
+                 query_words: int | None = None, length_norm: float | None = None) -> None:
         self.model = model
         self.num_beams = num_beams
         self.batch_size = batch_size
-        self.alpha = alpha
         self.keys = check_search_keys(list(keys) if keys is not None else model.settings.search_keys,
                                       model.settings.scheme, "generative keys")  # :data:`KEY_SOURCES`
-        if smoothing < 0 or not 0.0 <= beta <= 1.0:
-            raise ValueError(f"generative smoothing must be >= 0 and beta in [0, 1]; got {smoothing!r}, {beta!r}")
-        self.smoothing = smoothing
-        self.beta = beta
+        given = {"alpha": alpha, "smoothing": smoothing, "beta": beta, "query_words": query_words,
+                 "length_norm": length_norm}  # :data:`SEARCH_OPTIONS`; None: the model's, else the default
+        options = check_search_options({**model.settings.search_options,
+                                        **{k: v for k, v in given.items() if v is not None}}, "generative search")
+        self.alpha = options["alpha"]
+        self.smoothing = options["smoothing"]
+        self.beta = options["beta"]
+        self.query_words = int(options["query_words"])
+        self.length_norm = options["length_norm"]
+        self._relative_lengths: np.ndarray | None = None
         self.task = task if task is not None else model.settings.query_task  # the prompt queries are decoded under
         self.constrained = constrained
         self.max_doc_tokens = max_doc_tokens
@@ -265,7 +273,8 @@ class GenerativeIndex(StoredDocuments):
             return KeySet({tuple(h.tokens): h.score for h in hypotheses})
         if self.keys == ("beams",):
             return KeySet(candidate_ngrams(hypotheses))
-        extra = query_keys(query, self.model.tokenizer, self.structure) if "query" in self.keys else []
+        extra = (query_keys(query, self.model.tokenizer, self.structure, self.query_words)
+                 if "query" in self.keys else [])
         first, scores = self.model.score_keys(query, extra, task=self.task)
         return KeySet(candidate_ngrams(hypotheses), dict(zip(extra, scores, strict=True)),
                       first.cpu().numpy() if "unigrams" in self.keys else None)
@@ -285,6 +294,12 @@ class GenerativeIndex(StoredDocuments):
                 weights = {(int(t),): float(w[t]) for t in top if w[t] > 0.0}
             scores = ngram_document_scores(ngrams, self.structure, alpha=self.alpha, smoothing=self.smoothing,
                                            beta=self.beta, weights=weights)
+            if self.length_norm > 0.0:
+                if self._relative_lengths is None:
+                    lengths = self.structure.lengths().astype(np.float64)
+                    self._relative_lengths = lengths / max(lengths.mean(), 1.0)
+                b, rel = self.length_norm, self._relative_lengths
+                scores = {row: sc / (1.0 - b + b * rel[row]) for row, sc in scores.items()}
         else:
             assert self.structure is not None
             for tokens, score in ngrams.items():
@@ -307,6 +322,7 @@ class GenerativeIndex(StoredDocuments):
                            settings={"scheme": self.scheme, "tokenizer": self.model.tokenizer_identity,
                                      "num_beams": self.num_beams, "batch_size": self.batch_size, "alpha": self.alpha,
                                      "keys": list(self.keys), "smoothing": self.smoothing, "beta": self.beta,
+                                     "query_words": self.query_words, "length_norm": self.length_norm,
                                      "task": self.task, "constrained": self.constrained,
                                      "max_doc_tokens": self.max_doc_tokens,
                                      "max_title_tokens": self._max_title_tokens,
@@ -346,7 +362,8 @@ class GenerativeIndex(StoredDocuments):
                    alpha=settings.get("alpha", 2.0), task=task if task in encoder.settings.tasks else None,
                    constrained=settings.get("constrained", True), max_doc_tokens=settings.get("max_doc_tokens"),
                    keys=settings.get("keys"), smoothing=settings.get("smoothing", 0.0),
-                   beta=settings.get("beta", 1.0))
+                   beta=settings.get("beta", 1.0), query_words=settings.get("query_words", 3),
+                   length_norm=settings.get("length_norm", 0.0))  # a saved index keeps its own ranking
         try:
             ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -370,7 +387,7 @@ class GenerativeIndex(StoredDocuments):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "scheme": self.scheme, "num_beams": self.num_beams, "alpha": self.alpha,
                 "keys": list(self.keys), "smoothing": self.smoothing, "beta": self.beta,
-                "constrained": self.constrained, "num_docs": len(self._ids), "encoder": self.model.identity,
+                "query_words": self.query_words, "length_norm": self.length_norm, "constrained": self.constrained, "num_docs": len(self._ids), "encoder": self.model.identity,
                 "valid_outputs": dict(self.stats)}
 
 
@@ -382,7 +399,25 @@ def model_from_config(cfg: Any) -> Any:
     return GenerativeRetriever.load(cfg.model, device=cfg.device)
 
 
+def parse_search_options(text: str) -> dict[str, float]:
+    """``"length_norm=0.5,alpha=1"`` -> ``{"length_norm": 0.5, "alpha": 1.0}`` (checked by the index)."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, eq, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not part or not eq or not name.strip() or not math.isfinite(number):
+            raise ValueError(f"--search-options {text!r}: expected NAME=NUMBER, comma-separated (e.g. "
+                             f"length_norm=0.5,alpha=1); got {part!r}")
+        out[name.strip()] = number
+    return out
+
+
 def build(cfg: Any, *, scratch: Path | None = None) -> GenerativeIndex:
     """A fresh, empty generative index over the model a ``RetrieverConfig`` names."""
     keys = [k.strip() for k in cfg.keys.split(",") if k.strip()] if cfg.keys else None
-    return GenerativeIndex(model_from_config(cfg), batch_size=cfg.batch_size, keys=keys)
+    options = parse_search_options(cfg.search_options) if cfg.search_options else {}
+    check_search_options(options, "--search-options")  # before the model loads
+    return GenerativeIndex(model_from_config(cfg), batch_size=cfg.batch_size, keys=keys, **options)  # type: ignore[arg-type]

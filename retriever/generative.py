@@ -61,6 +61,32 @@ def check_search_keys(keys: Any, scheme: str, what: str) -> tuple[str, ...]:
     return tuple(keys)
 
 
+SEARCH_OPTIONS: dict[str, float] = {"alpha": 2.0, "smoothing": 0.0, "beta": 1.0, "query_words": 3, "length_norm": 0.0}
+"""How documents are ranked from the n-gram keys (n-gram scheme), and their defaults (SEAL's ranking without
+smoothing): ``alpha``, the exponent of each key's weight; ``smoothing`` of the corpus probability and
+``beta``, SEAL's repetition coefficient; ``query_words``, the longest query key in words; ``length_norm``, ``b``
+of ``score / (1 - b + b * length / mean length)`` (0: no length normalisation, as SEAL)."""
+
+
+def check_search_options(options: Any, what: str) -> dict[str, float]:
+    """Every :data:`SEARCH_OPTIONS` with ``options`` (a mapping of some of them) over the defaults, checked, or
+    a ``ValueError`` naming ``what``."""
+    if not isinstance(options, dict):
+        raise ValueError(f"{what} must be a mapping, e.g. {{length_norm: 0.5}}; got {options!r}")
+    if unknown := set(options) - set(SEARCH_OPTIONS):
+        raise ValueError(f"{what}: unknown option(s) {sorted(unknown)}; expected some of {', '.join(SEARCH_OPTIONS)}")
+    out = {**SEARCH_OPTIONS, **options}
+    for name, value in out.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{what}.{name} must be a number, got {value!r}")
+    if out["alpha"] <= 0 or out["smoothing"] < 0 or not 0.0 <= out["beta"] <= 1.0 or not 0.0 <= out["length_norm"] <= 1.0:
+        raise ValueError(f"{what}: alpha must be > 0, smoothing >= 0, beta and length_norm in [0, 1]; got {out}")
+    if int(out["query_words"]) != out["query_words"] or out["query_words"] < 1:
+        raise ValueError(f"{what}.query_words must be a positive integer, got {out['query_words']!r}")
+    out["query_words"] = int(out["query_words"])
+    return out
+
+
 Constraint = Callable[[Sequence[int]], Sequence[int]]  # generated prefix -> allowed next tokens (EOS included)
 
 
@@ -81,6 +107,7 @@ class GenerativeSettings:
     max_length: int = 64  # input tokens (after the template)
     max_new_tokens: int = 10  # longest identifier generated (n-gram scheme; titles use their longest)
     search_keys: list[str] = field(default_factory=lambda: ["beams"])  # n-gram scheme: KEY_SOURCES searched
+    search_options: dict[str, float] = field(default_factory=dict)  # SEARCH_OPTIONS other than their defaults
 
     @property
     def query_task(self) -> str:
@@ -98,6 +125,7 @@ class GenerativeSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"generative {name} must be a positive integer, got {getattr(self, name)!r}")
         check_search_keys(self.search_keys, self.scheme, "generative search_keys")
+        check_search_options(self.search_options, "generative search_options")
         if self.prompt_length < 0:
             raise ValueError(f"generative prompt_length must be >= 0, got {self.prompt_length!r}")
 

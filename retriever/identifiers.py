@@ -156,6 +156,11 @@ class NgramIndex:
     def __len__(self) -> int:
         return len(self.starts)
 
+    def lengths(self) -> np.ndarray:
+        """Each document's number of tokens."""
+        ends = np.append(self.starts[1:], len(self.tokens))
+        return (ends - self.starts - 1).astype(np.int64)
+
     def _at(self, m: int) -> Any:
         tokens, n = self.tokens, len(self.tokens)
 

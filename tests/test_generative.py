@@ -319,6 +319,54 @@ def test_search_keys_add_query_ngrams_and_unigrams(tiny, tmp_path):
         GenerativeIndex(tiny["title"], keys=("beams", "unigrams"))
 
 
+def test_search_options_length_norm_and_query_words(tiny, tmp_path):
+    """The ranking options: a length normalisation divides each document's score by ``1 - b + b * length /
+    mean length`` (by hand); ``query_words`` caps the query keys; the model's ``search_options`` are the
+    index's defaults, an explicit argument wins, a saved index keeps its own; bad options are refused."""
+    from uniret.data import Corpus
+
+    ids = {w: i + 4 for i, w in enumerate(WORDS)}
+    cancer, blood = ids["cancer"], ids["blood"]
+    short, long_ = [cancer, blood], [cancer, blood, 5, 6, 7, 8, 9, 10]  # title (2 words) + text: 4 and 10 tokens
+    corpus = Corpus.from_documents(docs_of([short, long_, [11, 12, 13, 14, 15]]))
+    model = tiny["ngram"]
+    plain = GenerativeIndex(model, keys=("beams",))
+    plain.index(corpus)
+    assert isinstance(plain.structure, NgramIndex) and plain.structure.lengths().tolist() == [4, 10, 7]
+    keys = KeySet({(cancer, blood): -0.5})
+    raw = plain.rank(keys, 3)
+    assert raw["d0"] == pytest.approx(raw["d1"]) and raw["d0"] > 0  # SEAL: length plays no part
+    normed = GenerativeIndex(model, keys=("beams",), length_norm=0.5)
+    normed.index(corpus)
+    got = normed.rank(keys, 3)
+    assert got["d0"] == pytest.approx(raw["d0"] / (0.5 + 0.5 * 4 / 7))  # mean length 7
+    assert got["d1"] == pytest.approx(raw["d1"] / (0.5 + 0.5 * 10 / 7))
+    assert list(got)[0] == "d0"
+    # query_words caps the query's n-grams (1: single words only)
+    one = GenerativeIndex(model, keys=("beams", "query"), query_words=1)
+    one.index(corpus)
+    assert set(one.key_set("cancer blood", []).query) == {(cancer,), (blood,)}
+    # the model's options are the defaults; an argument wins; the manifest keeps the index's own
+    tuned_model = GenerativeRetriever(model.model, model.tokenizer,
+                                      GenerativeSettings(search_options={"length_norm": 0.25, "alpha": 1}), name="t")
+    tuned = GenerativeIndex(tuned_model)
+    assert (tuned.length_norm, tuned.alpha, tuned.query_words, tuned.beta) == (0.25, 1, 3, 1.0)
+    assert GenerativeIndex(tuned_model, alpha=3.0).alpha == 3.0
+    tuned.index(corpus)
+    loaded = GenerativeIndex.load(tuned.save(tmp_path / "idx"), encoder=model)
+    assert (loaded.length_norm, loaded.alpha, loaded.query_words) == (0.25, 1, 3)
+    assert loaded.rank(keys, 3) == tuned.rank(keys, 3)
+    saved = tuned_model.save(tmp_path / "model")
+    assert GenerativeRetriever.load(saved).settings.search_options == {"length_norm": 0.25, "alpha": 1}
+    for bad, match in (({"lenght_norm": 0.5}, "unknown option"), ({"length_norm": 2}, "length_norm in"),
+                       ({"query_words": 0}, "query_words"), ({"alpha": "2"}, "must be a number"),
+                       ([("alpha", 1)], "mapping")):
+        with pytest.raises(ValueError, match=match):
+            GenerativeSettings(search_options=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="beta"):
+        GenerativeIndex(model, beta=1.5)
+
+
 def corpus_tokens(index: GenerativeIndex, row: int) -> list[int]:
     assert isinstance(index.structure, NgramIndex)
     return index.structure.document_tokens(row).tolist()
@@ -495,13 +543,14 @@ def test_uniret_train_and_eval_generative_tiny(scifact, tmp_path, capsys):
     cfg = {"model": {"kind": "generative", "backbone": str(folder), "max_length": 32, "device": "cpu"},
            "data": {"data": str(data_dir)},
            "generative": {"prompt_length": 2, "ngram_length": 4, "max_new_tokens": 4, "pseudo_queries": "span",
-                          "search_keys": ["beams", "query"]},
+                          "search_keys": ["beams", "query"], "search_options": {"length_norm": 0.5}},
            "trainer": {"batch_size": 4, "max_steps": 3, "learning_rate": 1e-3}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["-q", "train", "--config", str(tmp_path / "cfg.yaml"), "--output-dir", str(tmp_path / "run")]) == 0
     saved = json.loads((tmp_path / "run" / "model" / "uniret_generative.json").read_text())
     assert saved["settings"]["prompt_length"] == 2 and saved["settings"]["tasks"] == ["retrieval", "indexing"]
     assert saved["settings"]["search_keys"] == ["beams", "query"]
+    assert saved["settings"]["search_options"] == {"length_norm": 0.5}
     assert main(["-q", "eval", "--data", str(data_dir), "--split", "train", "--retriever", "generative", "--model",
                  str(tmp_path / "run" / "model"), "--device", "cpu", "--output-dir", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
@@ -509,18 +558,30 @@ def test_uniret_train_and_eval_generative_tiny(scifact, tmp_path, capsys):
     assert report["retriever"]["kind"] == "generative"
     valid = report["retriever"]["valid_outputs"]
     assert valid["generated"] > 0 and valid["valid"] == valid["generated"]
-    assert report["retriever"]["keys"] == ["beams", "query"]  # the model's saved search keys
+    assert report["retriever"]["keys"] == ["beams", "query"]  # the model's saved search keys and options
+    assert (report["retriever"]["length_norm"], report["retriever"]["alpha"]) == (0.5, 2.0)
     assert main(["-q", "eval", "--data", str(data_dir), "--split", "train", "--retriever", "generative", "--model",
                  str(tmp_path / "run" / "model"), "--device", "cpu", "--keys", "beams",
-                 "--output-dir", str(tmp_path / "ev2")]) == 0
-    assert json.loads((tmp_path / "ev2" / "report.json").read_text())["retriever"]["keys"] == ["beams"]
+                 "--search-options", "alpha=1, query_words=2", "--output-dir", str(tmp_path / "ev2")]) == 0
+    got = json.loads((tmp_path / "ev2" / "report.json").read_text())["retriever"]
+    assert (got["keys"], got["alpha"], got["query_words"], got["length_norm"]) == (["beams"], 1.0, 2, 0.5)
+    for bad, says in (("alpha", "expected NAME=NUMBER"), ("alpha=x", "expected NAME=NUMBER"),
+                      ("lenght_norm=1", "unknown option"), ("beta=2", "beta and length_norm in")):
+        assert main(["-q", "eval", "--data", str(data_dir), "--retriever", "generative", "--model",
+                     str(tmp_path / "run" / "model"), "--search-options", bad,
+                     "--output-dir", str(tmp_path / "ev6")]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "ev6").exists()
     assert main(["-q", "eval", "--data", str(data_dir), "--retriever", "bm25", "--keys", "beams",
                  "--output-dir", str(tmp_path / "ev3")]) == 2
     assert "--keys applies to --retriever generative only" in capsys.readouterr().err
     for extra in (["--index", str(tmp_path / "idx")], ["--index", str(tmp_path / "idx"), "--retriever", "generative"]):
         assert main(["-q", "eval", "--data", str(data_dir), *extra, "--keys", "beams,query",
                      "--output-dir", str(tmp_path / "ev4")]) == 2
-        assert "a saved index searches with the keys recorded in its manifest" in capsys.readouterr().err
+        assert "a saved index searches as its manifest records" in capsys.readouterr().err
+    assert main(["-q", "eval", "--data", str(data_dir), "--index", str(tmp_path / "idx"), "--search-options",
+                 "alpha=1", "--output-dir", str(tmp_path / "ev4")]) == 2
+    assert "--search-options applies when an index is built" in capsys.readouterr().err
     assert main(["-q", "eval", "--data", str(data_dir), "--retriever", "generative", "--keys", ",",
                  "--output-dir", str(tmp_path / "ev5")]) == 2
     assert "--keys needs one or more key sources" in capsys.readouterr().err

@@ -152,7 +152,7 @@ def _build_generative(cfg: Any) -> tuple[Any, Any]:
     m, g = cfg.model, cfg.generative
     settings = GenerativeSettings(scheme=g.scheme, tasks=list(g.tasks), prompt_length=g.prompt_length,
                                   template=g.template, max_length=m.max_length, max_new_tokens=g.max_new_tokens,
-                                  search_keys=list(g.search_keys))
+                                  search_keys=list(g.search_keys), search_options=dict(g.search_options))
     model = GenerativeRetriever.build(m.backbone, settings, lora=m.lora, device=m.device, dtype=m.dtype)
     if m.gradient_checkpointing:
         model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

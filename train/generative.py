@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from uniret.retriever.generative import check_search_options
 from uniret.train.precision import autocast_forward
 from uniret.train.records import TrainingRecord
 
@@ -48,6 +49,7 @@ class GenerativeConfig:
     template: str = "{text}\n=>"
     max_new_tokens: int = 10  # longest n-gram decoded at search time
     search_keys: list[str] = field(default_factory=lambda: ["beams"])  # saved with the model: its keys at search
+    search_options: dict[str, float] = field(default_factory=dict)  # saved with the model: how keys rank documents
     ngram_length: int = 8  # tokens of a training target n-gram
     ngram_candidates: int = 8  # retrieval targets: best of this many random spans by overlap with the query
     chunk_tokens: int = 48  # indexing inputs: a span of this many document tokens
@@ -61,6 +63,7 @@ class GenerativeConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.search_keys, (list, tuple)):
             raise ValueError(f"generative.search_keys must be a list, e.g. [beams, query]; got {self.search_keys!r}")
+        check_search_options(self.search_options, "generative.search_options")
         if self.pseudo_queries not in PSEUDO_QUERIES:
             raise ValueError(f"generative.pseudo_queries must be one of {', '.join(PSEUDO_QUERIES)}, got "
                              f"{self.pseudo_queries!r}")

@@ -82,6 +82,10 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
                    help="generative: the n-gram keys documents are ranked from, comma-separated: beams (the decoded "
                         "identifiers), query (the query's word n-grams, scored by the LM), unigrams (the LM's "
                         "first-step tokens); default: the model's saved setting; recorded in the index")
+    p.add_argument("--search-options", default=None,
+                   help="generative: how the keys rank documents, NAME=VALUE comma-separated, e.g. "
+                        "length_norm=0.5,alpha=1 (alpha, smoothing, beta, query_words, length_norm); default: the "
+                        "model's saved setting; recorded in the index")
     p.add_argument("--device", default="auto", help="auto (a GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
     p.add_argument("--max-length", type=_positive_int, default=None,
@@ -116,7 +120,8 @@ def _retriever_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     kw = {"kind": args.retriever, "index_type": args.index_type, "engine": args.engine, "device": args.device,
           "batch_size": args.batch_size, "max_length": args.max_length, "cache_embeddings": args.cache_embeddings,
           "backend": args.backend or "torch", "query_scale": args.query_scale, "top_k": args.top_k,
-          "threshold": args.threshold, "keys": getattr(args, "keys", None)}
+          "threshold": args.threshold, "keys": getattr(args, "keys", None),
+          "search_options": getattr(args, "search_options", None)}
     if args.model:
         kw["model"] = args.model
     if getattr(args, "fusion", None):
@@ -169,9 +174,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _retriever_config(args)
     if cfg is None and index is None:
         raise ValueError("--retriever is needed when no --index is given")
-    if index is not None and getattr(args, "keys", None) is not None:
-        raise ValueError("--keys applies when an index is built (--retriever generative without --index); a saved "
-                         "index searches with the keys recorded in its manifest")
+    for name in ("keys", "search_options"):
+        if index is not None and getattr(args, name, None) is not None:
+            raise ValueError(f"--{name.replace('_', '-')} applies when an index is built (--retriever generative "
+                             "without --index); a saved index searches as its manifest records")
     if cfg is None and isinstance(index, str) and (args.model is not None or args.max_length is not None):
         from uniret.commands import RetrieverConfig, backend_family_of_index
 

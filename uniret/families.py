@@ -195,6 +195,7 @@ class RetrieverConfig:
     top_k: int | None = None  # sparse: keep each vector's k largest weights (None: the model's saved setting)
     threshold: float | None = None  # sparse: drop weights at or below this (None: the model's saved setting)
     keys: str | None = None  # generative: the n-gram keys ranked, e.g. "beams,query" (None: the model's setting)
+    search_options: str | None = None  # generative: e.g. "length_norm=0.5,alpha=1" (None: the model's setting)
     k1: float = 0.9  # bm25
     b: float = 0.4  # bm25
     cache_embeddings: bool = False
@@ -266,5 +267,5 @@ register(Family(
                                    "n-gram or title identifiers)",
     backend="uniret.index.generative:GenerativeIndex", builder="uniret.index.generative:build",
     encoder="uniret.index.generative:model_from_config", index_kinds=("generative",),
-    requires=(("marisa_trie", "generative"),), training="uniret.train.families:GENERATIVE", options=("keys",),
+    requires=(("marisa_trie", "generative"),), training="uniret.train.families:GENERATIVE", options=("keys", "search_options"),
 ))
