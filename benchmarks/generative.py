@@ -20,6 +20,13 @@ decoded n-grams alone (``keys=("beams",)``), except one more of the trained mode
 ranks them from each key set (beams, the query's n-grams, the LM's first-step unigrams; SEAL's smoothing and
 beta), with ablations that leave the beams out.
 
+``--part keys-grid`` (``generative_keys_grid.json``): one trained model decodes ``--queries`` claims once and ranks
+them from beams + query n-grams under every setting of ``GRID`` (longest query n-gram, weight exponent, SEAL's
+smoothing and beta, a document-length normalisation), and fuses the default and the best row with BM25 at every
+weight (``--row LABEL``: rank and fuse only the default and that row). ``--split dev --dev-queries
+RUN/dev_queries.json`` searches the claims a training run held out (``data.holdout_queries``): the setting and
+fusion weight are chosen there, then read on the test claims.
+
 ``--part prompts`` (``generative_prompts.json``): UGR's prompt learning over two identifier granularities of
 one corpus: titles (a document's name) and n-grams of the whole abstract. One model trained on both, each with
 its own soft prompt (``generative.query_tasks: {retrieval: text, title: title}``), against two single-task
@@ -31,6 +38,8 @@ seeded SciFact test claims against the full corpus.
     python benchmarks/generative.py --part trained --steps 40 --queries 20
     python benchmarks/generative.py --part prompts --steps 100 --queries 100
     python benchmarks/generative.py --part keys --model OUT/model --queries 300
+    python benchmarks/generative.py --part keys-grid --model DEV/model --split dev --dev-queries DEV/dev_queries.json
+    python benchmarks/generative.py --part keys-grid --model OUT/model --queries 300 --row "LABEL CHOSEN ON DEV"
 
 ``--device`` (default auto: a GPU when present) is where the LM trains and decodes; the results file records it.
 ``--save-runs DIR`` also writes the searched runs as TREC files (``device_decoder.py run --generative`` uses it
@@ -159,11 +168,23 @@ def _search(backend: Any, queries: dict[str, str], k: int = 100) -> tuple[dict[s
                  "valid": s["valid"], "valid_rate": s["valid"] / max(1, s["generated"])}
 
 
-def _claims(data: Any, n: int, split: str = "test") -> dict[str, str]:
-    """The first ``n`` SciFact claims of ``split`` in a seeded order (every part and machine draws the same ones)."""
-    qids = sorted(data.qrels(split).judgements)
+def _claims(data: Any, n: int, split: str = "test", ids: Any = None) -> dict[str, str]:
+    """The first ``n`` SciFact claims of ``split`` (or of ``ids``, e.g. a run's held-out dev claims) in a seeded
+    order (every part and machine draws the same ones)."""
+    qids = sorted(ids if ids is not None else data.qrels(split).judgements)
     random.Random(0).shuffle(qids)
     return {q: data.queries[q] for q in qids[:n]}
+
+
+def _split_claims(args: argparse.Namespace, data: Any) -> tuple[dict[str, str], str]:
+    """``--queries`` claims of ``--split``, and the qrels split that judges them (dev claims are training claims
+    a run held out: ``--dev-queries``, its ``dev_queries.json``)."""
+    if args.split != "dev":
+        return _claims(data, args.queries, args.split), args.split
+    if not args.dev_queries:
+        sys.exit("--split dev needs --dev-queries FILE (a training run's dev_queries.json)")
+    ids = json.loads(Path(args.dev_queries).read_text(encoding="utf-8"))
+    return _claims(data, args.queries, "train", ids), "train"
 
 
 def _bm25_rows(data: Any, queries: dict[str, str], generative: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -275,6 +296,26 @@ FUSION_WEIGHTS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)  # BM25's weight in the score i
 RRF_WEIGHTS = (0.1, 0.25, 0.5, 1.0)  # the generative run's weight in RRF (BM25's: 1)
 
 
+def _fusion_rows(data: Any, queries: dict[str, str], split: str, bm25_run: dict[str, dict[str, float]],
+                 generative: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """BM25, the generative run, and the two fused by every method and weight of :data:`FUSION_WEIGHTS` /
+    :data:`RRF_WEIGHTS`, each scored on ``queries``."""
+    from uniret.scores import fuse_runs
+
+    rows = {"BM25": {"method": "bm25", **_metrics(data, bm25_run, queries, split)},
+            "generative (constrained)": {"method": "generative", **_metrics(data, generative, queries, split)}}
+    for norm in ("minmax", "zscore"):
+        for w in FUSION_WEIGHTS:
+            fused = fuse_runs([bm25_run, generative], "interpolate", [w, 1 - w], normalization=norm)
+            rows[f"{norm} {w:g} BM25 + {1 - w:g} generative"] = {"method": norm, "bm25_weight": w,
+                                                                   **_metrics(data, fused, queries, split)}
+    for w in RRF_WEIGHTS:
+        fused = fuse_runs([bm25_run, generative], "rrf", [1.0, w])
+        rows[f"RRF, generative weighted {w:g}"] = {"method": "rrf", "generative_weight": w,
+                                                   **_metrics(data, fused, queries, split)}
+    return rows
+
+
 def fusion_sweep(args: argparse.Namespace) -> dict[str, Any]:
     """``--part fusion-sweep``: BM25 fused with a saved constrained run (``--run``, TREC, ``.gz`` too) by every
     method and weight of :data:`FUSION_WEIGHTS` / :data:`RRF_WEIGHTS`, all scored on the run's claims. The
@@ -284,7 +325,6 @@ def fusion_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
     from uniret.data import load_beir
     from uniret.index.lucene import LuceneBM25Index
-    from uniret.scores import fuse_runs
     from uniret.trec import parse_trec_run
 
     if not args.run:
@@ -299,18 +339,7 @@ def fusion_sweep(args: argparse.Namespace) -> dict[str, Any]:
         sys.exit(f"{path}: its {len(generative)} claims are not the first {len(queries)} seeded test claims")
     bm25 = LuceneBM25Index()
     bm25.index(data.corpus)
-    bm25_run = bm25.search(queries, k=100)
-    rows = {"BM25": {"method": "bm25", **_metrics(data, bm25_run, queries)},
-            "generative (constrained)": {"method": "generative", **_metrics(data, generative, queries)}}
-    for norm in ("minmax", "zscore"):
-        for w in FUSION_WEIGHTS:
-            fused = fuse_runs([bm25_run, generative], "interpolate", [w, 1 - w], normalization=norm)
-            rows[f"{norm} {w:g} BM25 + {1 - w:g} generative"] = {"method": norm, "bm25_weight": w,
-                                                                   **_metrics(data, fused, queries)}
-    for w in RRF_WEIGHTS:
-        fused = fuse_runs([bm25_run, generative], "rrf", [1.0, w])
-        rows[f"RRF, generative weighted {w:g}"] = {"method": "rrf", "generative_weight": w,
-                                                   **_metrics(data, fused, queries)}
+    rows = _fusion_rows(data, queries, "test", bm25.search(queries, k=100), generative)
     best = max((r for r in rows.values() if r["method"] not in ("bm25", "generative")), key=lambda r: r["ndcg@10"])
     return {"run": str(path), "queries": len(queries), "rows": rows,
             "best_fused_ndcg@10": best["ndcg@10"], "bm25_ndcg@10": rows["BM25"]["ndcg@10"],
@@ -341,15 +370,15 @@ def keys(args: argparse.Namespace) -> dict[str, Any]:
     batches of 64, timed)."""
     from uniret.data import load_beir
     from uniret.index.generative import GenerativeIndex, KeySet
-    from uniret.retriever.generative import GenerativeRetriever
+    from uniret.retriever.generative import SEARCH_OPTIONS, GenerativeRetriever
 
     if not args.model:
         sys.exit("--part keys needs --model DIR (a trained generative model, e.g. OUT/model of uniret train)")
     data = load_beir("scifact")
-    queries = _claims(data, args.queries, args.split)
+    queries, qrels_split = _split_claims(args, data)
     model = GenerativeRetriever.load(args.model, device=args.device)
     backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch,
-                              keys=("beams", "query", "unigrams"))
+                              keys=("beams", "query", "unigrams"), **SEARCH_OPTIONS)  # each variant sets its own
     backend.index(data.corpus)
     constraint, qids = backend.constraint(), list(queries)
     sets: dict[str, KeySet] = {}  # per claim: every source, each kept apart
@@ -371,7 +400,7 @@ def keys(args: argparse.Namespace) -> dict[str, Any]:
         backend.smoothing, backend.beta = variant["smoothing"], variant["beta"]
         run = {q: backend.rank(sets[q], 100, variant["keys"]) for q in qids}
         sizes = [len(sets[q].ngrams(variant["keys"])) for q in qids]
-        rows[label] = {**variant, "keys": list(variant["keys"]), **_metrics(data, run, queries, args.split),
+        rows[label] = {**variant, "keys": list(variant["keys"]), **_metrics(data, run, queries, qrels_split),
                        "mean_keys_before_unigrams": float(np.mean(sizes))}
         logger.info("%s: %s", label, rows[label])
     try:
@@ -379,7 +408,7 @@ def keys(args: argparse.Namespace) -> dict[str, Any]:
 
         bm25 = LuceneBM25Index()
         bm25.index(data.corpus)
-        rows["BM25 (same claims)"] = _metrics(data, bm25.search(queries, k=100), queries, args.split)
+        rows["BM25 (same claims)"] = _metrics(data, bm25.search(queries, k=100), queries, qrels_split)
     except Exception as e:  # BM25 needs the sparse extra (Java)
         logger.warning("BM25 row skipped: %s", e)
     return {"model": str(args.model), "model_hash": model.identity["hash"], "history": model.history,
@@ -391,6 +420,116 @@ def keys(args: argparse.Namespace) -> dict[str, Any]:
 
 GRANULARITIES = {"one model, both granularities": {"retrieval": "text", "title": "title"},
                  "abstract n-grams only": {"retrieval": "text"}, "titles only": {"title": "title"}}
+
+
+GRID: dict[str, tuple[Any, ...]] = {"query_words": (3, 4, 5), "alpha": (1.0, 1.5, 2.0, 3.0), "smoothing": (0.0, 5.0),
+                                     "beta": (1.0, 0.8), "length_norm": (0.0, 0.25, 0.5, 0.75)}
+"""What ``--part keys-grid`` sweeps, ranking from the recipe's keys (beams + query n-grams): the longest query
+n-gram in words (SEAL: 3), the weight exponent (``alpha``, uniret's default 2), SEAL's smoothing and beta,
+and a document-length normalisation ``score / (1 - b + b * length / mean length)`` (``b`` 0: none, SEAL)."""
+
+
+def _grid_label(v: dict[str, Any]) -> str:
+    return (f"words {v['query_words']}, alpha {v['alpha']:g}, smoothing {v['smoothing']:g}, beta {v['beta']:g}, "
+            f"length norm {v['length_norm']:g}")
+
+
+def keys_grid(args: argparse.Namespace) -> dict[str, Any]:
+    """``--part keys-grid``: one trained model (``--model``) decodes ``--queries`` claims once (constrained,
+    ``--beams``) and scores every query n-gram of up to 5 words once; the documents are then ranked from beams
+    + query n-grams under every setting of :data:`GRID`. Run on a training run's held-out dev claims
+    (``--split dev --dev-queries RUN/dev_queries.json``, claims that model never trained on) to choose a
+    setting; run on the test claims to read the chosen row (the file names the best row on its own claims,
+    which is a choice only where those claims are dev claims)."""
+    import itertools
+
+    from uniret.data import load_beir
+    from uniret.index.generative import (
+        GenerativeIndex,
+        KeySet,
+        candidate_ngrams,
+        length_normalised,
+        ngram_document_scores,
+        query_keys,
+        relative_lengths,
+    )
+    from uniret.retriever.generative import SEARCH_OPTIONS, GenerativeRetriever
+
+    if not args.model:
+        sys.exit("--part keys-grid needs --model DIR (a trained generative model, e.g. OUT/model of uniret train)")
+    names = [n for n in GRID if n != "length_norm"]
+    default = _grid_label(SEARCH_OPTIONS)
+    every = {_grid_label(dict(zip(GRID, combo, strict=True))) for combo in itertools.product(*GRID.values())}
+    if args.row and (unknown := set(args.row) - every):
+        sys.exit(f"--row names no grid row: {sorted(unknown)} (labels as in a results file's rows)")
+    data = load_beir("scifact")
+    queries, qrels_split = _split_claims(args, data)
+    model = GenerativeRetriever.load(args.model, device=args.device)
+    backend = GenerativeIndex(model, num_beams=args.beams, batch_size=args.search_batch, keys=("beams", "query"),
+                              **SEARCH_OPTIONS)  # the model's own search_options play no part
+    backend.index(data.corpus)
+    structure = backend.structure
+    rel_length = relative_lengths(structure)
+    constraint, qids = backend.constraint(), list(queries)
+    beams: dict[str, dict[tuple[int, ...], float]] = {}
+    scored: dict[str, dict[tuple[int, ...], float]] = {}  # every query n-gram of up to max(words) words
+    by_words: dict[tuple[str, int], list[tuple[int, ...]]] = {}
+    start = time.perf_counter()
+    for s in range(0, len(qids), args.search_batch):
+        batch = qids[s : s + args.search_batch]
+        hyps = model.generate([queries[q] for q in batch], task=backend.task, constraint=constraint,
+                              num_beams=args.beams, max_new_tokens=model.settings.max_new_tokens)
+        for q, h in zip(batch, hyps, strict=True):
+            backend._count_valid(h)
+            beams[q] = candidate_ngrams(h)
+            for w in GRID["query_words"]:
+                by_words[q, w] = query_keys(queries[q], model.tokenizer, structure, max_words=w)
+            longest = by_words[q, max(GRID["query_words"])]
+            _, scores = model.score_keys(queries[q], longest, task=backend.task)
+            scored[q] = dict(zip(longest, scores, strict=True))
+        logger.info("decoded and scored %d / %d claims", len(beams), len(qids))
+    search_s = time.perf_counter() - start
+    rows: dict[str, Any] = {}
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    wanted = {default, *args.row} if args.row else None  # --row: rank only those rows
+    for combo in itertools.product(*(GRID[n] for n in names)):
+        v = dict(zip(names, combo, strict=True))
+        norms = [b for b in GRID["length_norm"] if wanted is None or _grid_label({**v, "length_norm": b}) in wanted]
+        if not norms:
+            continue
+        raw: dict[str, dict[int, float]] = {}
+        for q in qids:
+            ks = KeySet(beams[q], {k: scored[q][k] for k in by_words[q, v["query_words"]]})
+            raw[q] = ngram_document_scores(ks.ngrams(("beams", "query")), structure, alpha=v["alpha"],
+                                           smoothing=v["smoothing"], beta=v["beta"])
+        for b in norms:
+            run: dict[str, dict[str, float]] = {}
+            for q in qids:
+                scores = length_normalised(raw[q], rel_length, b)
+                ranked = sorted(scores.items(), key=lambda x: (-x[1], backend._ids[x[0]]))[:100]  # as rank()
+                run[q] = {backend._ids[row]: float(sc) for row, sc in ranked}
+            label = _grid_label({**v, "length_norm": b})
+            rows[label] = {**v, "length_norm": b, **_metrics(data, run, queries, qrels_split)}
+            runs[label] = run
+            logger.info("%s: %.4f", label, rows[label]["ndcg@10"])
+    best = max(rows, key=lambda r: rows[r]["ndcg@10"])
+    fusion: dict[str, Any] = {}
+    try:
+        from uniret.index.lucene import LuceneBM25Index
+
+        bm25 = LuceneBM25Index()
+        bm25.index(data.corpus)
+        bm25_run = bm25.search(queries, k=100)
+        for label in dict.fromkeys([default, best, *(args.row or [])]):
+            fusion[label] = _fusion_rows(data, queries, qrels_split, bm25_run, runs[label])
+    except Exception as e:  # BM25 needs the sparse extra (Java); the grid's rows stand without it
+        logger.warning("fusion rows skipped: %s", e)
+    return {"model": str(args.model), "model_hash": model.identity["hash"], "history": model.history,
+            "queries": len(queries), "split": args.split, "dev_queries_file": args.dev_queries,
+            "docs": len(data.corpus), "beams": args.beams, "keys": ["beams", "query"], "grid": {k: list(v) for k, v in GRID.items()},
+            "rows": rows, "best_row": best, "best_ndcg@10": rows[best]["ndcg@10"], "default_row": default,
+            "fusion": fusion,
+            "valid": dict(backend.stats), "search_seconds": search_s, "device": args.device}
 
 
 def prompts(args: argparse.Namespace) -> dict[str, Any]:
@@ -437,7 +576,8 @@ def prompts(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["structures", "trained", "prompts", "fuse", "fusion-sweep", "keys"], required=True)
+    ap.add_argument("--part", choices=["structures", "trained", "prompts", "fuse", "fusion-sweep", "keys", "keys-grid"],
+                    required=True)
     ap.add_argument("--patterns", type=int, default=500)
     ap.add_argument("--config", default="configs/scifact-generative.yaml",
                     help="a path, or relative to the repository (runs from any folder)")
@@ -457,9 +597,20 @@ def main() -> None:
     ap.add_argument("--device-results", default=None, help="fuse: that machine's results file (bm25_skipped)")
     ap.add_argument("--run", default=None, help="fusion-sweep: a saved constrained run (TREC, .gz too)")
     ap.add_argument("--model", default=None, help="keys: a trained generative model folder")
-    ap.add_argument("--split", default="test", choices=["test", "train"],
-                    help="keys: the claims searched (train: to choose a key set on claims the test never sees)")
+    ap.add_argument("--split", default="test", choices=["test", "train", "dev"],
+                    help="keys, keys-grid: the claims searched (train: claims the test never sees; dev: a training "
+                         "run's held-out claims, --dev-queries)")
+    ap.add_argument("--row", action="append", default=None,
+                    help="keys-grid: rank only this grid row (and the default) and fuse each with BM25 (repeatable; "
+                         "e.g. the row chosen on dev claims, read on the test claims)")
+    ap.add_argument("--dev-queries", default=None, help="--split dev: a training run's dev_queries.json")
     args = ap.parse_args()
+    if args.dev_queries and args.split != "dev":
+        sys.exit("--dev-queries applies with --split dev")
+    if args.row and args.part != "keys-grid":
+        sys.exit("--row applies to --part keys-grid")
+    if args.split != "test" and args.part not in ("keys", "keys-grid"):
+        sys.exit("--split applies to --part keys and keys-grid")
     from uniret.runtime import resolve_device
 
     args.device = resolve_device(args.device)
@@ -473,7 +624,8 @@ def main() -> None:
         logger.info("wrote %s", path)
         return
     result = {"structures": structures, "trained": trained, "prompts": prompts,
-              "fusion-sweep": fusion_sweep, "keys": keys}[args.part](args)
+              "fusion-sweep": fusion_sweep, "keys": keys,
+              "keys-grid": keys_grid}[args.part](args)
     path = run.save(result)
     logger.info("wrote %s", path)
 

@@ -138,6 +138,19 @@ def ngram_document_scores(ngrams: Mapping[tuple[int, ...], float], index: NgramI
     return scores
 
 
+def length_normalised(scores: Mapping[int, float], relative_lengths: np.ndarray, b: float) -> dict[int, float]:
+    """``score / (1 - b + b * relative length)`` of each document (BM25's length norm; ``b`` 0: unchanged)."""
+    if b == 0.0:
+        return dict(scores)
+    return {row: sc / (1.0 - b + b * float(relative_lengths[row])) for row, sc in scores.items()}
+
+
+def relative_lengths(index: NgramIndex) -> np.ndarray:
+    """Each document's token count over the mean."""
+    lengths = index.lengths().astype(np.float64)
+    return lengths / max(float(lengths.mean()), 1.0)
+
+
 class KeySet(NamedTuple):
     """One query's candidate n-grams by source (:data:`KEY_SOURCES`): ``{tokens: LM log-probability}`` of the
     beams (and their prefixes) and of the query's n-grams, and the LM's first-step log-probabilities over the
@@ -173,13 +186,17 @@ class GenerativeIndex(StoredDocuments):
         given = {"alpha": alpha, "smoothing": smoothing, "beta": beta, "query_words": query_words,
                  "length_norm": length_norm}  # :data:`SEARCH_OPTIONS`; None: the model's, else the default
         options = check_search_options({**model.settings.search_options,
-                                        **{k: v for k, v in given.items() if v is not None}}, "generative search")
+                                        **{k: v for k, v in given.items() if v is not None}},
+                                       "generative search options (the model's search_options and the arguments)")
         self.alpha = options["alpha"]
         self.smoothing = options["smoothing"]
         self.beta = options["beta"]
         self.query_words = int(options["query_words"])
         self.length_norm = options["length_norm"]
-        self._relative_lengths: np.ndarray | None = None
+        if model.settings.scheme == "title" and options != check_search_options({}, ""):
+            raise ValueError(f"generative search options {options!r}: they rank documents from n-gram keys; the "
+                             "title scheme ranks a title by the best beam that names it")
+        self._relative_lengths: np.ndarray | None = None  # of the indexed documents, once length_norm needs them
         self.task = task if task is not None else model.settings.query_task  # the prompt queries are decoded under
         self.constrained = constrained
         self.max_doc_tokens = max_doc_tokens
@@ -215,6 +232,7 @@ class GenerativeIndex(StoredDocuments):
             self._max_title_tokens = max((len(t) for t in tokens), default=1)
         self._ids = [d.id for d in docs]
         self._corpus = corpus
+        self._relative_lengths = None
         self.index_seconds = time.perf_counter() - start
         logger.info("generative %s index of %d documents built in %.1f s", self.scheme, len(docs), self.index_seconds)
 
@@ -296,10 +314,8 @@ class GenerativeIndex(StoredDocuments):
                                            beta=self.beta, weights=weights)
             if self.length_norm > 0.0:
                 if self._relative_lengths is None:
-                    lengths = self.structure.lengths().astype(np.float64)
-                    self._relative_lengths = lengths / max(lengths.mean(), 1.0)
-                b, rel = self.length_norm, self._relative_lengths
-                scores = {row: sc / (1.0 - b + b * rel[row]) for row, sc in scores.items()}
+                    self._relative_lengths = relative_lengths(self.structure)
+                scores = length_normalised(scores, self._relative_lengths, self.length_norm)
         else:
             assert self.structure is not None
             for tokens, score in ngrams.items():
@@ -411,6 +427,8 @@ def parse_search_options(text: str) -> dict[str, float]:
         if not part or not eq or not name.strip() or not math.isfinite(number):
             raise ValueError(f"--search-options {text!r}: expected NAME=NUMBER, comma-separated (e.g. "
                              f"length_norm=0.5,alpha=1); got {part!r}")
+        if name.strip() in out:
+            raise ValueError(f"--search-options {text!r}: {name.strip()} is given twice")
         out[name.strip()] = number
     return out
 

@@ -69,21 +69,29 @@ of ``score / (1 - b + b * length / mean length)`` (0: no length normalisation, a
 
 
 def check_search_options(options: Any, what: str) -> dict[str, float]:
-    """Every :data:`SEARCH_OPTIONS` with ``options`` (a mapping of some of them) over the defaults, checked, or
-    a ``ValueError`` naming ``what``."""
+    """Every :data:`SEARCH_OPTIONS` with ``options`` (a mapping of some of them) over the defaults, checked
+    (``query_words`` an int, the rest floats), or a ``ValueError`` naming ``what`` and the option."""
     if not isinstance(options, dict):
         raise ValueError(f"{what} must be a mapping, e.g. {{length_norm: 0.5}}; got {options!r}")
     if unknown := set(options) - set(SEARCH_OPTIONS):
         raise ValueError(f"{what}: unknown option(s) {sorted(unknown)}; expected some of {', '.join(SEARCH_OPTIONS)}")
-    out = {**SEARCH_OPTIONS, **options}
-    for name, value in out.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{what}.{name} must be a number, got {value!r}")
-    if out["alpha"] <= 0 or out["smoothing"] < 0 or not 0.0 <= out["beta"] <= 1.0 or not 0.0 <= out["length_norm"] <= 1.0:
-        raise ValueError(f"{what}: alpha must be > 0, smoothing >= 0, beta and length_norm in [0, 1]; got {out}")
-    if int(out["query_words"]) != out["query_words"] or out["query_words"] < 1:
-        raise ValueError(f"{what}.query_words must be a positive integer, got {out['query_words']!r}")
-    out["query_words"] = int(out["query_words"])
+    ranges = {"alpha": (0.0, math.inf, "a number > 0"), "smoothing": (0.0, math.inf, "a number >= 0"),
+              "beta": (0.0, 1.0, "a number in [0, 1]"), "query_words": (1.0, math.inf, "a positive integer"),
+              "length_norm": (0.0, 1.0, "a number in [0, 1]")}
+    out: dict[str, float] = {}
+    for name, default in SEARCH_OPTIONS.items():
+        value = options.get(name, default)
+        lo, hi, says = ranges[name]
+        try:
+            number = float(value) if not isinstance(value, (bool, str)) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        ok = math.isfinite(number) and lo <= number <= hi and (number > 0 if name == "alpha" else True)
+        if name == "query_words":
+            ok = ok and number == int(number)
+        if not ok:
+            raise ValueError(f"{what}: {name} must be {says}, got {value!r}")
+        out[name] = int(number) if name == "query_words" else number
     return out
 
 
@@ -125,7 +133,11 @@ class GenerativeSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"generative {name} must be a positive integer, got {getattr(self, name)!r}")
         check_search_keys(self.search_keys, self.scheme, "generative search_keys")
-        check_search_options(self.search_options, "generative search_options")
+        full = check_search_options(self.search_options, "generative search_options")
+        self.search_options = {k: full[k] for k in self.search_options}  # query_words an int, the rest floats
+        if self.scheme == "title" and self.search_options:
+            raise ValueError(f"generative search_options {self.search_options!r}: they rank documents from n-gram "
+                             "keys; the title scheme ranks a title by the best beam that names it")
         if self.prompt_length < 0:
             raise ValueError(f"generative prompt_length must be >= 0, got {self.prompt_length!r}")
 

@@ -327,21 +327,24 @@ def test_search_options_length_norm_and_query_words(tiny, tmp_path):
 
     ids = {w: i + 4 for i, w in enumerate(WORDS)}
     cancer, blood = ids["cancer"], ids["blood"]
-    short, long_ = [cancer, blood], [cancer, blood, 5, 6, 7, 8, 9, 10]  # title (2 words) + text: 4 and 10 tokens
-    corpus = Corpus.from_documents(docs_of([short, long_, [11, 12, 13, 14, 15]]))
+    long_, short = [cancer, blood, 5, 6, 7, 8, 9, 10], [cancer, blood]  # title (2 words) + text: 10 and 4 tokens
+    corpus = Corpus.from_documents(docs_of([long_, short, [11, 12, 13, 14, 15]]))
     model = tiny["ngram"]
     plain = GenerativeIndex(model, keys=("beams",))
     plain.index(corpus)
-    assert isinstance(plain.structure, NgramIndex) and plain.structure.lengths().tolist() == [4, 10, 7]
+    assert isinstance(plain.structure, NgramIndex) and plain.structure.lengths().tolist() == [10, 4, 7]
     keys = KeySet({(cancer, blood): -0.5})
     raw = plain.rank(keys, 3)
     assert raw["d0"] == pytest.approx(raw["d1"]) and raw["d0"] > 0  # SEAL: length plays no part
+    assert list(raw)[0] == "d0"  # a tie: the smaller id first
     normed = GenerativeIndex(model, keys=("beams",), length_norm=0.5)
     normed.index(corpus)
     got = normed.rank(keys, 3)
-    assert got["d0"] == pytest.approx(raw["d0"] / (0.5 + 0.5 * 4 / 7))  # mean length 7
-    assert got["d1"] == pytest.approx(raw["d1"] / (0.5 + 0.5 * 10 / 7))
-    assert list(got)[0] == "d0"
+    assert got["d0"] == pytest.approx(raw["d0"] / (0.5 + 0.5 * 10 / 7))  # mean length 7
+    assert got["d1"] == pytest.approx(raw["d1"] / (0.5 + 0.5 * 4 / 7))
+    assert list(got)[0] == "d1"  # the shorter document moves ahead
+    normed.index(Corpus.from_documents(docs_of([short, long_])))  # indexed again: the lengths are the new ones
+    assert list(normed.rank(keys, 2)) == ["d0", "d1"] and normed.rank(keys, 2)["d1"] < raw["d0"]
     # query_words caps the query's n-grams (1: single words only)
     one = GenerativeIndex(model, keys=("beams", "query"), query_words=1)
     one.index(corpus)
@@ -358,13 +361,27 @@ def test_search_options_length_norm_and_query_words(tiny, tmp_path):
     assert loaded.rank(keys, 3) == tuned.rank(keys, 3)
     saved = tuned_model.save(tmp_path / "model")
     assert GenerativeRetriever.load(saved).settings.search_options == {"length_norm": 0.25, "alpha": 1}
-    for bad, match in (({"lenght_norm": 0.5}, "unknown option"), ({"length_norm": 2}, "length_norm in"),
-                       ({"query_words": 0}, "query_words"), ({"alpha": "2"}, "must be a number"),
-                       ([("alpha", 1)], "mapping")):
+    assert GenerativeSettings(search_options={"query_words": 4.0}).search_options == {"query_words": 4}
+    for bad, match in (({"lenght_norm": 0.5}, "unknown option"), ({"length_norm": 2}, "length_norm must be a number in"),
+                       ({"query_words": 0}, "query_words must be a positive integer"),
+                       ({"alpha": "2"}, "alpha must be a number > 0"), ([("alpha", 1)], "mapping")):
         with pytest.raises(ValueError, match=match):
             GenerativeSettings(search_options=bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="beta"):
+    with pytest.raises(ValueError, match="beta must be a number in"):
         GenerativeIndex(model, beta=1.5)
+    with pytest.raises(ValueError, match="title scheme"):
+        GenerativeSettings(scheme="title", search_options={"alpha": 1.0})
+    with pytest.raises(ValueError, match="title scheme"):
+        GenerativeIndex(tiny["title"], length_norm=0.5)
+    # an index saved before these options (no query_words / length_norm in its manifest) ranks as it did, even
+    # under a model whose own options differ
+    manifest_file = tmp_path / "idx" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    for name in ("query_words", "length_norm"):
+        manifest["settings"].pop(name)
+    manifest_file.write_text(json.dumps(manifest))
+    old = GenerativeIndex.load(tmp_path / "idx", encoder=tuned_model)
+    assert (old.query_words, old.length_norm, old.alpha) == (3, 0.0, 1)
 
 
 def corpus_tokens(index: GenerativeIndex, row: int) -> list[int]:
@@ -566,7 +583,8 @@ def test_uniret_train_and_eval_generative_tiny(scifact, tmp_path, capsys):
     got = json.loads((tmp_path / "ev2" / "report.json").read_text())["retriever"]
     assert (got["keys"], got["alpha"], got["query_words"], got["length_norm"]) == (["beams"], 1.0, 2, 0.5)
     for bad, says in (("alpha", "expected NAME=NUMBER"), ("alpha=x", "expected NAME=NUMBER"),
-                      ("lenght_norm=1", "unknown option"), ("beta=2", "beta and length_norm in")):
+                      ("lenght_norm=1", "unknown option"), ("beta=2", "beta must be a number in"),
+                      ("alpha=1,alpha=2", "alpha is given twice"), (" ", "needs NAME=VALUE pairs")):
         assert main(["-q", "eval", "--data", str(data_dir), "--retriever", "generative", "--model",
                      str(tmp_path / "run" / "model"), "--search-options", bad,
                      "--output-dir", str(tmp_path / "ev6")]) == 2

@@ -220,6 +220,8 @@ class RetrieverConfig:
         if self.keys is not None and not [k for k in str(self.keys).split(",") if k.strip()]:
             raise ValueError(f"--keys needs one or more key sources, comma-separated (e.g. beams,query); got "
                              f"{self.keys!r}")
+        if self.search_options is not None and not str(self.search_options).strip():
+            raise ValueError("--search-options needs NAME=VALUE pairs, comma-separated (e.g. length_norm=0.5,alpha=1)")
         if self.max_length is not None:
             check_positive(max_length=self.max_length)
 
