@@ -792,10 +792,12 @@ def block_generative_fusion_sweep(res: Results) -> str:
 
 
 KEYS_FILES = (("generative_keys", "test, 300 steps"), ("generative_keys_train", "train claims, 300 steps"),
-              ("generative_keys_600steps", "test, 600 steps"), ("generative_keys_base", "test, untrained LM"))
+              ("generative_keys_600steps", "test, 600 steps"), ("generative_keys_base", "test, untrained LM"),
+              ("generative_keys_pseudo", "test, 300 steps + first-sentence pseudo-queries"))
 """``generative.py --part keys`` results shown side by side: (file, column label); the first is required."""
 KEYS_MODELS = {"generative_keys": "the recipe's 300 steps on 2 CPU cores",
-               "generative_keys_600steps": "600 steps on 2 CPU cores"}  # the trained models: a targets row each
+               "generative_keys_600steps": "600 steps on 2 CPU cores",
+               "generative_keys_pseudo": "300 steps with first-sentence pseudo-queries, 2 CPU cores"}  # the trained models: a targets row each
 
 
 def block_generative_keys(res: Results) -> str:
