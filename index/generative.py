@@ -44,7 +44,12 @@ from uniret.index.manifest import (
     read_manifest,
     write_manifest,
 )
-from uniret.retriever.generative import check_search_keys, check_search_options, document_tokens
+from uniret.retriever.generative import (
+    SEARCH_OPTIONS,
+    check_search_keys,
+    check_search_options,
+    document_tokens,
+)
 from uniret.retriever.identifiers import NgramIndex, TitleTrie
 
 logger = logging.getLogger(__name__)
@@ -187,15 +192,13 @@ class GenerativeIndex(StoredDocuments):
                  "length_norm": length_norm}  # :data:`SEARCH_OPTIONS`; None: the model's, else the default
         options = check_search_options({**model.settings.search_options,
                                         **{k: v for k, v in given.items() if v is not None}},
-                                       "generative search options (the model's search_options and the arguments)")
+                                       "generative search options (the model's search_options and the arguments)",
+                                       model.settings.scheme)
         self.alpha = options["alpha"]
         self.smoothing = options["smoothing"]
         self.beta = options["beta"]
         self.query_words = int(options["query_words"])
         self.length_norm = options["length_norm"]
-        if model.settings.scheme == "title" and options != check_search_options({}, ""):
-            raise ValueError(f"generative search options {options!r}: they rank documents from n-gram keys; the "
-                             "title scheme ranks a title by the best beam that names it")
         self._relative_lengths: np.ndarray | None = None  # of the indexed documents, once length_norm needs them
         self.task = task if task is not None else model.settings.query_task  # the prompt queries are decoded under
         self.constrained = constrained
@@ -375,11 +378,10 @@ class GenerativeIndex(StoredDocuments):
                                      f"trained for {encoder.settings.scheme!r} identifiers")
         task = settings.get("task")  # a model given in place of the saved one may not have the saved task
         self = cls(encoder, num_beams=settings.get("num_beams", 10), batch_size=settings.get("batch_size", 8),
-                   alpha=settings.get("alpha", 2.0), task=task if task in encoder.settings.tasks else None,
+                   task=task if task in encoder.settings.tasks else None,
                    constrained=settings.get("constrained", True), max_doc_tokens=settings.get("max_doc_tokens"),
-                   keys=settings.get("keys"), smoothing=settings.get("smoothing", 0.0),
-                   beta=settings.get("beta", 1.0), query_words=settings.get("query_words", 3),
-                   length_norm=settings.get("length_norm", 0.0))  # a saved index keeps its own ranking
+                   keys=settings.get("keys"),  # a saved index keeps its own ranking (defaults where it predates one)
+                   **{name: settings.get(name, default) for name, default in SEARCH_OPTIONS.items()})
         try:
             ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -403,8 +405,8 @@ class GenerativeIndex(StoredDocuments):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "scheme": self.scheme, "num_beams": self.num_beams, "alpha": self.alpha,
                 "keys": list(self.keys), "smoothing": self.smoothing, "beta": self.beta,
-                "query_words": self.query_words, "length_norm": self.length_norm, "constrained": self.constrained, "num_docs": len(self._ids), "encoder": self.model.identity,
-                "valid_outputs": dict(self.stats)}
+                "query_words": self.query_words, "length_norm": self.length_norm, "constrained": self.constrained,
+                "num_docs": len(self._ids), "encoder": self.model.identity, "valid_outputs": dict(self.stats)}
 
 
 

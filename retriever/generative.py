@@ -47,7 +47,6 @@ prefixes; ``query``, the query's own word n-grams found in the corpus, scored by
 as many as the other keys (fewer when some already are keys). ``beams`` is always one of them."""
 
 
-
 def check_search_keys(keys: Any, scheme: str, what: str) -> tuple[str, ...]:
     """``keys`` as a tuple of :data:`KEY_SOURCES` with ``beams`` among them (titles: ``beams`` only), or a
     ``ValueError`` naming ``what``."""
@@ -68,9 +67,10 @@ smoothing): ``alpha``, the exponent of each key's weight; ``smoothing`` of the c
 of ``score / (1 - b + b * length / mean length)`` (0: no length normalisation, as SEAL)."""
 
 
-def check_search_options(options: Any, what: str) -> dict[str, float]:
+def check_search_options(options: Any, what: str, scheme: str = "ngram") -> dict[str, float]:
     """Every :data:`SEARCH_OPTIONS` with ``options`` (a mapping of some of them) over the defaults, checked
-    (``query_words`` an int, the rest floats), or a ``ValueError`` naming ``what`` and the option."""
+    (``query_words`` an int, the rest floats), or a ``ValueError`` naming ``what`` and the option (titles: the
+    defaults only, as a title is ranked by the best beam that names it)."""
     if not isinstance(options, dict):
         raise ValueError(f"{what} must be a mapping, e.g. {{length_norm: 0.5}}; got {options!r}")
     if unknown := set(options) - set(SEARCH_OPTIONS):
@@ -92,6 +92,9 @@ def check_search_options(options: Any, what: str) -> dict[str, float]:
         if not ok:
             raise ValueError(f"{what}: {name} must be {says}, got {value!r}")
         out[name] = int(number) if name == "query_words" else number
+    if scheme == "title" and out != SEARCH_OPTIONS:
+        raise ValueError(f"{what} {dict(options)!r}: these options rank documents from n-gram keys; the title scheme "
+                         "ranks a title by the best beam that names it")
     return out
 
 
@@ -133,11 +136,8 @@ class GenerativeSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"generative {name} must be a positive integer, got {getattr(self, name)!r}")
         check_search_keys(self.search_keys, self.scheme, "generative search_keys")
-        full = check_search_options(self.search_options, "generative search_options")
+        full = check_search_options(self.search_options, "generative search_options", self.scheme)
         self.search_options = {k: full[k] for k in self.search_options}  # query_words an int, the rest floats
-        if self.scheme == "title" and self.search_options:
-            raise ValueError(f"generative search_options {self.search_options!r}: they rank documents from n-gram "
-                             "keys; the title scheme ranks a title by the best beam that names it")
         if self.prompt_length < 0:
             raise ValueError(f"generative prompt_length must be >= 0, got {self.prompt_length!r}")
 

@@ -63,7 +63,7 @@ class GenerativeConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.search_keys, (list, tuple)):
             raise ValueError(f"generative.search_keys must be a list, e.g. [beams, query]; got {self.search_keys!r}")
-        check_search_options(self.search_options, "generative.search_options")
+        check_search_options(self.search_options, "generative.search_options", self.scheme)
         if self.pseudo_queries not in PSEUDO_QUERIES:
             raise ValueError(f"generative.pseudo_queries must be one of {', '.join(PSEUDO_QUERIES)}, got "
                              f"{self.pseudo_queries!r}")

@@ -269,5 +269,6 @@ register(Family(
                                    "n-gram or title identifiers)",
     backend="uniret.index.generative:GenerativeIndex", builder="uniret.index.generative:build",
     encoder="uniret.index.generative:model_from_config", index_kinds=("generative",),
-    requires=(("marisa_trie", "generative"),), training="uniret.train.families:GENERATIVE", options=("keys", "search_options"),
+    requires=(("marisa_trie", "generative"),), training="uniret.train.families:GENERATIVE",
+    options=("keys", "search_options"),
 ))
