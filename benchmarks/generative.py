@@ -187,14 +187,20 @@ def _split_claims(args: argparse.Namespace, data: Any) -> tuple[dict[str, str], 
     return _claims(data, args.queries, "train", ids), "train"
 
 
-def _bm25_rows(data: Any, queries: dict[str, str], generative: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """BM25 (Lucene) on the same claims, and BM25 fused with the constrained generative run by RRF."""
+def _bm25_run(data: Any, queries: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Lucene BM25's top 100 for ``queries`` over the whole corpus (needs the sparse extra: Java)."""
     from uniret.index.lucene import LuceneBM25Index
-    from uniret.scores import fuse_runs
 
     bm25 = LuceneBM25Index()
     bm25.index(data.corpus)
-    bm25_run = bm25.search(queries, k=100)
+    return bm25.search(queries, k=100)
+
+
+def _bm25_rows(data: Any, queries: dict[str, str], generative: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """BM25 (Lucene) on the same claims, and BM25 fused with the constrained generative run by RRF."""
+    from uniret.scores import fuse_runs
+
+    bm25_run = _bm25_run(data, queries)
     return {"BM25 (same claims)": _metrics(data, bm25_run, queries),
             "BM25 + generative (RRF)": _metrics(data, fuse_runs([bm25_run, generative], "rrf"), queries)}
 
@@ -324,7 +330,6 @@ def fusion_sweep(args: argparse.Namespace) -> dict[str, Any]:
     import io
 
     from uniret.data import load_beir
-    from uniret.index.lucene import LuceneBM25Index
     from uniret.trec import parse_trec_run
 
     if not args.run:
@@ -337,9 +342,7 @@ def fusion_sweep(args: argparse.Namespace) -> dict[str, Any]:
     queries = _claims(data, len(generative))
     if set(generative) != set(queries):
         sys.exit(f"{path}: its {len(generative)} claims are not the first {len(queries)} seeded test claims")
-    bm25 = LuceneBM25Index()
-    bm25.index(data.corpus)
-    rows = _fusion_rows(data, queries, "test", bm25.search(queries, k=100), generative)
+    rows = _fusion_rows(data, queries, "test", _bm25_run(data, queries), generative)
     best = max((r for r in rows.values() if r["method"] not in ("bm25", "generative")), key=lambda r: r["ndcg@10"])
     return {"run": str(path), "queries": len(queries), "rows": rows,
             "best_fused_ndcg@10": best["ndcg@10"], "bm25_ndcg@10": rows["BM25"]["ndcg@10"],
@@ -404,11 +407,7 @@ def keys(args: argparse.Namespace) -> dict[str, Any]:
                        "mean_keys_before_unigrams": float(np.mean(sizes))}
         logger.info("%s: %s", label, rows[label])
     try:
-        from uniret.index.lucene import LuceneBM25Index
-
-        bm25 = LuceneBM25Index()
-        bm25.index(data.corpus)
-        rows["BM25 (same claims)"] = _metrics(data, bm25.search(queries, k=100), queries, qrels_split)
+        rows["BM25 (same claims)"] = _metrics(data, _bm25_run(data, queries), queries, qrels_split)
     except Exception as e:  # BM25 needs the sparse extra (Java)
         logger.warning("BM25 row skipped: %s", e)
     return {"model": str(args.model), "model_hash": model.identity["hash"], "history": model.history,
@@ -515,11 +514,7 @@ def keys_grid(args: argparse.Namespace) -> dict[str, Any]:
     best = max(rows, key=lambda r: rows[r]["ndcg@10"])
     fusion: dict[str, Any] = {}
     try:
-        from uniret.index.lucene import LuceneBM25Index
-
-        bm25 = LuceneBM25Index()
-        bm25.index(data.corpus)
-        bm25_run = bm25.search(queries, k=100)
+        bm25_run = _bm25_run(data, queries)
         for label in dict.fromkeys([default, best, *(args.row or [])]):
             fusion[label] = _fusion_rows(data, queries, qrels_split, bm25_run, runs[label])
     except Exception as e:  # BM25 needs the sparse extra (Java); the grid's rows stand without it
