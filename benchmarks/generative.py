@@ -22,7 +22,7 @@ beta), with ablations that leave the beams out.
 
 ``--part keys-grid`` (``generative_keys_grid.json``): one trained model decodes ``--queries`` claims once and ranks
 them from beams + query n-grams under every setting of ``GRID`` (longest query n-gram, weight exponent, SEAL's
-smoothing and beta, a document-length normalisation), and fuses the default and the best row with BM25 at every
+smoothing and beta, a saturation of key occurrences, a document-length normalisation), and fuses the default and the best row with BM25 at every
 weight (``--row LABEL``: rank and fuse only the default and that row). ``--split dev --dev-queries
 RUN/dev_queries.json`` searches the claims a training run held out (``data.holdout_queries``): the setting and
 fusion weight are chosen there, then read on the test claims.
@@ -50,6 +50,7 @@ adds the BM25 rows that machine skipped to its results file, with this run's pro
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import random
@@ -422,15 +423,29 @@ GRANULARITIES = {"one model, both granularities": {"retrieval": "text", "title":
 
 
 GRID: dict[str, tuple[Any, ...]] = {"query_words": (3, 4, 5), "alpha": (1.0, 1.5, 2.0, 3.0), "smoothing": (0.0, 5.0),
-                                     "beta": (1.0, 0.8), "length_norm": (0.0, 0.25, 0.5, 0.75)}
+                                     "beta": (1.0, 0.8), "tf_k1": (0.0, 0.5, 1.2, 2.0),
+                                     "length_norm": (0.0, 0.25, 0.5, 0.75)}
 """What ``--part keys-grid`` sweeps, ranking from the recipe's keys (beams + query n-grams): the longest query
 n-gram in words (SEAL: 3), the weight exponent (``alpha``, uniret's default 2), SEAL's smoothing and beta,
-and a document-length normalisation ``score / (1 - b + b * length / mean length)`` (``b`` 0: none, SEAL)."""
+a BM25-style saturation of a key's occurrences in a document (``tf_k1``, 0: presence only, SEAL) and a
+document-length normalisation ``score / (1 - b + b * length / mean length)`` (``b`` 0: none, SEAL)."""
 
 
 def _grid_label(v: dict[str, Any]) -> str:
-    return (f"words {v['query_words']}, alpha {v['alpha']:g}, smoothing {v['smoothing']:g}, beta {v['beta']:g}, "
-            f"length norm {v['length_norm']:g}")
+    """A grid row's name; ``tf_k1`` is named only where it is not 0 (rows of files from before it keep their names)."""
+    tf = f", tf k1 {v['tf_k1']:g}" if v.get("tf_k1", 0.0) else ""
+    return (f"words {v['query_words']}, alpha {v['alpha']:g}, smoothing {v['smoothing']:g}, beta {v['beta']:g}"
+            f"{tf}, length norm {v['length_norm']:g}")
+
+
+class _CachedPostings:
+    """An :class:`NgramIndex`'s ``count`` and ``documents``, each looked up once per key (the grid ranks the same
+    keys under every setting)."""
+
+    def __init__(self, index: Any) -> None:
+        self.num_tokens = index.num_tokens
+        self.count = functools.lru_cache(maxsize=None)(lambda tokens: index.count(tokens))
+        self.documents = functools.lru_cache(maxsize=None)(lambda tokens: index.documents(tokens))
 
 
 def keys_grid(args: argparse.Namespace) -> dict[str, Any]:
@@ -469,6 +484,7 @@ def keys_grid(args: argparse.Namespace) -> dict[str, Any]:
     backend.index(data.corpus)
     structure = backend.structure
     rel_length = relative_lengths(structure)
+    postings = _CachedPostings(structure)
     constraint, qids = backend.constraint(), list(queries)
     beams: dict[str, dict[tuple[int, ...], float]] = {}
     scored: dict[str, dict[tuple[int, ...], float]] = {}  # every query n-gram of up to max(words) words
@@ -499,8 +515,8 @@ def keys_grid(args: argparse.Namespace) -> dict[str, Any]:
         raw: dict[str, dict[int, float]] = {}
         for q in qids:
             ks = KeySet(beams[q], {k: scored[q][k] for k in by_words[q, v["query_words"]]})
-            raw[q] = ngram_document_scores(ks.ngrams(("beams", "query")), structure, alpha=v["alpha"],
-                                           smoothing=v["smoothing"], beta=v["beta"])
+            raw[q] = ngram_document_scores(ks.ngrams(("beams", "query")), postings, alpha=v["alpha"],  # type: ignore[arg-type]
+                                           smoothing=v["smoothing"], beta=v["beta"], tf_k1=v["tf_k1"])
         for b in norms:
             run: dict[str, dict[str, float]] = {}
             for q in qids:

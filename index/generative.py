@@ -12,7 +12,8 @@ constrained beam search and turns the generated identifiers into a run:
   released searcher, the keys can also include the query's own word n-grams that occur in the corpus and the
   LM's most likely first tokens, each weighed by the LM's probability of it (``keys``, :data:`KEY_SOURCES`;
   the default is the model's ``search_keys``). How the weights add up (the weight exponent, SEAL's smoothing
-  and repetition coefficient, the longest query key, an optional document-length normalisation) are
+  and repetition coefficient, the longest query key, an optional document-length normalisation, an optional
+  BM25-style saturation of a key's occurrences in a document) are
   :data:`~uniret.retriever.generative.SEARCH_OPTIONS`, by default the model's ``search_options``.
 
 A saved index holds the identifier files (``.npy`` or a marisa trie), ``docids.json``, the document store and a
@@ -116,13 +117,14 @@ def candidate_ngrams(hypotheses: Sequence[Any]) -> dict[tuple[int, ...], float]:
 
 
 def ngram_document_scores(ngrams: Mapping[tuple[int, ...], float], index: NgramIndex, *, alpha: float = 2.0,
-                          smoothing: float = 0.0, beta: float = 1.0,
+                          smoothing: float = 0.0, beta: float = 1.0, tf_k1: float = 0.0,
                           weights: Mapping[tuple[int, ...], float] | None = None) -> dict[int, float]:
     """``{document row: score}`` from ``{n-gram tokens: log-probability}``: n-grams in decreasing weight
     (ties: the order given); a document adds ``weight ** alpha`` times ``1 - beta + beta * fresh``, ``fresh``
     the share of the n-gram's distinct tokens it has not yet covered (``beta`` 1: only the fresh share counts;
-    SEAL uses 0.8). ``weights`` adds n-grams whose weight is already known (unigrams weighed in bulk; those of
-    weight 0 are left out).
+    SEAL uses 0.8), times ``tf (k1 + 1) / (tf + k1)`` for the n-gram's ``tf`` occurrences in the document
+    (``tf_k1`` 0: 1, presence only, as SEAL). ``weights`` adds n-grams whose weight is already known (unigrams
+    weighed in bulk; those of weight 0 are left out).
     Documents containing only zero-weight n-grams score 0."""
     weighted = []
     for tokens, logprob in ngrams.items():
@@ -135,10 +137,11 @@ def ngram_document_scores(ngrams: Mapping[tuple[int, ...], float], index: NgramI
     covered: dict[int, set[int]] = {}
     for weight, tokens in weighted:
         distinct = set(tokens)
-        for row in index.documents(tokens):
+        for row, tf in index.documents(tokens).items():
             seen = covered.setdefault(row, set())
             fresh = len(distinct - seen) / len(distinct)
-            scores[row] = scores.get(row, 0.0) + weight**alpha * (1.0 - beta + beta * fresh)
+            saturation = tf * (tf_k1 + 1.0) / (tf + tf_k1)  # 1 where tf_k1 is 0
+            scores[row] = scores.get(row, 0.0) + weight**alpha * (1.0 - beta + beta * fresh) * saturation
             seen |= distinct
     return scores
 
@@ -182,14 +185,16 @@ class GenerativeIndex(StoredDocuments):
     def __init__(self, model: Any, *, num_beams: int = 10, batch_size: int = 8, alpha: float | None = None,
                  task: str | None = None, constrained: bool = True, max_doc_tokens: int | None = None,
                  keys: Sequence[str] | None = None, smoothing: float | None = None, beta: float | None = None,
-                 query_words: int | None = None, length_norm: float | None = None) -> None:
+                 query_words: int | None = None, length_norm: float | None = None, tf_k1: float | None = None
+                 ) -> None:
         self.model = model
         self.num_beams = num_beams
         self.batch_size = batch_size
         self.keys = check_search_keys(list(keys) if keys is not None else model.settings.search_keys,
                                       model.settings.scheme, "generative keys")  # :data:`KEY_SOURCES`
         given = {"alpha": alpha, "smoothing": smoothing, "beta": beta, "query_words": query_words,
-                 "length_norm": length_norm}  # :data:`SEARCH_OPTIONS`; None: the model's, else the default
+                 "length_norm": length_norm, "tf_k1": tf_k1}  # :data:`SEARCH_OPTIONS`; None: the model's, else
+        # the default
         options = check_search_options({**model.settings.search_options,
                                         **{k: v for k, v in given.items() if v is not None}},
                                        "generative search options (the model's search_options and the arguments)",
@@ -199,6 +204,7 @@ class GenerativeIndex(StoredDocuments):
         self.beta = options["beta"]
         self.query_words = int(options["query_words"])
         self.length_norm = options["length_norm"]
+        self.tf_k1 = options["tf_k1"]
         self._relative_lengths: np.ndarray | None = None  # of the indexed documents, once length_norm needs them
         self.task = task if task is not None else model.settings.query_task  # the prompt queries are decoded under
         self.constrained = constrained
@@ -314,7 +320,7 @@ class GenerativeIndex(StoredDocuments):
                 top = np.argsort(-w, kind="stable")[: len(ngrams)]
                 weights = {(int(t),): float(w[t]) for t in top if w[t] > 0.0}
             scores = ngram_document_scores(ngrams, self.structure, alpha=self.alpha, smoothing=self.smoothing,
-                                           beta=self.beta, weights=weights)
+                                           beta=self.beta, tf_k1=self.tf_k1, weights=weights)
             if self.length_norm > 0.0:
                 if self._relative_lengths is None:
                     self._relative_lengths = relative_lengths(self.structure)
@@ -342,7 +348,7 @@ class GenerativeIndex(StoredDocuments):
                                      "num_beams": self.num_beams, "batch_size": self.batch_size, "alpha": self.alpha,
                                      "keys": list(self.keys), "smoothing": self.smoothing, "beta": self.beta,
                                      "query_words": self.query_words, "length_norm": self.length_norm,
-                                     "task": self.task, "constrained": self.constrained,
+                                     "tf_k1": self.tf_k1, "task": self.task, "constrained": self.constrained,
                                      "max_doc_tokens": self.max_doc_tokens,
                                      "max_title_tokens": self._max_title_tokens,
                                      "num_identifiers": len(self.structure) if self.scheme == "title" else None,
@@ -405,7 +411,8 @@ class GenerativeIndex(StoredDocuments):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "scheme": self.scheme, "num_beams": self.num_beams, "alpha": self.alpha,
                 "keys": list(self.keys), "smoothing": self.smoothing, "beta": self.beta,
-                "query_words": self.query_words, "length_norm": self.length_norm, "constrained": self.constrained,
+                "query_words": self.query_words, "length_norm": self.length_norm, "tf_k1": self.tf_k1,
+                "constrained": self.constrained,
                 "num_docs": len(self._ids), "encoder": self.model.identity, "valid_outputs": dict(self.stats)}
 
 

@@ -60,11 +60,14 @@ def check_search_keys(keys: Any, scheme: str, what: str) -> tuple[str, ...]:
     return tuple(keys)
 
 
-SEARCH_OPTIONS: dict[str, float] = {"alpha": 2.0, "smoothing": 0.0, "beta": 1.0, "query_words": 3, "length_norm": 0.0}
+SEARCH_OPTIONS: dict[str, float] = {"alpha": 2.0, "smoothing": 0.0, "beta": 1.0, "query_words": 3, "length_norm": 0.0,
+                                     "tf_k1": 0.0}
 """How documents are ranked from the n-gram keys (n-gram scheme), and their defaults (SEAL's ranking without
 smoothing): ``alpha``, the exponent of each key's weight; ``smoothing`` of the corpus probability and
 ``beta``, SEAL's repetition coefficient; ``query_words``, the longest query key in words; ``length_norm``, ``b``
-of ``score / (1 - b + b * length / mean length)`` (0: no length normalisation, as SEAL)."""
+of ``score / (1 - b + b * length / mean length)`` (0: no length normalisation, as SEAL); ``tf_k1``, BM25's ``k1``
+over a key's occurrences in a document, each key's share times ``tf (k1 + 1) / (tf + k1)`` (0: presence only, as
+SEAL)."""
 
 
 def check_search_options(options: Any, what: str, scheme: str = "ngram") -> dict[str, float]:
@@ -77,7 +80,7 @@ def check_search_options(options: Any, what: str, scheme: str = "ngram") -> dict
         raise ValueError(f"{what}: unknown option(s) {sorted(unknown)}; expected some of {', '.join(SEARCH_OPTIONS)}")
     ranges = {"alpha": (0.0, math.inf, "a number > 0"), "smoothing": (0.0, math.inf, "a number >= 0"),
               "beta": (0.0, 1.0, "a number in [0, 1]"), "query_words": (1.0, math.inf, "a positive integer"),
-              "length_norm": (0.0, 1.0, "a number in [0, 1]")}
+              "length_norm": (0.0, 1.0, "a number in [0, 1]"), "tf_k1": (0.0, math.inf, "a number >= 0")}
     out: dict[str, float] = {}
     for name, default in SEARCH_OPTIONS.items():
         value = options.get(name, default)

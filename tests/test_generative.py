@@ -227,6 +227,24 @@ def test_smoothing_and_beta_by_hand():
     assert got[2] == pytest.approx(2.0) and got[0] == pytest.approx(w12 + 0.5 * w23) and set(got) == {0, 1, 2}
 
 
+def test_tf_saturation_by_hand():
+    """``tf_k1``: a key's share in a document times ``tf (k1 + 1) / (tf + k1)`` (BM25's saturation of its
+    occurrences); 0 leaves SEAL's presence-only ranking."""
+    index = NgramIndex.build([[1, 2, 3, 1, 2], [2, 3, 4], [5]])
+    ngrams = {(1, 2): math.log(0.5), (2, 3): math.log(0.25), (2,): math.log(0.9)}
+    w12, w23, w2 = (ngram_weight(lp, index.count(t), 9) for t, lp in ngrams.items())
+    assert w2 > w12 > w23 > 0  # "2" first: it covers token 2 in docs 0 and 1
+    plain = ngram_document_scores(ngrams, index, alpha=1.0)
+    assert plain == ngram_document_scores(ngrams, index, alpha=1.0, tf_k1=0.0)
+    assert plain[0] == pytest.approx(w2 + w12 * 0.5 + w23 * 0.5) and plain[1] == pytest.approx(w2 + w23 * 0.5)
+    # k1 1.2: doc 0 holds "2" and "1 2" twice each -> 2 * 2.2 / 3.2; "2 3" once -> 1
+    sat = 2 * 2.2 / 3.2
+    got = ngram_document_scores(ngrams, index, alpha=1.0, tf_k1=1.2)
+    assert got[0] == pytest.approx(w2 * sat + w12 * 0.5 * sat + w23 * 0.5)
+    assert got[1] == pytest.approx(plain[1])  # every key once: unchanged
+    assert got[0] - plain[0] > 0  # repeated keys count more
+
+
 def test_unigram_weights_equal_the_scalar_weight():
     rng = np.random.default_rng(0)
     counts = rng.integers(0, 5, 40)
@@ -364,6 +382,7 @@ def test_search_options_length_norm_and_query_words(tiny, tmp_path):
     assert GenerativeSettings(search_options={"query_words": 4.0}).search_options == {"query_words": 4}
     for bad, match in (({"lenght_norm": 0.5}, "unknown option"), ({"length_norm": 2}, "length_norm must be a number in"),
                        ({"query_words": 0}, "query_words must be a positive integer"),
+                       ({"tf_k1": -1}, "tf_k1 must be a number >= 0"),
                        ({"alpha": "2"}, "alpha must be a number > 0"), ([("alpha", 1)], "mapping")):
         with pytest.raises(ValueError, match=match):
             GenerativeSettings(search_options=bad)  # type: ignore[arg-type]
@@ -377,11 +396,19 @@ def test_search_options_length_norm_and_query_words(tiny, tmp_path):
     # under a model whose own options differ
     manifest_file = tmp_path / "idx" / "manifest.json"
     manifest = json.loads(manifest_file.read_text())
-    for name in ("query_words", "length_norm"):
+    for name in ("query_words", "length_norm", "tf_k1"):
         manifest["settings"].pop(name)
     manifest_file.write_text(json.dumps(manifest))
     old = GenerativeIndex.load(tmp_path / "idx", encoder=tuned_model)
-    assert (old.query_words, old.length_norm, old.alpha) == (3, 0.0, 1)
+    assert (old.query_words, old.length_norm, old.alpha, old.tf_k1) == (3, 0.0, 1, 0.0)
+    # tf_k1 through the model's options, the argument, the manifest and describe()
+    tf_model = GenerativeRetriever(model.model, model.tokenizer, GenerativeSettings(search_options={"tf_k1": 1.2}),
+                                   name="t")
+    tf_index = GenerativeIndex(tf_model)
+    assert tf_index.tf_k1 == 1.2 and GenerativeIndex(tf_model, tf_k1=0.0).tf_k1 == 0.0
+    tf_index.index(corpus)
+    reloaded = GenerativeIndex.load(tf_index.save(tmp_path / "tf"), encoder=model)
+    assert reloaded.tf_k1 == 1.2 and reloaded.describe()["tf_k1"] == 1.2
 
 
 def corpus_tokens(index: GenerativeIndex, row: int) -> list[int]:

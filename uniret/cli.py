@@ -84,7 +84,7 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
                         "first-step tokens); default: the model's saved setting; recorded in the index")
     p.add_argument("--search-options", default=None,
                    help="generative: how the keys rank documents, NAME=VALUE comma-separated, e.g. "
-                        "length_norm=0.5,alpha=1 (alpha, smoothing, beta, query_words, length_norm); default: the "
+                        "length_norm=0.5,alpha=1 (alpha, smoothing, beta, query_words, length_norm, tf_k1); default: the "
                         "model's saved setting; recorded in the index")
     p.add_argument("--device", default="auto", help="auto (a GPU when present) | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
