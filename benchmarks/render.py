@@ -836,8 +836,10 @@ def block_generative_keys(res: Results) -> str:
     return (table(head, "l" + "r" * (len(head) - 1), rows) + "\n\n" + "\n\n".join(lines))
 
 
-GRID_TEST_FILES = (("generative_keys_grid_test", "test, 600 steps on all training claims"),
-                   ("generative_keys_grid_test_devmodel", "test, the dev run's model"))
+GRID_TEST_FILES = (("generative_keys_grid_test_300steps", "test, the recipe's 300 steps"),
+                   ("generative_keys_grid_test", "test, 600 steps on all training claims"),
+                   ("generative_keys_grid_test_devmodel", "test, the dev run's model"),
+                   ("generative_keys_grid_test_1200steps", "test, 1200 steps on all training claims"))
 """``generative.py --part keys-grid --row CHOSEN`` on the test claims: (file, column label)."""
 FUSED_LABELS = ("minmax", "zscore", "RRF")  # fusion rows of a keys-grid file (not BM25 or the generative run)
 

@@ -192,9 +192,9 @@ class GenerativeIndex(StoredDocuments):
         self.batch_size = batch_size
         self.keys = check_search_keys(list(keys) if keys is not None else model.settings.search_keys,
                                       model.settings.scheme, "generative keys")  # :data:`KEY_SOURCES`
+        # :data:`SEARCH_OPTIONS`; None: the model's, else the default
         given = {"alpha": alpha, "smoothing": smoothing, "beta": beta, "query_words": query_words,
-                 "length_norm": length_norm, "tf_k1": tf_k1}  # :data:`SEARCH_OPTIONS`; None: the model's, else
-        # the default
+                 "length_norm": length_norm, "tf_k1": tf_k1}
         options = check_search_options({**model.settings.search_options,
                                         **{k: v for k, v in given.items() if v is not None}},
                                        "generative search options (the model's search_options and the arguments)",
