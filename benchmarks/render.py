@@ -795,7 +795,7 @@ KEYS_FILES = (("generative_keys", "test, 300 steps"), ("generative_keys_train", 
               ("generative_keys_600steps", "test, 600 steps"), ("generative_keys_base", "test, untrained LM"),
               ("generative_keys_pseudo", "test, 300 steps + first-sentence pseudo-queries"))
 """``generative.py --part keys`` results shown side by side: (file, column label); the first is required."""
-KEYS_MODELS = {"generative_keys": "the recipe's 300 steps on 2 CPU cores",
+KEYS_MODELS = {"generative_keys": "300 steps, the recipe's former budget, on 2 CPU cores",
                "generative_keys_600steps": "600 steps on 2 CPU cores",
                "generative_keys_pseudo": "300 steps with first-sentence pseudo-queries, 2 CPU cores"}  # the trained models: a targets row each
 
@@ -836,7 +836,7 @@ def block_generative_keys(res: Results) -> str:
     return (table(head, "l" + "r" * (len(head) - 1), rows) + "\n\n" + "\n\n".join(lines))
 
 
-GRID_TEST_FILES = (("generative_keys_grid_test_300steps", "test, the recipe's 300 steps"),
+GRID_TEST_FILES = (("generative_keys_grid_test_300steps", "test, 300 steps (the recipe's former budget)"),
                    ("generative_keys_grid_test", "test, 600 steps on all training claims"),
                    ("generative_keys_grid_test_devmodel", "test, the dev run's model"),
                    ("generative_keys_grid_test_1200steps", "test, 1200 steps on all training claims"))
@@ -960,7 +960,7 @@ def grid_rows(res: Results) -> list[list[str]]:
             bm25, fused = fusion["BM25"]["ndcg@10"], fusion[fused_label]["ndcg@10"]
             out.append([f"fusion: generative + BM25 vs BM25, weight chosen on dev ({label})",
                         f"{f4(fused)} ({fused_label}) vs {f4(bm25)}",
-                        "measured; fusion " + ("helps" if fused > bm25 else "does not help")])
+                        f"measured; {fused - bm25:+.4f} vs BM25 on {rec['queries']} claims"])
     every = res.get("generative_keys_grid_test_all")
     if every is not None:
         best = max(every["rows"].values(), key=lambda r: r["ndcg@10"])["ndcg@10"]

@@ -235,7 +235,6 @@ def test_tf_saturation_by_hand():
     w12, w23, w2 = (ngram_weight(lp, index.count(t), 9) for t, lp in ngrams.items())
     assert w2 > w12 > w23 > 0  # "2" first: it covers token 2 in docs 0 and 1
     plain = ngram_document_scores(ngrams, index, alpha=1.0)
-    assert plain == ngram_document_scores(ngrams, index, alpha=1.0, tf_k1=0.0)
     assert plain[0] == pytest.approx(w2 + w12 * 0.5 + w23 * 0.5) and plain[1] == pytest.approx(w2 + w23 * 0.5)
     # k1 1.2: doc 0 holds "2" and "1 2" twice each -> 2 * 2.2 / 3.2; "2 3" once -> 1
     sat = 2 * 2.2 / 3.2
@@ -363,6 +362,15 @@ def test_search_options_length_norm_and_query_words(tiny, tmp_path):
     assert list(got)[0] == "d1"  # the shorter document moves ahead
     normed.index(Corpus.from_documents(docs_of([short, long_])))  # indexed again: the lengths are the new ones
     assert list(normed.rank(keys, 2)) == ["d0", "d1"] and normed.rank(keys, 2)["d1"] < raw["d0"]
+    # tf_k1 reaches the ranking: d0 holds "cancer blood" twice (title and text), d1 once
+    twice, once = [cancer, blood, 5, 6], [5, 6, cancer, blood]
+    tf_corpus = Corpus.from_documents(docs_of([twice, once]))
+    presence, saturated = GenerativeIndex(model, keys=("beams",)), GenerativeIndex(model, keys=("beams",), tf_k1=1.2)
+    for backend in (presence, saturated):
+        backend.index(tf_corpus)
+    flat, tf_ranked = presence.rank(keys, 2), saturated.rank(keys, 2)
+    assert flat["d0"] == pytest.approx(flat["d1"])
+    assert tf_ranked["d0"] == pytest.approx(flat["d0"] * 2 * 2.2 / 3.2) and tf_ranked["d1"] == pytest.approx(flat["d1"])
     # query_words caps the query's n-grams (1: single words only)
     one = GenerativeIndex(model, keys=("beams", "query"), query_words=1)
     one.index(corpus)
@@ -400,10 +408,11 @@ def test_search_options_length_norm_and_query_words(tiny, tmp_path):
         manifest["settings"].pop(name)
     manifest_file.write_text(json.dumps(manifest))
     old = GenerativeIndex.load(tmp_path / "idx", encoder=tuned_model)
-    assert (old.query_words, old.length_norm, old.alpha, old.tf_k1) == (3, 0.0, 1, 0.0)
-    # tf_k1 through the model's options, the argument, the manifest and describe()
+    assert (old.query_words, old.length_norm, old.alpha) == (3, 0.0, 1)
     tf_model = GenerativeRetriever(model.model, model.tokenizer, GenerativeSettings(search_options={"tf_k1": 1.2}),
                                    name="t")
+    assert GenerativeIndex.load(tmp_path / "idx", encoder=tf_model).tf_k1 == 0.0  # the manifest's, not the model's
+    # tf_k1 through the model's options, the argument, the manifest and describe()
     tf_index = GenerativeIndex(tf_model)
     assert tf_index.tf_k1 == 1.2 and GenerativeIndex(tf_model, tf_k1=0.0).tf_k1 == 0.0
     tf_index.index(corpus)
