@@ -841,6 +841,12 @@ GRID_TEST_FILES = (("generative_keys_grid_test_300steps", "test, 300 steps (the 
                    ("generative_keys_grid_test_devmodel", "test, the dev run's model"),
                    ("generative_keys_grid_test_1200steps", "test, 1200 steps on all training claims"))
 """``generative.py --part keys-grid --row CHOSEN`` on the test claims: (file, column label)."""
+GRID_TEST_FILES_1200 = (("generative_keys_grid_test_1200steps_dev1200", "test, 1200 steps on all training claims"),
+                        ("generative_keys_grid_test_devmodel1200", "test, the 1200-step dev run's model"))
+"""The same, for the setting chosen on the 1200-step dev run (``generative_keys_grid_dev_1200steps``)."""
+DEV_GRIDS = (("generative_keys_grid_dev", GRID_TEST_FILES, "600-step dev run"),
+             ("generative_keys_grid_dev_1200steps", GRID_TEST_FILES_1200, "1200-step dev run"))
+"""Each dev grid (file), the test reads of its choice, and how the targets table names the dev run."""
 FUSED_LABELS = ("minmax", "zscore", "RRF")  # fusion rows of a keys-grid file (not BM25 or the generative run)
 
 
@@ -873,20 +879,22 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     return cov / var if var else float("nan")
 
 
-def block_generative_grid(res: Results) -> str:
-    """The ranking setting chosen on held-out dev claims (``generative.py --part keys-grid --split dev``) and
-    read on the test claims (``--row``)."""
-    dev = res.get("generative_keys_grid_dev")
+def block_generative_grid(res: Results, dev_name: str = "generative_keys_grid_dev",
+                          test_files: tuple[tuple[str, str], ...] = GRID_TEST_FILES,
+                          every_name: str | None = "generative_keys_grid_test_all") -> str:
+    """The ranking setting chosen on held-out dev claims (``generative.py --part keys-grid --split dev``, file
+    ``dev_name``) and read on the test claims (``--row``, ``test_files``)."""
+    dev = res.get(dev_name)
     if dev is None:
-        return missing("`generative_keys_grid_dev.json`", "python benchmarks/generative.py --part keys-grid "
+        return missing(f"`{dev_name}.json`", "python benchmarks/generative.py --part keys-grid "
                        "--model DEV/model --split dev --dev-queries DEV/dev_queries.json --queries 100 "
-                       "--name generative_keys_grid_dev")
+                       f"--name {dev_name}")
     chosen, fused_label = grid_choice(dev)
     default = dev["default_row"]
-    tests = [(res.get(n), label, n) for n, label in GRID_TEST_FILES if res.get(n) is not None]
+    tests = [(res.get(n), label, n) for n, label in test_files if res.get(n) is not None]
     ranked = sorted(dev["rows"], key=lambda k: -dev["rows"][k]["ndcg@10"])
     shown = list(dict.fromkeys([*ranked[:8], default]))
-    every = res.get("generative_keys_grid_test_all")
+    every = res.get(every_name) if every_name else None
     columns = tests + ([(every, "test, every setting of the 600-step model (diagnostic)", "")] if every else [])
     head = ["ranking (beams + query n-grams)", "dev nDCG@10", "dev R@100"]
     for _, label, _ in columns:
@@ -918,7 +926,7 @@ def block_generative_grid(res: Results) -> str:
              f"the best 8 on dev shown. The best dev nDCG@10 with each value: {per_value}. *dev*: {dev['queries']} SciFact training claims held out of the training "
              f"run (`{dev['dev_queries_file']}`), full corpus of {dev['docs']:,}; model `{dev['model']}` (weights hash "
              f"{dev['model_hash']}), {dev['valid']['valid']:,} of {dev['valid']['generated']:,} identifiers valid. "
-             + source("generative_keys_grid_dev", dev)]
+             + source(dev_name, dev)]
     if every is not None:
         t = every["rows"]
         common = [k for k in dev["rows"] if k in t]
@@ -930,7 +938,7 @@ def block_generative_grid(res: Results) -> str:
                      f"{f4(t[every['default_row']]['ndcg@10'])}"
                      + (f"; the setting chosen on dev ranks {order.index(chosen) + 1} of {len(t)} there" if chosen in t
                         else "") + f". Dev and test rank the {len(common)} settings "
-                     f"with a Spearman correlation of {rho:.2f}. " + source("generative_keys_grid_test_all", every))
+                     f"with a Spearman correlation of {rho:.2f}. " + source(str(every_name), every))
     for rec, label, name in tests:
         lines.append(f"*{label}*: {rec['queries']} SciFact {rec['split']} claims; model `{rec['model']}` (weights "
                      f"hash {rec['model_hash']}), {rec['valid']['valid']:,} of {rec['valid']['generated']:,} "
@@ -939,28 +947,33 @@ def block_generative_grid(res: Results) -> str:
 
 
 def grid_rows(res: Results) -> list[list[str]]:
-    """The quality and fusion targets with the ranking chosen on dev claims, one row each per test file."""
-    dev = res.get("generative_keys_grid_dev")
-    if dev is None:
-        return []
-    chosen, fused_label = grid_choice(dev)
+    """The quality and fusion targets with the ranking chosen on dev claims, one row each per test file of each
+    dev grid."""
     out = []
-    for name, label in GRID_TEST_FILES:
-        rec = res.get(name)
-        if rec is None or chosen not in rec["rows"]:
+    for dev_name, test_files, dev_label in DEV_GRIDS:
+        dev = res.get(dev_name)
+        if dev is None:
             continue
-        ndcg, full = rec["rows"][chosen]["ndcg@10"], rec["queries"] >= 300
-        status = (f"not met ({0.60 - ndcg:.4f} short)" if ndcg < 0.60 else
-                  "met" if full else f"not measured on all 300 claims ({rec['queries']})")
-        out.append([f"SciFact test nDCG@10 ≥ 0.60, ranking chosen on dev claims ({label})",
-                    f"{f4(ndcg)} ({chosen}; the default ranking {f4(rec['rows'][dev['default_row']]['ndcg@10'])}; "
-                    f"`{name}.json`)", status])
-        fusion = (rec.get("fusion") or {}).get(chosen, {})
-        if fused_label in fusion:
-            bm25, fused = fusion["BM25"]["ndcg@10"], fusion[fused_label]["ndcg@10"]
-            out.append([f"fusion: generative + BM25 vs BM25, weight chosen on dev ({label})",
-                        f"{f4(fused)} ({fused_label}) vs {f4(bm25)}",
-                        f"measured; {fused - bm25:+.4f} vs BM25 on {rec['queries']} claims"])
+        chosen, fused_label = grid_choice(dev)
+        for name, label in test_files:
+            rec = res.get(name)
+            if rec is None:
+                continue
+            if chosen not in rec["rows"]:
+                raise ValueError(f"{name}.json has no row for the setting chosen in {dev_name}.json ({chosen!r}): "
+                                 f"rerun it with --row '{chosen}'")
+            ndcg, full = rec["rows"][chosen]["ndcg@10"], rec["queries"] >= 300
+            status = (f"not met ({0.60 - ndcg:.4f} short)" if ndcg < 0.60 else
+                      "met" if full else f"not measured on all 300 claims ({rec['queries']})")
+            out.append([f"SciFact test nDCG@10 ≥ 0.60, ranking chosen on the {dev_label}'s dev claims ({label})",
+                        f"{f4(ndcg)} ({chosen}; the default ranking "
+                        f"{f4(rec['rows'][dev['default_row']]['ndcg@10'])}; `{name}.json`)", status])
+            fusion = (rec.get("fusion") or {}).get(chosen, {})
+            if fused_label in fusion:
+                bm25, fused = fusion["BM25"]["ndcg@10"], fusion[fused_label]["ndcg@10"]
+                out.append([f"fusion: generative + BM25 vs BM25, weight chosen on the {dev_label}'s dev claims "
+                            f"({label})", f"{f4(fused)} ({fused_label}) vs {f4(bm25)}",
+                            f"measured; {fused - bm25:+.4f} vs BM25 on {rec['queries']} claims"])
     every = res.get("generative_keys_grid_test_all")
     if every is not None:
         best = max(every["rows"].values(), key=lambda r: r["ndcg@10"])["ndcg@10"]
@@ -1859,6 +1872,8 @@ BLOCKS: dict[str, Callable[[Results], str]] = {
     "generative-fusion-sweep": block_generative_fusion_sweep,
     "generative-keys": block_generative_keys,
     "generative-grid": block_generative_grid,
+    "generative-grid-1200": lambda res: block_generative_grid(
+        res, "generative_keys_grid_dev_1200steps", GRID_TEST_FILES_1200, None),
     "generative-prompts": block_generative_prompts,
     "generative-targets": block_generative_targets,
     "readme-demo": block_readme_demo,
