@@ -485,7 +485,7 @@ def keys_grid(args: argparse.Namespace) -> dict[str, Any]:
     structure = backend.structure
     rel_length = relative_lengths(structure)
     postings = _CachedPostings(structure)
-    constraint, qids = backend.constraint(), list(queries)
+    constraint, qids = (None if args.unconstrained else backend.constraint()), list(queries)
     beams: dict[str, dict[tuple[int, ...], float]] = {}
     scored: dict[str, dict[tuple[int, ...], float]] = {}  # every query n-gram of up to max(words) words
     by_words: dict[tuple[str, int], list[tuple[int, ...]]] = {}
@@ -539,7 +539,7 @@ def keys_grid(args: argparse.Namespace) -> dict[str, Any]:
             "queries": len(queries), "split": args.split, "dev_queries_file": args.dev_queries,
             "docs": len(data.corpus), "beams": args.beams, "keys": ["beams", "query"], "grid": {k: list(v) for k, v in GRID.items()},
             "rows": rows, "best_row": best, "best_ndcg@10": rows[best]["ndcg@10"], "default_row": default,
-            "fusion": fusion,
+            "fusion": fusion, "constrained": not args.unconstrained,
             "valid": dict(backend.stats), "search_seconds": search_s, "device": args.device}
 
 
@@ -615,7 +615,12 @@ def main() -> None:
                     help="keys-grid: rank only this grid row (and the default) and fuse each with BM25 (repeatable; "
                          "e.g. the row chosen on dev claims, read on the test claims)")
     ap.add_argument("--dev-queries", default=None, help="--split dev: a training run's dev_queries.json")
+    ap.add_argument("--unconstrained", action="store_true",
+                    help="keys-grid: decode without the identifier constraint (the ablation: invalid beams match "
+                         "no document and add nothing; the query n-grams are corpus n-grams either way)")
     args = ap.parse_args()
+    if args.unconstrained and args.part != "keys-grid":
+        sys.exit("--unconstrained applies to --part keys-grid (--part trained measures its own ablation)")
     if args.dev_queries and args.split != "dev":
         sys.exit("--dev-queries applies with --split dev")
     if args.row and args.part != "keys-grid":
