@@ -305,3 +305,21 @@ def test_device_gguf_rebuilds_from_xz_parts_and_from_raw_ones(tmp_path: Path) ->
     assert dd.rebuild_gguf(tmp_path, None) == data  # a pack from before the GGUF travelled compressed
     with pytest.raises(SystemExit, match="gguf_compression 'zstd'"):
         dd.rebuild_gguf(tmp_path, "zstd")
+
+
+def test_the_generative_recipe_ranks_with_the_setting_its_targets_row_reports() -> None:
+    """The targets table marks ``RECIPE_GRID_TEST`` as the recipe: the config must rank with the setting that file
+    was read under (the choice of the last dev grid), or the table reports a number the recipe does not give."""
+    from uniret.config import load_config
+    from uniret.retriever.generative import check_search_options
+    from uniret.train.config import TrainConfig
+
+    dev_name, _, _ = next(g for g in render.DEV_GRIDS if render.RECIPE_GRID_TEST in dict(g[1]))
+    dev = json.loads((render.RESULTS / f"{dev_name}.json").read_text(encoding="utf-8"))
+    chosen, _ = render.grid_choice(dev)
+    row = dev["rows"][chosen]
+    cfg = load_config(REPO / "configs" / "scifact-generative.yaml", TrainConfig)
+    options = check_search_options(cfg.generative.search_options, "configs/scifact-generative.yaml")
+    assert options == {name: row[name] for name in options}
+    recipe = json.loads((render.RESULTS / f"{render.RECIPE_GRID_TEST}.json").read_text(encoding="utf-8"))
+    assert chosen in recipe["rows"] and recipe["queries"] == 300 and recipe.get("constrained", True)
