@@ -304,13 +304,14 @@ RRF_WEIGHTS = (0.1, 0.25, 0.5, 1.0)  # the generative run's weight in RRF (BM25'
 
 
 def _fusion_rows(data: Any, queries: dict[str, str], split: str, bm25_run: dict[str, dict[str, float]],
-                 generative: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
-    """BM25, the generative run, and the two fused by every method and weight of :data:`FUSION_WEIGHTS` /
-    :data:`RRF_WEIGHTS`, each scored on ``queries``."""
+                 generative: dict[str, dict[str, float]], *, constrained: bool = True) -> dict[str, dict[str, Any]]:
+    """BM25, the generative run (labelled by its decoding), and the two fused by every method and weight of
+    :data:`FUSION_WEIGHTS` / :data:`RRF_WEIGHTS`, each scored on ``queries``."""
     from uniret.scores import fuse_runs
 
     rows = {"BM25": {"method": "bm25", **_metrics(data, bm25_run, queries, split)},
-            "generative (constrained)": {"method": "generative", **_metrics(data, generative, queries, split)}}
+            f"generative ({'constrained' if constrained else 'unconstrained'})":
+                {"method": "generative", **_metrics(data, generative, queries, split)}}
     for norm in ("minmax", "zscore"):
         for w in FUSION_WEIGHTS:
             fused = fuse_runs([bm25_run, generative], "interpolate", [w, 1 - w], normalization=norm)
@@ -532,7 +533,8 @@ def keys_grid(args: argparse.Namespace) -> dict[str, Any]:
     try:
         bm25_run = _bm25_run(data, queries)
         for label in dict.fromkeys([default, best, *(args.row or [])]):
-            fusion[label] = _fusion_rows(data, queries, qrels_split, bm25_run, runs[label])
+            fusion[label] = _fusion_rows(data, queries, qrels_split, bm25_run, runs[label],
+                                         constrained=not args.unconstrained)
     except Exception as e:  # BM25 needs the sparse extra (Java); the grid's rows stand without it
         logger.warning("fusion rows skipped: %s", e)
     return {"model": str(args.model), "model_hash": model.identity["hash"], "history": model.history,
