@@ -122,7 +122,8 @@ def concat_sparse(parts: Sequence[SparseVectors]) -> SparseVectors:
 
 class SparseIndex(StoredDocuments):
     """The search protocol over quantised sparse vectors, served by one engine (``lucene``, ``pisa``,
-    ``seismic``; ``auto``: the fastest exact engine installed)."""
+    ``seismic``; ``auto``: the fastest exact engine installed). ``threads`` (default: the usable cores) build the
+    engine and answer a batch of queries (see :mod:`uniret.index.sparse_engines` for the engines' threading)."""
 
     kind = "sparse"
 
@@ -243,7 +244,7 @@ class SparseIndex(StoredDocuments):
     def search_vectors(self, qids: Sequence[str], encoded: Sequence[Query], k: int,
                        all_queries: Mapping[str, str] | None = None) -> Run:
         """Search with quantised query vectors (``{term id: integer weight}``), e.g. cached ones."""
-        hits = self._engine.search(list(encoded), k) if encoded else []
+        hits = self._engine.search(list(encoded), k, threads=self.threads) if encoded else []
         denominator = self._denominator
         run: Run = {q: {self._ids[row]: score / denominator for row, score in h} for q, h in
                     zip(qids, hits, strict=True)}

@@ -21,8 +21,11 @@ impacts as 8-bit integers (``score as u8``) and re-scales query weights, so it d
 top-10 on the same quantised vectors.
 
 An engine is built from ``(ids, ImpactVectors, terms)`` into a folder, opened from that folder, and answers
-``search(queries, k)`` (each query ``{term id: integer weight}``) with ``[(row, integer score), ...]`` best
-first, rows into ``ids``; documents that share no term with a query are never returned. Lucene's terms are the
+``search(queries, k, threads=1)`` (each query ``{term id: integer weight}``) with ``[(row, integer score), ...]``
+best first, rows into ``ids``; documents that share no term with a query are never returned. With ``threads`` >
+1 a batch of queries is answered by that many threads (PISA's TBB workers, except for term-at-a-time, which
+the binding cannot run in parallel safely; Anserini's ``batch_search``; Seismic's ``batch_search``); each query's
+answer is the same as with one thread. Lucene's terms are the
 escaped tokens (readable, for interoperability); PISA (whose query parser lower-cases terms) and Seismic
 (fixed-width term strings) index the decimal term ids.
 """
@@ -175,18 +178,28 @@ class LuceneImpactEngine:
             raise _damaged(directory, f"Lucene cannot open it ({getattr(e, 'classname', e)})") from None
         return cls(directory, searcher, {d: i for i, d in enumerate(ids)}, terms)
 
-    def search(self, queries: Sequence[Query], k: int) -> list[Hits]:
+    def search(self, queries: Sequence[Query], k: int, threads: int = 1) -> list[Hits]:
         from jnius import autoclass
 
         hash_map, integer = autoclass("java.util.HashMap"), autoclass("java.lang.Integer")
-        out: list[Hits] = []
+        java_queries = []
         for q in queries:
             jq = hash_map()
             for term, weight in q.items():
                 jq.put(self._terms[term], integer(int(weight)))
-            hits = self._searcher.search(jq, k)
-            out.append([(self._row_of[h.docid], int(round(h.score))) for h in hits if h.score > 0])
-        return out
+            java_queries.append(jq)
+        if threads > 1 and len(queries) > 1:  # Anserini's batch_search: {qid: hits}, queries answered in parallel
+            array_list = autoclass("java.util.ArrayList")
+            query_list, qid_list = array_list(), array_list()
+            for i, jq in enumerate(java_queries):
+                query_list.add(jq)
+                qid_list.add(str(i))
+            found = {e.getKey(): e.getValue() for e in
+                     self._searcher.batch_search(query_list, qid_list, k, threads).entrySet().toArray()}
+            answers = [found[str(i)] for i in range(len(java_queries))]
+        else:
+            answers = [self._searcher.search(jq, k) for jq in java_queries]
+        return [[(self._row_of[h.docid], int(round(h.score))) for h in hits if h.score > 0] for hits in answers]
 
     def num_docs(self) -> int:
         return int(self._searcher.get_total_num_docs())
@@ -303,15 +316,25 @@ class PisaEngine:
             raise _damaged(directory, f"PISA cannot open it ({e})") from None
         return cls(directory, context, {d: i for i, d in enumerate(ids)}, pisa_algorithm(algorithm, len(ids)))
 
-    def _retrieve(self, queries: Sequence[Mapping[Any, float]], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _threads(self, asked: int, num_queries: int) -> int:
+        """The threads PISA may answer a batch with: one for term-at-a-time, whose query function in the
+        pyterrier-pisa binding holds one accumulator that its threads share (a race: with two threads, queries
+        got other queries' documents on SciFact; tests/test_sparse_index.py), else up to one per query."""
+        if self.algorithm.startswith("ranked_or_taat"):
+            return 1
+        return max(1, min(asked, num_queries))
+
+    def _retrieve(self, queries: Sequence[Mapping[Any, float]], k: int, threads: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """PISA's top ``k`` of each query as (query index, docno, score) arrays, grouped by query (stable: best
-        first within each)."""
+        first within each; PISA orders a query's hits by score, then docid, whichever thread answers it)."""
         n = len(queries) * k
         qidx, docnos = np.empty(n, dtype=np.int32), np.empty(n, dtype=object)
         ranks, scores = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
         size = pisathon().retrieve(self._context, self.algorithm,
                                    [(i, {str(t): float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
-                                   k=k, threads=1, pretokenised=True, query_weighted=1, result_qidxs=qidx,
+                                   k=k, threads=self._threads(threads, len(queries)), pretokenised=True,
+                                   query_weighted=1, result_qidxs=qidx,
                                    result_docnos=docnos, result_ranks=ranks, result_scores=scores)
         order = np.argsort(qidx[:size], kind="stable")
         return qidx[order], docnos[order], scores[order]
@@ -322,8 +345,8 @@ class PisaEngine:
         ends = np.cumsum(np.bincount(qidx, minlength=num_queries)).tolist()
         return [hits[a:b] for a, b in zip([0, *ends], ends, strict=False)]  # (start, end) per query
 
-    def search(self, queries: Sequence[Query], k: int) -> list[Hits]:
-        qidx, docnos, scores = self._retrieve(queries, k)
+    def search(self, queries: Sequence[Query], k: int, threads: int = 1) -> list[Hits]:
+        qidx, docnos, scores = self._retrieve(queries, k, threads)
         keep = scores > 0
         rows = [self._row_of[d] for d in docnos[keep].tolist()]
         hits = list(zip(rows, np.rint(scores[keep]).astype(np.int64).tolist(), strict=True))
@@ -449,17 +472,21 @@ class SeismicEngine:
             raise _damaged(files[0], f"Seismic cannot read it ({type(e).__name__})") from None
         return cls(directory, index, {d: i for i, d in enumerate(ids)}, **settings)
 
-    def search(self, queries: Sequence[Query], k: int) -> list[Hits]:
+    def search(self, queries: Sequence[Query], k: int, threads: int = 1) -> list[Hits]:
         string = self._seismic().get_seismic_string()
-        out: list[Hits] = []
-        for i, q in enumerate(queries):
-            if not q:
-                out.append([])
-                continue
-            res = self._index.search(str(i), np.asarray([str(t) for t in q]).astype(string),
-                                     np.asarray(list(q.values()), dtype=np.float32), k=k,
-                                     query_cut=self.query_cut, heap_factor=self.heap_factor)
-            out.append([(self._row_of[doc], int(round(score))) for _, score, doc in res if score > 0])
+        asked = [i for i, q in enumerate(queries) if q]
+        components = [np.asarray([str(t) for t in queries[i]]).astype(string) for i in asked]
+        values = [np.asarray(list(queries[i].values()), dtype=np.float32) for i in asked]
+        if threads > 1 and len(asked) > 1:
+            answers = self._index.batch_search(np.asarray([str(i) for i in asked]).astype(string), components, values,
+                                               k=k, query_cut=self.query_cut, heap_factor=self.heap_factor,
+                                               num_threads=threads)
+        else:
+            answers = [self._index.search(str(i), c, v, k=k, query_cut=self.query_cut, heap_factor=self.heap_factor)
+                       for i, c, v in zip(asked, components, values, strict=True)]
+        out: list[Hits] = [[] for _ in queries]
+        for i, res in zip(asked, answers, strict=True):
+            out[i] = [(self._row_of[doc], int(round(score))) for _, score, doc in res if score > 0]
         return out
 
 
@@ -495,4 +522,8 @@ def resolve_engine(name: str) -> str:
 
 
 def default_threads() -> int:
-    return max(1, os.cpu_count() or 1)
+    """The cores this process may use (its CPU affinity where the platform reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

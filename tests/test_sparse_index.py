@@ -141,6 +141,11 @@ def test_pisa_and_lucene_return_the_exact_top10_on_real_data(encoded, splade, lu
         assert_same_top_k(p, ex, 10)
         assert_same_top_k(lu, ex, 10)
         assert [s for _, s in p] == [s for _, s in lu]
+    # a batch answered by two threads (Anserini's batch_search) is the one-thread answer; PISA's term-at-a-time
+    # (the default here) answers with one thread whatever is asked: its binding shares one accumulator between
+    # threads, which gave queries other queries' documents
+    assert lucene.search(queries, 10, threads=2) == l_hits
+    assert pisa._threads(2, len(queries)) == 1 and pisa.search(queries, 10, threads=2) == p_hits
 
 
 def test_both_pisa_algorithms_return_the_exact_top10_and_auto_picks_by_size(encoded, splade, tmp_path):
@@ -159,6 +164,9 @@ def test_both_pisa_algorithms_return_the_exact_top10_and_auto_picks_by_size(enco
     for engine in (default, maxscore):
         for hits, ex in zip(engine.search(queries, 10), exact, strict=True):
             assert_same_top_k(hits, ex, 10)
+    # MaxScore keeps no state between queries: two TBB threads give the one-thread answer
+    assert maxscore._threads(2, len(queries)) == 2
+    assert maxscore.search(queries, 10, threads=2) == maxscore.search(queries, 10)
 
 
 def test_pisa_records_its_codec_and_opens_older_folders(encoded, splade, tmp_path):
@@ -196,6 +204,7 @@ def test_seismic_is_close_to_exact(encoded, splade, tmp_path):
     exact = brute_force(docs, queries, 10)
     seismic, _ = _build(SeismicEngine, tmp_path, ids, docs, splade.vocabulary)
     hits = seismic.search(queries, 10)
+    assert seismic.search([{}, *queries], 10, threads=2) == [[], *hits]  # batch_search, an empty query kept in place
     recall = []
     for h, ex in zip(hits, exact, strict=True):
         top = {r for r, _ in sorted(ex.items(), key=lambda x: -x[1])[:10]}
