@@ -17,7 +17,7 @@ before it reads a posting. ``--query-scales`` serves the SciFact documents (x100
 each scale, and reports q/s, the top-10 against the first scale and nDCG@10.
 
     python benchmarks/pisa_algorithms.py [--sizes 5183,50000,200000] [--repeat 3] [--algorithms maxscore,ranked_or_taat]
-                                       [--query-scales 100,50,20,10]
+                                       [--query-scales 100,50,20,10] [--threads N]
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ import numpy as np
 from _common import BenchmarkRun
 
 ALGORITHMS = ("maxscore", "ranked_or_taat", "block_max_maxscore", "block_max_wand")
+ENCODINGS = ("block_streamvbyte", "block_simdbp", "block_varintg8iu", "block_simple8b", "block_varintgb",
+             "block_maskedvbyte", "block_optpfor", "block_simple16", "block_qmx", "block_interpolative", "ef",
+             "single", "pefuniform", "pefopt")  # every posting-list codec the pyterrier-pisa wheel is built with
 logger = logging.getLogger("pisa_algorithms")
 
 
@@ -63,6 +66,30 @@ def interleaved_seconds(runs: dict, k: int, repeat: int) -> dict:
             engine.search(queries, k)
             seconds[key] += time.perf_counter() - start
     return seconds
+
+
+def compare_threads(folder: Path, ids: list[str], qvecs: list, k: int, repeat: int, threads: int) -> dict:
+    """Term-at-a-time and MaxScore with ``threads`` TBB workers: q/s, and the share of queries answered as with
+    one thread. uniret answers term-at-a-time with one thread whatever is asked (``PisaEngine._threads``): the
+    binding's term-at-a-time query function holds one accumulator that its threads share. Here that guard is
+    lifted, to measure what it guards against."""
+    from uniret.index.sparse_engines import PisaEngine
+
+    out: dict = {"threads": threads, "qps": {}, "same_answer_as_one_thread": {}}
+    for algorithm in ("maxscore", "ranked_or_taat"):
+        engine = PisaEngine.open(folder, ids, algorithm=algorithm)
+        one = engine.search(qvecs, k)
+        engine._threads = lambda asked, num_queries: max(1, min(asked, num_queries))  # the guard lifted
+        several = engine.search(qvecs, k, threads=threads)  # warm-up, and the answers compared
+        out["same_answer_as_one_thread"][algorithm] = float(np.mean([a == b for a, b in zip(several, one,
+                                                                                            strict=True)]))
+        start = time.perf_counter()
+        for _ in range(repeat):
+            engine.search(qvecs, k, threads=threads)
+        out["qps"][algorithm] = len(qvecs) * repeat / (time.perf_counter() - start)
+        logger.info("%d docs, %s, %d threads: %.0f q/s, %.1f%% answered as with one thread", len(ids), algorithm,
+                    threads, out["qps"][algorithm], 100 * out["same_answer_as_one_thread"][algorithm])
+    return out
 
 
 def compare_encodings(docs, qvecs, size: int, encodings: list[str], k: int, repeat: int) -> dict:
@@ -135,14 +162,21 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated; maxscore and "
                     "ranked_or_taat always run (maxscore first: the reference)")
-    ap.add_argument("--encodings", default="block_simdbp,block_streamvbyte,block_varintg8iu",
-                    help="posting-list codecs compared with the default algorithm on the first size")
+    ap.add_argument("--encodings", default=",".join(ENCODINGS),
+                    help="posting-list codecs compared with the default algorithm on the first size (default: "
+                         "every codec of the pyterrier-pisa wheel)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="also time MaxScore and term-at-a-time with this many threads (default: the usable "
+                         "cores; 1: skip)")
     ap.add_argument("--query-scales", default="100,50,20,10",
                     help="query quantisation scales compared on SciFact's documents (x100); the first is the "
                          "reference, as the engines serve it")
     ap.add_argument("--results-dir", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from uniret.index.sparse_engines import default_threads
+
+    args.threads = args.threads or default_threads()
     from uniret.data import load_beir
     from uniret.families import RetrieverConfig
     from uniret.index.builders import sparse_encoder
@@ -185,6 +219,8 @@ def main() -> None:
                     engine.search(qvecs, args.k)
                 row["qps"][algorithm] = len(qvecs) * args.repeat / (time.perf_counter() - start)
                 logger.info("%d docs, %s: %.0f q/s", size, algorithm, row["qps"][algorithm])
+            if args.threads > 1:
+                row["threads"] = compare_threads(work / "pisa", ids, qvecs, args.k, args.repeat, args.threads)
             rows.append(row)
         finally:
             shutil.rmtree(work, ignore_errors=True)

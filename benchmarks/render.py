@@ -1273,6 +1273,20 @@ def block_pisa_algorithms(res: Results) -> str:
     out.append(f"SPLADE-tiny vectors of SciFact ({rec['queries']} test queries, {n1(rec['mean_terms_per_query'])} "
                f"terms per query), top {rec['k']}, {rec['threads']} thread, {rec['repeat']} timed passes after a "
                "warm-up; beyond 5,183 documents the corpus is SciFact repeated with jittered weights.")
+    threaded = [r for r in rec["rows"] if r.get("threads")]
+    if threaded:
+        trows = [[n0(r["docs"]), n0(r["qps"]["maxscore"]), n0(r["threads"]["qps"]["maxscore"]),
+                  f"{100 * r['threads']['same_answer_as_one_thread']['maxscore']:.1f}%",
+                  n0(r["qps"]["ranked_or_taat"]), n0(r["threads"]["qps"]["ranked_or_taat"]),
+                  f"{100 * r['threads']['same_answer_as_one_thread']['ranked_or_taat']:.1f}%"] for r in threaded]
+        t = threaded[0]["threads"]["threads"]
+        out.append(table(["documents", "`maxscore` q/s, 1 thread", f"{t} threads",
+                          f"answered as with 1 thread ({t} threads)", "`ranked_or_taat` q/s, 1 thread",
+                          f"{t} threads (unsafe)", f"answered as with 1 thread ({t} threads)"], "rrrrrrr", trows))
+        out.append("With several threads, pyterrier-pisa's term-at-a-time query function shares one accumulator "
+                   "between its threads, and most queries get other queries' documents: uniret answers "
+                   "term-at-a-time with one thread whatever `threads` asks (the row above lifts that guard to "
+                   "measure it), and MaxScore, which keeps no state between queries, with the index's threads.")
     codecs = rec.get("encodings")
     if codecs:
         crow = [[f"`{c}`" + (" (default)" if c == rec.get("default_encoding") else ""), n0(q),
