@@ -44,6 +44,7 @@ from uniret.index.sparse_engines import (
     LuceneImpactEngine,
     PisaEngine,
     SeismicEngine,
+    default_threads,
     escape_terms,
     write_pisa_collection,
 )
@@ -97,6 +98,9 @@ def main() -> None:
     ap.add_argument("--skip-bm25", action="store_true")
     ap.add_argument("--query-scales", type=int, nargs="*", default=[20],
                     help="also serve the queries quantised at these scales (documents stay x100)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="also time every exact engine and pyserini's batch_search with this many threads (default: "
+                         "the usable cores; 1: skip)")
     ap.add_argument("--sample", type=int, nargs=2, metavar=("QUERIES", "DOCS"), default=None,
                     help="a dry run on a sample (the results file is then named sparse_engines_sample)")
     args = ap.parse_args()
@@ -211,6 +215,23 @@ def main() -> None:
                                                                  strict=True)]))
         rows["sum_of_query_weights"] = float(np.mean([sum(q.values()) for q in coarse]))
         result["query_scales"][str(scale)] = rows
+    threads = args.threads or default_threads()
+    if threads > 1:  # all cores: each engine as the sparse index searches a batch (SparseIndex(threads=...))
+        def pyserini_batch_threads(qs: list, k: int) -> list[list[tuple[int, int]]]:
+            term_queries = [{terms[t]: w for t, w in q.items()} for q in qs]
+            qnums = [str(i) for i in range(len(term_queries))]
+            found = pyserini.batch_search(term_queries, qnums, k=k, threads=threads)
+            return [[(row_of[h.docid], round(h.score)) for h in found[i]] for i in qnums]
+
+        rows = measure({**{n: (lambda qs, k, n=n: engines[n].search(qs, k, threads=threads))
+                           for n in ("pisa", "pisa_maxscore", "lucene", "seismic")},
+                        **pyserini_modes, "pyserini_impact_searcher_batch_threads": pyserini_batch_threads},
+                       qvecs, exact)
+        for name in rows:
+            rows[name]["speedup_vs_pyserini_threads"] = (
+                rows[name]["qps"] / rows["pyserini_impact_searcher_batch_threads"]["qps"])
+        result["threads"] = {"threads": threads, "pisa_threads_used": engines["pisa"]._threads(threads, len(qvecs)),
+                             "engines": rows}
     result["engine_settings"] = {"k": k, "threads": 1, "pisa": {"algorithm": engines["pisa"].algorithm},
                                  "seismic": {"query_cut": engines["seismic"].query_cut,
                                              "heap_factor": engines["seismic"].heap_factor}}
