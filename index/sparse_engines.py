@@ -477,10 +477,11 @@ class SeismicEngine:
         asked = [i for i, q in enumerate(queries) if q]
         components = [np.asarray([str(t) for t in queries[i]]).astype(string) for i in asked]
         values = [np.asarray(list(queries[i].values()), dtype=np.float32) for i in asked]
-        if threads > 1 and len(asked) > 1:
-            answers = self._index.batch_search(np.asarray([str(i) for i in asked]).astype(string), components, values,
-                                               k=k, query_cut=self.query_cut, heap_factor=self.heap_factor,
-                                               num_threads=threads)
+        if threads > 1 and len(asked) > 1:  # batch_search answers in no fixed order: matched by the query id
+            found = {res[0][0]: res for res in self._index.batch_search(
+                np.asarray([str(i) for i in asked]).astype(string), components, values, k=k,
+                query_cut=self.query_cut, heap_factor=self.heap_factor, num_threads=threads) if res}
+            answers = [found.get(str(i), []) for i in asked]
         else:
             answers = [self._index.search(str(i), c, v, k=k, query_cut=self.query_cut, heap_factor=self.heap_factor)
                        for i, c, v in zip(asked, components, values, strict=True)]
