@@ -237,10 +237,12 @@ def pisathon() -> Any:
 PISA_ALGORITHM = "auto"
 """PISA's query algorithm. ``auto``: term-at-a-time over a flat accumulator (``ranked_or_taat``) up to
 :data:`PISA_TAAT_MAX_DOCS` documents, MaxScore beyond. Both are exact. On SPLADE-tiny's vectors (about 50 query
-terms) TAAT was measured 1.7-2.3x faster than MaxScore at 5k, 50k and 200k documents on a Xeon, 1.3-1.6x on an
-AMD EPYC, and MaxScore 4-6x faster than block-max WAND (``benchmarks/pisa_algorithms.py``, BENCHMARKS.md
+terms) TAAT was measured 1.7-2.3x faster than MaxScore at 5k, 50k and 200k documents on a Xeon, 1.3-2.5x on
+AMD EPYC machines, and MaxScore 4-6x faster than block-max WAND (``benchmarks/pisa_algorithms.py``, BENCHMARKS.md
 "Learned sparse"); past that size, unmeasured for long queries, the per-query accumulator grows with the corpus
-while MaxScore skips more."""
+while MaxScore skips more. TAAT runs on one thread (:meth:`PisaEngine._threads`) and MaxScore on all asked: at
+200k documents MaxScore on 2 threads already overtakes TAAT on one (209 against 178 q/s); the choice does not
+weigh threads yet."""
 PISA_TAAT_MAX_DOCS = 200_000
 
 
