@@ -157,7 +157,7 @@ def compare_query_scales(docs, raw_queries, qrels: dict, doc_ids: list[str], qid
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="5183,50000,200000")
+    ap.add_argument("--sizes", default="5183,50000,100000,200000")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated; maxscore and "

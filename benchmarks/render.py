@@ -1223,7 +1223,8 @@ def block_sparse_engines(res: Results) -> str:
     th = rec.get("threads")
     if th:
         n = th["threads"]
-        labels = {"pisa": f"PISA (**default**, `{s['pisa']['algorithm']}`: {th['pisa_threads_used']} thread"
+        labels = {"pisa": f"PISA (**default**, `{th.get('pisa_algorithm', s['pisa']['algorithm'])}`: "
+                          f"{th['pisa_threads_used']} thread"
                           + ("" if th["pisa_threads_used"] == 1 else "s") + ")",
                   "pisa_maxscore": f"PISA, MaxScore ({n} threads)", "lucene": f"uniret `lucene` engine ({n} threads)",
                   "seismic": f"Seismic ({n} threads, approximate)",

@@ -231,6 +231,7 @@ def main() -> None:
             rows[name]["speedup_vs_pyserini_threads"] = (
                 rows[name]["qps"] / rows["pyserini_impact_searcher_batch_threads"]["qps"])
         result["threads"] = {"threads": threads, "pisa_threads_used": engines["pisa"]._threads(threads, len(qvecs)),
+                             "pisa_algorithm": engines["pisa"].algorithm_for(threads),
                              "engines": rows}
     result["engine_settings"] = {"k": k, "threads": 1, "pisa": {"algorithm": engines["pisa"].algorithm},
                                  "seismic": {"query_cut": engines["seismic"].query_cut,

@@ -240,17 +240,21 @@ PISA_ALGORITHM = "auto"
 terms) TAAT was measured 1.7-2.3x faster than MaxScore at 5k, 50k and 200k documents on a Xeon, 1.3-2.5x on
 AMD EPYC machines, and MaxScore 4-6x faster than block-max WAND (``benchmarks/pisa_algorithms.py``, BENCHMARKS.md
 "Learned sparse"); past that size, unmeasured for long queries, the per-query accumulator grows with the corpus
-while MaxScore skips more. TAAT runs on one thread (:meth:`PisaEngine._threads`) and MaxScore on all asked: at
-200k documents MaxScore on 2 threads already overtakes TAAT on one (209 against 178 q/s); the choice does not
-weigh threads yet."""
+while MaxScore skips more. TAAT runs on one thread (:meth:`PisaEngine._threads`) and MaxScore on all asked, so a
+batch searched with several threads switches to MaxScore sooner: beyond :data:`PISA_TAAT_MAX_DOCS_THREADED`
+documents (on an AMD EPYC, MaxScore on 2 threads against TAAT on one: 449 vs 463 q/s at 75k documents, 370 vs
+359 at 100k, 266 vs 228 at 150k; more than 2 threads unmeasured, the same rule)."""
 PISA_TAAT_MAX_DOCS = 200_000
+PISA_TAAT_MAX_DOCS_THREADED = 100_000
 
 
-def pisa_algorithm(algorithm: str, num_docs: int) -> str:
-    """The PISA algorithm ``algorithm`` names for a corpus of ``num_docs`` documents (``auto`` resolved)."""
+def pisa_algorithm(algorithm: str, num_docs: int, threads: int = 1) -> str:
+    """The PISA algorithm ``algorithm`` names for a corpus of ``num_docs`` documents searched with ``threads``
+    threads (``auto`` resolved)."""
     if algorithm != "auto":
         return algorithm
-    return "ranked_or_taat" if num_docs <= PISA_TAAT_MAX_DOCS else "maxscore"
+    limit = PISA_TAAT_MAX_DOCS if threads <= 1 else PISA_TAAT_MAX_DOCS_THREADED
+    return "ranked_or_taat" if num_docs <= limit else "maxscore"
 
 
 PISA_ENCODING = "block_streamvbyte"
@@ -272,7 +276,16 @@ class PisaEngine:
         self.directory = directory
         self._context = context
         self._row_of = row_of
-        self.algorithm = algorithm
+        self.requested = algorithm  # "auto" resolves per search, by corpus size and threads
+
+    def algorithm_for(self, threads: int) -> str:
+        """The algorithm a batch searched with ``threads`` threads runs (``auto`` resolved)."""
+        return pisa_algorithm(self.requested, len(self._row_of), threads)
+
+    @property
+    def algorithm(self) -> str:
+        """The algorithm of a one-thread search."""
+        return self.algorithm_for(1)
 
     @staticmethod
     def build(directory: Path, ids: Sequence[str], vectors: ImpactVectors, terms: Sequence[str], *,
@@ -316,13 +329,13 @@ class PisaEngine:
             context = cls._prepare(directory, encoding, scorer, **params)
         except Exception as e:  # noqa: BLE001 - PISA reports damage as assorted C++ exceptions
             raise _damaged(directory, f"PISA cannot open it ({e})") from None
-        return cls(directory, context, {d: i for i, d in enumerate(ids)}, pisa_algorithm(algorithm, len(ids)))
+        return cls(directory, context, {d: i for i, d in enumerate(ids)}, algorithm)
 
     def _threads(self, asked: int, num_queries: int) -> int:
         """The threads PISA may answer a batch with: one for term-at-a-time, whose query function in the
         pyterrier-pisa binding holds one accumulator that its threads share (a race: with two threads, queries
         got other queries' documents on SciFact; tests/test_sparse_index.py), else up to one per query."""
-        if self.algorithm.startswith("ranked_or_taat"):
+        if self.algorithm_for(asked).startswith("ranked_or_taat"):
             return 1
         return max(1, min(asked, num_queries))
 
@@ -333,7 +346,7 @@ class PisaEngine:
         n = len(queries) * k
         qidx, docnos = np.empty(n, dtype=np.int32), np.empty(n, dtype=object)
         ranks, scores = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
-        size = pisathon().retrieve(self._context, self.algorithm,
+        size = pisathon().retrieve(self._context, self.algorithm_for(threads),
                                    [(i, {str(t): float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
                                    k=k, threads=self._threads(threads, len(queries)), pretokenised=True,
                                    query_weighted=1, result_qidxs=qidx,

@@ -151,11 +151,20 @@ def test_pisa_and_lucene_return_the_exact_top10_on_real_data(encoded, splade, lu
 def test_both_pisa_algorithms_return_the_exact_top10_and_auto_picks_by_size(encoded, splade, tmp_path):
     """The default (``auto``) is term-at-a-time on small corpora, MaxScore on large ones; both are exact on real
     SPLADE vectors (200 SciFact documents, 20 queries), as is an explicitly chosen one."""
-    from uniret.index.sparse_engines import PISA_TAAT_MAX_DOCS, PisaEngine, pisa_algorithm
+    from uniret.index.sparse_engines import (
+        PISA_TAAT_MAX_DOCS,
+        PISA_TAAT_MAX_DOCS_THREADED,
+        PisaEngine,
+        pisa_algorithm,
+    )
 
     assert pisa_algorithm("auto", PISA_TAAT_MAX_DOCS) == "ranked_or_taat"
     assert pisa_algorithm("auto", PISA_TAAT_MAX_DOCS + 1) == "maxscore"
     assert pisa_algorithm("block_max_wand", 10) == "block_max_wand"
+    # a batch on several threads: MaxScore (which runs on them) sooner than term-at-a-time (which cannot)
+    assert pisa_algorithm("auto", PISA_TAAT_MAX_DOCS_THREADED, threads=2) == "ranked_or_taat"
+    assert pisa_algorithm("auto", PISA_TAAT_MAX_DOCS_THREADED + 1, threads=2) == "maxscore"
+    assert pisa_algorithm("auto", PISA_TAAT_MAX_DOCS_THREADED + 1, threads=1) == "ranked_or_taat"
     ids, docs, queries = encoded
     exact = brute_force(docs, queries, 10)
     default, terms = _build(PisaEngine, tmp_path, ids, docs, splade.vocabulary)
