@@ -242,8 +242,9 @@ AMD EPYC machines, and MaxScore 4-6x faster than block-max WAND (``benchmarks/pi
 "Learned sparse"); past that size, unmeasured for long queries, the per-query accumulator grows with the corpus
 while MaxScore skips more. TAAT runs on one thread (:meth:`PisaEngine._threads`) and MaxScore on all asked, so a
 batch searched with several threads switches to MaxScore sooner: beyond :data:`PISA_TAAT_MAX_DOCS_THREADED`
-documents (on an AMD EPYC, MaxScore on 2 threads against TAAT on one: 449 vs 463 q/s at 75k documents, 370 vs
-359 at 100k, 266 vs 228 at 150k; more than 2 threads unmeasured, the same rule)."""
+documents (on an AMD EPYC, MaxScore on 2 threads against TAAT on one: 630 vs 657 q/s at 50k documents, 369 vs
+342 at 100k, 211 vs 176 at 200k; 449 vs 463 at 75k and 266 vs 228 at 150k in a scratch run; more than 2
+threads unmeasured, the same rule)."""
 PISA_TAAT_MAX_DOCS = 200_000
 PISA_TAAT_MAX_DOCS_THREADED = 100_000
 
