@@ -224,6 +224,8 @@ def worker(path: str, data: Path, out: Path) -> dict[str, Any]:
         "qps": round(len(queries) / min(times), 1), "recall@10": round(metrics["recall@10"], 4),
         "peak_rss_mb_build": round(rss_build), "peak_rss_mb": round(peak_rss_mb()),
         "index_mb": round(size_mb, 1),
+        # the sparse index searches a batch on its threads (default: the usable cores; runs before 2026-12-05: 1)
+        "search_threads": getattr(backend, "threads", None),
     }
 
 

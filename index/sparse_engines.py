@@ -7,7 +7,8 @@ product ``sum(q_t * d_t)``:
 - ``lucene``: an Anserini impact index (``JsonVectorCollection``, ``IndexCollection -impact -pretokenized``),
   searched with Anserini's ``SimpleImpactSearcher`` (the Java class behind pyserini's ``LuceneImpactSearcher``,
   which opens the same folder). Exact; the interoperable format.
-- ``pisa``: PISA (term-at-a-time up to 200k documents, MaxScore beyond; an inverted index compressed with
+- ``pisa``: PISA (term-at-a-time up to 200k documents, 80k for a batch on several threads, MaxScore beyond; an
+  inverted index compressed with
   StreamVByte, the codec recorded in the folder's ``pisa.json``, with block-max data; the ``quantized`` scorer:
   the dot product of query term counts and document impacts), through the compiled extension of the
   ``pyterrier-pisa`` wheel. The extension is loaded directly, without the wheel's Python package (which would
@@ -24,8 +25,9 @@ An engine is built from ``(ids, ImpactVectors, terms)`` into a folder, opened fr
 ``search(queries, k, threads=1)`` (each query ``{term id: integer weight}``) with ``[(row, integer score), ...]``
 best first, rows into ``ids``; documents that share no term with a query are never returned. With ``threads`` >
 1 a batch of queries is answered by that many threads (PISA's TBB workers, except for term-at-a-time, which
-the binding cannot run in parallel safely; Anserini's ``batch_search``; Seismic's ``batch_search``); each query's
-answer is the same as with one thread. Lucene's terms are the
+the binding cannot run in parallel safely; Anserini's ``batch_search``; Seismic's ``batch_search``); each query
+gets the same scores as with one thread (PISA's ``auto`` may pick another exact algorithm for a threaded batch,
+so documents tied at the k-th score may differ). Lucene's terms are the
 escaped tokens (readable, for interoperability); PISA (whose query parser lower-cases terms) and Seismic
 (fixed-width term strings) index the decimal term ids.
 """
@@ -242,11 +244,12 @@ AMD EPYC machines, and MaxScore 4-6x faster than block-max WAND (``benchmarks/pi
 "Learned sparse"); past that size, unmeasured for long queries, the per-query accumulator grows with the corpus
 while MaxScore skips more. TAAT runs on one thread (:meth:`PisaEngine._threads`) and MaxScore on all asked, so a
 batch searched with several threads switches to MaxScore sooner: beyond :data:`PISA_TAAT_MAX_DOCS_THREADED`
-documents (on an AMD EPYC, MaxScore on 2 threads against TAAT on one: 630 vs 657 q/s at 50k documents, 369 vs
-342 at 100k, 211 vs 176 at 200k; 449 vs 463 at 75k and 266 vs 228 at 150k in a scratch run; more than 2
-threads unmeasured, the same rule)."""
+documents, about where the two cross (on an AMD EPYC, MaxScore on 2 threads against TAAT on one: 630 vs 657 q/s
+at 50k documents, 369 vs 342 at 100k, 211 vs 176 at 200k; 449 vs 463 at 75k and 266 vs 228 at 150k in a scratch
+run; more than 2 threads unmeasured, the same rule). A search of fewer queries than threads counts one thread
+per query: a single query runs on one thread, so its algorithm is the one-thread choice."""
 PISA_TAAT_MAX_DOCS = 200_000
-PISA_TAAT_MAX_DOCS_THREADED = 100_000
+PISA_TAAT_MAX_DOCS_THREADED = 80_000
 
 
 def pisa_algorithm(algorithm: str, num_docs: int, threads: int = 1) -> str:
@@ -332,13 +335,17 @@ class PisaEngine:
             raise _damaged(directory, f"PISA cannot open it ({e})") from None
         return cls(directory, context, {d: i for i, d in enumerate(ids)}, algorithm)
 
+    @staticmethod
+    def _usable(asked: int, num_queries: int) -> int:
+        """Threads a batch of ``num_queries`` can use when ``asked`` are offered: at most one per query."""
+        return max(1, min(asked, num_queries))
+
     def _threads(self, asked: int, num_queries: int) -> int:
-        """The threads PISA may answer a batch with: one for term-at-a-time, whose query function in the
+        """The threads PISA answers a batch with: one for term-at-a-time, whose query function in the
         pyterrier-pisa binding holds one accumulator that its threads share (a race: with two threads, queries
         got other queries' documents on SciFact; tests/test_sparse_index.py), else up to one per query."""
-        if self.algorithm_for(asked).startswith("ranked_or_taat"):
-            return 1
-        return max(1, min(asked, num_queries))
+        usable = self._usable(asked, num_queries)
+        return 1 if self.algorithm_for(usable).startswith("ranked_or_taat") else usable
 
     def _retrieve(self, queries: Sequence[Mapping[Any, float]], k: int, threads: int = 1
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -347,7 +354,7 @@ class PisaEngine:
         n = len(queries) * k
         qidx, docnos = np.empty(n, dtype=np.int32), np.empty(n, dtype=object)
         ranks, scores = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
-        size = pisathon().retrieve(self._context, self.algorithm_for(threads),
+        size = pisathon().retrieve(self._context, self.algorithm_for(self._usable(threads, len(queries))),
                                    [(i, {str(t): float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
                                    k=k, threads=self._threads(threads, len(queries)), pretokenised=True,
                                    query_weighted=1, result_qidxs=qidx,
@@ -497,6 +504,10 @@ class SeismicEngine:
             found = {res[0][0]: res for res in self._index.batch_search(
                 np.asarray([str(i) for i in asked]).astype(string), components, values, k=k,
                 query_cut=self.query_cut, heap_factor=self.heap_factor, num_threads=threads) if res}
+            sent = {str(i) for i in asked}
+            if not set(found) <= sent:  # a Seismic whose answers name queries otherwise: fail, not empty answers
+                raise RuntimeError(f"Seismic's batch_search answered query ids {sorted(set(found) - sent)[:3]} "
+                                   "that were not sent")
             answers = [found.get(str(i), []) for i in asked]
         else:
             answers = [self._index.search(str(i), c, v, k=k, query_cut=self.query_cut, heap_factor=self.heap_factor)

@@ -173,9 +173,52 @@ def test_both_pisa_algorithms_return_the_exact_top10_and_auto_picks_by_size(enco
     for engine in (default, maxscore):
         for hits, ex in zip(engine.search(queries, 10), exact, strict=True):
             assert_same_top_k(hits, ex, 10)
-    # MaxScore keeps no state between queries: two TBB threads give the one-thread answer
-    assert maxscore._threads(2, len(queries)) == 2
+    # MaxScore keeps no state between queries: two TBB threads (checked to reach PISA) give the one-thread answer
     assert maxscore.search(queries, 10, threads=2) == maxscore.search(queries, 10)
+    assert [c["threads"] for c in _pisa_calls(maxscore, queries, threads=2)] == [2]
+
+
+def _pisa_calls(engine, queries, threads):
+    """The keyword arguments of each call ``engine.search(queries, 10, threads=threads)`` makes to PISA's
+    ``retrieve`` (the real one runs)."""
+    from unittest import mock
+
+    from uniret.index import sparse_engines
+
+    real, calls = sparse_engines.pisathon(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def retrieve(self, context, algorithm, batch, **kwargs):
+            calls.append({"algorithm": algorithm, **kwargs})
+            return real.retrieve(context, algorithm, batch, **kwargs)
+
+    with mock.patch.object(sparse_engines, "pisathon", lambda: Spy()):
+        engine.search(queries, 10, threads=threads)
+    return calls
+
+
+def test_pisa_auto_resolves_per_search_by_threads(encoded, splade, tmp_path, monkeypatch):
+    """``auto`` on a corpus above the threaded limit: a batch on two threads runs MaxScore on two threads (exact,
+    the one-thread scores), a one-thread batch and a single query (one thread per query) run term-at-a-time on
+    one thread: the guard against the binding's shared term-at-a-time accumulator holds."""
+    from uniret.index import sparse_engines
+
+    monkeypatch.setattr(sparse_engines, "PISA_TAAT_MAX_DOCS_THREADED", 100)  # the slice has 200 documents
+    ids, docs, queries = encoded
+    engine, _ = _build(sparse_engines.PisaEngine, tmp_path, ids, docs, splade.vocabulary)
+    assert engine.algorithm_for(1) == "ranked_or_taat" and engine.algorithm_for(2) == "maxscore"
+    assert [(c["algorithm"], c["threads"]) for c in _pisa_calls(engine, queries, 2)] == [("maxscore", 2)]
+    assert [(c["algorithm"], c["threads"]) for c in _pisa_calls(engine, queries, 1)] == [("ranked_or_taat", 1)]
+    assert [(c["algorithm"], c["threads"]) for c in _pisa_calls(engine, queries[:1], 2)] == [("ranked_or_taat", 1)]
+    exact = brute_force(docs, queries, 10)
+    one, two = engine.search(queries, 10), engine.search([{}, *queries], 10, threads=2)
+    assert two[0] == []  # an empty query keeps its place in a threaded batch
+    for a, b, ex in zip(one, two[1:], exact, strict=True):
+        assert_same_top_k(b, ex, 10)
+        assert [s for _, s in a] == [s for _, s in b]
 
 
 def test_pisa_records_its_codec_and_opens_older_folders(encoded, splade, tmp_path):
@@ -260,6 +303,20 @@ def built(splade, slice_, encoded, module_cache, tmp_path_factory):
     before = index.search(queries, k=10)
     path = index.save(tmp_path_factory.mktemp("sparse") / "idx")
     return index, path, before
+
+
+def test_the_index_searches_a_batch_with_its_threads(built, slice_):
+    """``SparseIndex(threads=...)`` (default: the usable cores) reaches the engine's batch search."""
+    from unittest import mock
+
+    from uniret.index.sparse_engines import default_threads
+
+    index, _, before = built
+    _, queries = slice_
+    assert index.threads == default_threads()
+    with mock.patch.object(index._engine, "search", wraps=index._engine.search) as spy:
+        assert index.search(queries, k=10) == before
+    assert spy.call_args.kwargs == {"threads": index.threads}
 
 
 def test_round_trip_and_manifest(built, splade, slice_):
