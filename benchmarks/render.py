@@ -1837,6 +1837,17 @@ def block_scale(res: Results) -> str:
                                        n1(r["save_seconds"]), n0(r["peak_rss_mb"]), n0(r["index_mb"]), n0(r["qps"]),
                                        f4(r["recall@10"])] for r in again["rows"]]),
                   source(again_name, again)]
+    runs = [(n, res.get(n)) for n in ("scale_sparse_threads1", "scale_sparse_threads")]
+    if all(r is not None for _, r in runs):
+        commit = ((runs[1][1].get("git") or {}).get("commit") or "")[:7]
+        parts += [f"The sparse index's batch search on one thread and on the usable cores (commit {commit}; PISA's "
+                  "term-at-a-time cannot use threads, MaxScore can, and `auto` picks by corpus size and threads; "
+                  "the same machine, one run after the other):",
+                  table(["docs", "search threads", "PISA algorithm", "build s", "peak RSS MiB", "QPS", "R@10"],
+                        "rrlrrrr", [[n0(r["docs"]), str(r["search_threads"]), f"`{r['pisa_algorithm']}`",
+                                     n1(r["build_seconds"]), n0(r["peak_rss_mb"]), n0(r["qps"]), f4(r["recall@10"])]
+                                    for _, rec in runs for r in rec["rows"]]),
+                  *(source(n, r) for n, r in runs)]
     return "\n\n".join(parts)
 
 def block_cheap_eval(res: Results) -> str:

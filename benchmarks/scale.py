@@ -182,7 +182,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker(path: str, data: Path, out: Path) -> dict[str, Any]:
+def worker(path: str, data: Path, out: Path, threads: int | None = None) -> dict[str, Any]:
     import uniret.index.faiss_index  # noqa: F401  (imports are not build time)
     import uniret.index.shards  # noqa: F401
     import uniret.index.sparse  # noqa: F401
@@ -201,7 +201,7 @@ def worker(path: str, data: Path, out: Path) -> dict[str, Any]:
     else:
         from uniret.index.sparse import SparseIndex
 
-        backend = SparseIndex(HashSparse(), "auto", workdir=out.parent)
+        backend = SparseIndex(HashSparse(), "auto", workdir=out.parent, threads=threads)
     t0 = time.perf_counter()
     backend.index(dataset.corpus)
     build_s = time.perf_counter() - t0
@@ -226,6 +226,8 @@ def worker(path: str, data: Path, out: Path) -> dict[str, Any]:
         "index_mb": round(size_mb, 1),
         # the sparse index searches a batch on its threads (default: the usable cores; runs before 2026-12-05: 1)
         "search_threads": getattr(backend, "threads", None),
+        "pisa_algorithm": (backend._engine.algorithm_for(min(backend.threads, len(queries)))
+                           if hasattr(getattr(backend, "_engine", None), "algorithm_for") else None),
     }
 
 
@@ -252,12 +254,14 @@ def main() -> None:
     ap.add_argument("--slice-docs", type=int, default=500, help="documents for the real-model slice (0: skip)")
     ap.add_argument("--slice-backend", default="torch")
     ap.add_argument("--name", default="scale")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="the sparse index's search threads (default: its own, the usable cores)")
     ap.add_argument("--worker", nargs=3, metavar=("PATH", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.worker:
         path, data, out = args.worker
-        print(json.dumps(worker(path, Path(data), Path(out))))
+        print(json.dumps(worker(path, Path(data), Path(out), args.threads)))
         return
 
     record = BenchmarkRun(args.name)
@@ -276,7 +280,8 @@ def main() -> None:
             out = work / f"index-{path}-{size}"
             for stale in (out, out.with_name(out.name + ".shards")):  # never reuse a shard of an earlier run
                 shutil.rmtree(stale, ignore_errors=True)
-            proc = subprocess.run([sys.executable, __file__, "--worker", path, str(data), str(out)],
+            threads = [] if args.threads is None else ["--threads", str(args.threads)]
+            proc = subprocess.run([sys.executable, __file__, "--worker", path, str(data), str(out), *threads],
                                   capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if proc.returncode != 0:
                 raise SystemExit(f"{path} at {size}: worker failed\n{proc.stderr[-3000:]}")
