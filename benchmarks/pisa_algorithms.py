@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import BenchmarkRun
+from _common import BenchmarkRun, positive_int
 
 ALGORITHMS = ("maxscore", "ranked_or_taat", "block_max_maxscore", "block_max_wand")
 ENCODINGS = ("block_streamvbyte", "block_simdbp", "block_varintg8iu", "block_simple8b", "block_varintgb",
@@ -165,7 +165,7 @@ def main() -> None:
     ap.add_argument("--encodings", default=",".join(ENCODINGS),
                     help="posting-list codecs compared with the default algorithm on the first size (default: "
                          "every codec of the pyterrier-pisa wheel)")
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--threads", type=positive_int, default=None,
                     help="also time MaxScore and term-at-a-time with this many threads (default: the usable "
                          "cores; 1: skip)")
     ap.add_argument("--query-scales", default="100,50,20,10",

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import REPO, BenchmarkRun
+from _common import REPO, BenchmarkRun, positive_int
 
 logger = logging.getLogger("scale")
 BUCKETS = 32_768
@@ -226,8 +226,9 @@ def worker(path: str, data: Path, out: Path, threads: int | None = None) -> dict
         "index_mb": round(size_mb, 1),
         # the sparse index searches a batch on its threads (default: the usable cores; runs before 2026-12-05: 1)
         "search_threads": getattr(backend, "threads", None),
-        "pisa_algorithm": (backend._engine.algorithm_for(min(backend.threads, len(queries)))
-                           if hasattr(getattr(backend, "_engine", None), "algorithm_for") else None),
+        "pisa_algorithm": (backend._engine.algorithm_for(backend._engine._usable(
+            backend.threads, sum(1 for q in queries.values() if q.strip())))
+            if hasattr(getattr(backend, "_engine", None), "algorithm_for") else None),
     }
 
 
@@ -254,8 +255,9 @@ def main() -> None:
     ap.add_argument("--slice-docs", type=int, default=500, help="documents for the real-model slice (0: skip)")
     ap.add_argument("--slice-backend", default="torch")
     ap.add_argument("--name", default="scale")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="the sparse index's search threads (default: its own, the usable cores)")
+    ap.add_argument("--threads", type=positive_int, default=None,
+                    help="the sparse index's threads, for building and searching (default: its own, the usable "
+                         "cores)")
     ap.add_argument("--worker", nargs=3, metavar=("PATH", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

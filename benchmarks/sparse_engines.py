@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import save_result
+from _common import positive_int, save_result
 from uniret.data import load_beir
 from uniret.eval.metrics import evaluate
 from uniret.families import RetrieverConfig
@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--skip-bm25", action="store_true")
     ap.add_argument("--query-scales", type=int, nargs="*", default=[20],
                     help="also serve the queries quantised at these scales (documents stay x100)")
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--threads", type=positive_int, default=None,
                     help="also time every exact engine and pyserini's batch_search with this many threads (default: "
                          "the usable cores; 1: skip)")
     ap.add_argument("--sample", type=int, nargs=2, metavar=("QUERIES", "DOCS"), default=None,
@@ -231,7 +231,7 @@ def main() -> None:
             rows[name]["speedup_vs_pyserini_threads"] = (
                 rows[name]["qps"] / rows["pyserini_impact_searcher_batch_threads"]["qps"])
         result["threads"] = {"threads": threads, "pisa_threads_used": engines["pisa"]._threads(threads, len(qvecs)),
-                             "pisa_algorithm": engines["pisa"].algorithm_for(threads),
+                             "pisa_algorithm": engines["pisa"].algorithm_for(engines["pisa"]._usable(threads, len(qvecs))),
                              "engines": rows}
     result["engine_settings"] = {"k": k, "threads": 1, "pisa": {"algorithm": engines["pisa"].algorithm},
                                  "seismic": {"query_cut": engines["seismic"].query_cut,

@@ -142,10 +142,11 @@ def test_pisa_and_lucene_return_the_exact_top10_on_real_data(encoded, splade, lu
         assert_same_top_k(lu, ex, 10)
         assert [s for _, s in p] == [s for _, s in lu]
     # a batch answered by two threads (Anserini's batch_search) is the one-thread answer; PISA's term-at-a-time
-    # (the default here) answers with one thread whatever is asked: its binding shares one accumulator between
-    # threads, which gave queries other queries' documents
+    # (the default here) is sent one thread whatever is asked: its binding shares one accumulator between
+    # threads, which answered most queries wrongly
     assert lucene.search(queries, 10, threads=2) == l_hits
-    assert pisa._threads(2, len(queries)) == 1 and pisa.search(queries, 10, threads=2) == p_hits
+    assert [(c["algorithm"], c["threads"]) for c in _pisa_calls(pisa, queries, 2)] == [("ranked_or_taat", 1)]
+    assert pisa.search(queries, 10, threads=2) == p_hits
 
 
 def test_both_pisa_algorithms_return_the_exact_top10_and_auto_picks_by_size(encoded, splade, tmp_path):
@@ -264,6 +265,12 @@ def test_seismic_is_close_to_exact(encoded, splade, tmp_path):
         recall.append(len(top & {r for r, _ in h}) / 10)
         assert all(ex[r] == s for r, s in h)  # Seismic's scores are exact for what it returns
     assert np.mean(recall) >= 0.9
+    # an answer naming a query that was not sent is an error, not a silently empty answer
+    from unittest import mock
+
+    with mock.patch.object(seismic, "_index", mock.Mock(batch_search=lambda *a, **kw: [[("q9", 1.0, ids[0])]])):
+        with pytest.raises(RuntimeError, match="not sent"):
+            seismic.search(queries[:2], 10, threads=2)
 
 
 @pytest.mark.java
@@ -309,14 +316,17 @@ def test_the_index_searches_a_batch_with_its_threads(built, slice_):
     """``SparseIndex(threads=...)`` (default: the usable cores) reaches the engine's batch search."""
     from unittest import mock
 
+    from uniret.index.sparse import SparseIndex
     from uniret.index.sparse_engines import default_threads
 
     index, _, before = built
     _, queries = slice_
     assert index.threads == default_threads()
-    with mock.patch.object(index._engine, "search", wraps=index._engine.search) as spy:
+    assert SparseIndex(index.encoder, "pisa", threads=3).threads == 3  # an explicit count is kept
+    with mock.patch.object(index, "threads", 3), \
+            mock.patch.object(index._engine, "search", wraps=index._engine.search) as spy:
         assert index.search(queries, k=10) == before
-    assert spy.call_args.kwargs == {"threads": index.threads}
+    assert spy.call_args.kwargs == {"threads": 3}
 
 
 def test_round_trip_and_manifest(built, splade, slice_):
