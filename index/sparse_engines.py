@@ -8,8 +8,8 @@ product ``sum(q_t * d_t)``:
   searched with Anserini's ``SimpleImpactSearcher`` (the Java class behind pyserini's ``LuceneImpactSearcher``,
   which opens the same folder). Exact; the interoperable format.
 - ``pisa``: PISA (term-at-a-time up to 200k documents, 80k for a batch on several threads, MaxScore beyond; an
-  inverted index compressed with
-  StreamVByte, the codec recorded in the folder's ``pisa.json``, with block-max data; the ``quantized`` scorer:
+  inverted index compressed with StreamVByte, the codec recorded in the folder's ``pisa.json``, with block-max
+  data; the ``quantized`` scorer:
   the dot product of query term counts and document impacts), through the compiled extension of the
   ``pyterrier-pisa`` wheel. The extension is loaded directly, without the wheel's Python package (which would
   pull in python-terrier and ir_datasets); it needs the ``tbb`` wheel's ``libtbb.so.2``. Exact.
@@ -342,8 +342,8 @@ class PisaEngine:
 
     def _threads(self, asked: int, num_queries: int) -> int:
         """The threads PISA answers a batch with: one for term-at-a-time, whose query function in the
-        pyterrier-pisa binding holds one accumulator that its threads share (a race: with two threads, queries
-        got other queries' documents on SciFact; tests/test_sparse_index.py), else up to one per query."""
+        pyterrier-pisa binding holds one accumulator that its threads share (a race: with two threads, 98-99.7%
+        of SciFact queries were answered wrongly; benchmarks/pisa_algorithms.py), else up to one per query."""
         usable = self._usable(asked, num_queries)
         return 1 if self.algorithm_for(usable).startswith("ranked_or_taat") else usable
 
