@@ -29,19 +29,6 @@ CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the flags that 
 FUSION_WEIGHTS = [round(0.1 * i, 1) for i in range(11)]  # the interpolation weights a fusion sweep tries
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
-
-
 def from_repo(spec: str) -> str:
     """A data path as given when it exists (or when the repository has no such path either: a packaged name
     such as ``scifact``), else the same path from the repository root (``../shared/...`` from any folder)."""

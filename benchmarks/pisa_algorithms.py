@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import BenchmarkRun, positive_int
+from _common import BenchmarkRun
+from uniret.cli import positive_int
 
 ALGORITHMS = ("maxscore", "ranked_or_taat", "block_max_maxscore", "block_max_wand")
 ENCODINGS = ("block_streamvbyte", "block_simdbp", "block_varintg8iu", "block_simple8b", "block_varintgb",

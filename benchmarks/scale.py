@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from _common import REPO, BenchmarkRun, positive_int
+from _common import REPO, BenchmarkRun
+from uniret.cli import positive_int
 
 logger = logging.getLogger("scale")
 BUCKETS = 32_768

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import positive_int, save_result
+from _common import save_result
+from uniret.cli import positive_int
 from uniret.data import load_beir
 from uniret.eval.metrics import evaluate
 from uniret.families import RetrieverConfig

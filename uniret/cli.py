@@ -34,7 +34,8 @@ def _families_help() -> str:
     return "retriever families:\n" + "\n".join("  " + line for line in families.describe()) + "\n"
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (the CLI's and the benchmarks' counts)."""
     try:
         value = int(text)
     except ValueError:
@@ -69,11 +70,11 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
     p.add_argument("--engine", default="auto",
                    help="sparse: auto (the fastest exact engine installed: pisa, else lucene) | pisa | lucene | "
                         "seismic (approximate)")
-    p.add_argument("--query-scale", type=_positive_int, default=None,
+    p.add_argument("--query-scale", type=positive_int, default=None,
                    help="sparse: quantise queries at this scale (default: the documents' 100, recorded in the "
                         "index). PISA gets a term of weight w as w copies, so x20 searches faster for a slightly "
                         "coarser ranking (BENCHMARKS.md, 'Learned sparse')")
-    p.add_argument("--top-k", type=_positive_int, default=None,
+    p.add_argument("--top-k", type=positive_int, default=None,
                    help="sparse: keep the k largest weights of each document and query vector (default: the "
                         "model's saved setting, none for splade-tiny); recorded in the index")
     p.add_argument("--threshold", type=_non_negative_float, default=None,
@@ -87,8 +88,8 @@ def _add_retriever_args(p: argparse.ArgumentParser, required: bool = True) -> No
                         "length_norm=0.5,alpha=1 (alpha, smoothing, beta, query_words, length_norm, tf_k1); default: the "
                         "model's saved setting; recorded in the index")
     p.add_argument("--device", default="auto", help="auto (a GPU when present) | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
-    p.add_argument("--max-length", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=32, help="texts per encoder batch")
+    p.add_argument("--max-length", type=positive_int, default=None,
                    help="max tokens per text (default: the model's own saved setting)")
     p.add_argument("--cache-embeddings", action="store_true",
                    help="dense: reuse document embeddings cached under $UNIRET_CACHE")
@@ -318,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retriever_args(p)
     p.add_argument("--output", required=True,
                    help="index directory to write; an existing one is replaced only if uniret wrote it")
-    p.add_argument("--shard-size", type=_positive_int, default=None,
+    p.add_argument("--shard-size", type=positive_int, default=None,
                    help="dense: stream the corpus through shards of this many documents on disk (memory-mapped "
                         ".npy; a rerun after a crash skips finished shards; under torchrun each rank encodes "
                         "its share: torchrun --nproc-per-node N -m uniret index ... --shard-size S)")
@@ -331,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and encoder.")
     p.add_argument("--index", required=True, help="a saved index directory (from uniret index)")
     p.add_argument("--query", required=True, help="the query text")
-    p.add_argument("-k", type=_positive_int, default=10, help="number of hits to show (default 10)")
+    p.add_argument("-k", type=positive_int, default=10, help="number of hits to show (default 10)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (for encoder families)")
     p.set_defaults(func=cmd_search)
 
@@ -351,9 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "1 - W; or W1,W2,... one per index); default rrf")
     p.add_argument("--allow-corpus-mismatch", action="store_true",
                    help="evaluate an --index built from another corpus anyway (recorded in the report)")
-    p.add_argument("--depth", type=_positive_int, default=1000, help="hits retrieved per query (default 1000)")
+    p.add_argument("--depth", type=positive_int, default=1000, help="hits retrieved per query (default 1000)")
     p.add_argument("--rerank", default=None, help="a cross-encoder reranker folder: re-score the top hits")
-    p.add_argument("--rerank-depth", type=_positive_int, default=100,
+    p.add_argument("--rerank-depth", type=positive_int, default=100,
                    help="hits per query the reranker re-scores (default 100)")
     p.add_argument("--rerank-fusion", type=float, default=None, metavar="W",
                    help="final score = W x min-max(reranker) + (1 - W) x min-max(first stage), per query")
@@ -383,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML file with MiningConfig fields")
     p.add_argument("--retriever", default=None, help="bm25 | dense | hybrid (default bm25)")
     p.add_argument("--model", default=None, help="dense / hybrid: the encoder")
-    p.add_argument("-k", type=_positive_int, default=None, help="candidates per query (default 100)")
+    p.add_argument("-k", type=positive_int, default=None, help="candidates per query (default 100)")
     p.add_argument("--filter", default=None,
                    help="none | absolute | relative | rank | teacher, or a comma-separated chain")
     p.add_argument("--num-negatives", type=int, default=None, help="negatives kept per query (default 8)")
@@ -407,13 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every stage on a small slice (50 test and 32 train queries, about 330 documents)")
     p.add_argument("--no-train", dest="train", action="store_false",
                    help="skip the training stage (the hybrid fuses BM25 and the zero-shot dense model)")
-    p.add_argument("--train-steps", type=_positive_int, default=None,
+    p.add_argument("--train-steps", type=positive_int, default=None,
                    help="training steps (default 25, --quick 4)")
-    p.add_argument("--train-batch-size", type=_positive_int, default=None,
+    p.add_argument("--train-batch-size", type=positive_int, default=None,
                    help="training batch size (default 32, --quick 8)")
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="the dense encoder")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="texts per encoder batch")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="texts per encoder batch")
     p.add_argument("--cache-embeddings", action="store_true", help="reuse document embeddings from $UNIRET_CACHE")
     _add_backend_arg(p, default=None, default_text="bf16 where bfloat16 is native (AMX/AVX512-BF16 CPU, GPU), "
                      "else onnx-int8")
@@ -430,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", action="append", required=True, metavar="[NAME=]PATH",
                    help="a saved index (repeatable); its name defaults to the directory's name")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=_positive_int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (for encoder families)")
     p.add_argument("--reranker", action="append", default=[], metavar="NAME=FOLDER",
                    help="a cross-encoder reranker for POST /rerank and search's 'rerank' (repeatable)")
@@ -438,10 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="require the API key held in environment variable VAR (header X-API-Key)")
     p.add_argument("--no-micro-batching", action="store_true", help="search each request alone")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="micro-batching: longest wait for company")
-    p.add_argument("--max-batch", type=_positive_int, default=64, help="micro-batching: most queries per call")
-    p.add_argument("--max-k", type=_positive_int, default=1000, help="largest k a request may ask for")
-    p.add_argument("--max-queries", type=_positive_int, default=64, help="most queries (or texts) per request")
-    p.add_argument("--max-body-bytes", type=_positive_int, default=1 << 20, help="largest request body")
+    p.add_argument("--max-batch", type=positive_int, default=64, help="micro-batching: most queries per call")
+    p.add_argument("--max-k", type=positive_int, default=1000, help="largest k a request may ask for")
+    p.add_argument("--max-queries", type=positive_int, default=64, help="most queries (or texts) per request")
+    p.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="largest request body")
     p.add_argument("--fusion", default="rrf", help="the fusion of index 'hybrid' (all served indexes fused)")
     p.add_argument("--data", default=None,
                    help="a BEIR data set whose judged queries the search page evaluates (per-query nDCG)")
@@ -459,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="append", required=True, metavar="[NAME=]PATH",
                    help="a TREC run on --data's corpus (or a uniret eval report directory holding run.trec) whose "
                         "top-k documents per query are kept (repeatable)")
-    p.add_argument("-k", type=_positive_int, default=100, help="documents pooled per query from each run (default 100)")
+    p.add_argument("-k", type=positive_int, default=100, help="documents pooled per query from each run (default 100)")
     p.add_argument("--split", default="test", help="the qrels split whose queries are pooled (default test)")
     p.add_argument("--output-dir", required=True, help="BEIR directory to write (with downsample.json)")
     p.set_defaults(func=cmd_downsample)
