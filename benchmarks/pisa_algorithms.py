@@ -71,7 +71,7 @@ def interleaved_seconds(runs: dict, k: int, repeat: int) -> dict:
 
 def compare_threads(folder: Path, ids: list[str], qvecs: list, k: int, repeat: int, threads: int) -> dict:
     """Term-at-a-time and MaxScore with ``threads`` TBB workers: q/s, and the share of queries answered as with
-    one thread. uniret answers term-at-a-time with one thread whatever is asked (``PisaEngine._threads``): the
+    one thread. uniret answers term-at-a-time with one thread whatever is asked (``PisaEngine.plan``): the
     binding's term-at-a-time query function holds one accumulator that its threads share. Here that guard is
     lifted, to measure what it guards against."""
     from uniret.index.sparse_engines import PisaEngine
@@ -80,7 +80,7 @@ def compare_threads(folder: Path, ids: list[str], qvecs: list, k: int, repeat: i
     for algorithm in ("maxscore", "ranked_or_taat"):
         engine = PisaEngine.open(folder, ids, algorithm=algorithm)
         one = engine.search(qvecs, k)
-        engine._threads = lambda asked, num_queries: max(1, min(asked, num_queries))  # the guard lifted
+        engine.plan = lambda asked, num_queries, a=algorithm: (a, max(1, min(asked, num_queries)))  # guard lifted
         several = engine.search(qvecs, k, threads=threads)  # warm-up, and the answers compared
         out["same_answer_as_one_thread"][algorithm] = float(np.mean([a == b for a, b in zip(several, one,
                                                                                             strict=True)]))

@@ -227,9 +227,8 @@ def worker(path: str, data: Path, out: Path, threads: int | None = None) -> dict
         "index_mb": round(size_mb, 1),
         # the sparse index searches a batch on its threads (default: the usable cores; runs before 2026-12-05: 1)
         "search_threads": getattr(backend, "threads", None),
-        "pisa_algorithm": (backend._engine.algorithm_for(backend._engine._usable(
-            backend.threads, sum(1 for q in queries.values() if q.strip())))
-            if hasattr(getattr(backend, "_engine", None), "algorithm_for") else None),
+        "pisa_algorithm": (backend._engine.plan(backend.threads, sum(1 for q in queries.values() if q.strip()))[0]
+                           if hasattr(getattr(backend, "_engine", None), "plan") else None),
     }
 
 

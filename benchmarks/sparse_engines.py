@@ -171,10 +171,10 @@ def main() -> None:
         term_queries = [{terms[t]: w for t, w in q.items()} for q in qs]
         return [[(row_of[h.docid], round(h.score)) for h in pyserini.search(q, k=k)] for q in term_queries]
 
-    def pyserini_batch(qs: list, k: int) -> list[list[tuple[int, int]]]:
+    def pyserini_batch(qs: list, k: int, threads: int = 1) -> list[list[tuple[int, int]]]:
         term_queries = [{terms[t]: w for t, w in q.items()} for q in qs]
         qnums = [str(i) for i in range(len(term_queries))]
-        found = pyserini.batch_search(term_queries, qnums, k=k, threads=1)
+        found = pyserini.batch_search(term_queries, qnums, k=k, threads=threads)
         return [[(row_of[h.docid], round(h.score)) for h in found[i]] for i in qnums]
 
     def measure(searchers: dict, qs: list, exact: list) -> dict:
@@ -218,21 +218,16 @@ def main() -> None:
         result["query_scales"][str(scale)] = rows
     threads = args.threads or default_threads()
     if threads > 1:  # all cores: each engine as the sparse index searches a batch (SparseIndex(threads=...))
-        def pyserini_batch_threads(qs: list, k: int) -> list[list[tuple[int, int]]]:
-            term_queries = [{terms[t]: w for t, w in q.items()} for q in qs]
-            qnums = [str(i) for i in range(len(term_queries))]
-            found = pyserini.batch_search(term_queries, qnums, k=k, threads=threads)
-            return [[(row_of[h.docid], round(h.score)) for h in found[i]] for i in qnums]
-
         rows = measure({**{n: (lambda qs, k, n=n: engines[n].search(qs, k, threads=threads))
                            for n in ("pisa", "pisa_maxscore", "lucene", "seismic")},
-                        **pyserini_modes, "pyserini_impact_searcher_batch_threads": pyserini_batch_threads},
+                        **pyserini_modes,
+                        "pyserini_impact_searcher_batch_threads": lambda qs, k: pyserini_batch(qs, k, threads)},
                        qvecs, exact)
         for name in rows:
             rows[name]["speedup_vs_pyserini_threads"] = (
                 rows[name]["qps"] / rows["pyserini_impact_searcher_batch_threads"]["qps"])
-        result["threads"] = {"threads": threads, "pisa_threads_used": engines["pisa"]._threads(threads, len(qvecs)),
-                             "pisa_algorithm": engines["pisa"].algorithm_for(engines["pisa"]._usable(threads, len(qvecs))),
+        pisa_algorithm, pisa_threads = engines["pisa"].plan(threads, len(qvecs))
+        result["threads"] = {"threads": threads, "pisa_threads_used": pisa_threads, "pisa_algorithm": pisa_algorithm,
                              "engines": rows}
     result["engine_settings"] = {"k": k, "threads": 1, "pisa": {"algorithm": engines["pisa"].algorithm},
                                  "seismic": {"query_cut": engines["seismic"].query_cut,

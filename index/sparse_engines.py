@@ -242,7 +242,7 @@ PISA_ALGORITHM = "auto"
 terms) TAAT was measured 1.7-2.3x faster than MaxScore at 5k, 50k and 200k documents on a Xeon, 1.3-2.5x on
 AMD EPYC machines, and MaxScore 4-6x faster than block-max WAND (``benchmarks/pisa_algorithms.py``, BENCHMARKS.md
 "Learned sparse"); past that size, unmeasured for long queries, the per-query accumulator grows with the corpus
-while MaxScore skips more. TAAT runs on one thread (:meth:`PisaEngine._threads`) and MaxScore on all asked, so a
+while MaxScore skips more. TAAT runs on one thread (:meth:`PisaEngine.plan`) and MaxScore on all asked, so a
 batch searched with several threads switches to MaxScore sooner: beyond :data:`PISA_TAAT_MAX_DOCS_THREADED`
 documents, about where the two cross (on an AMD EPYC, MaxScore on 2 threads against TAAT on one: 630 vs 657 q/s
 at 50k documents, 369 vs 342 at 100k, 211 vs 176 at 200k; 449 vs 463 at 75k and 266 vs 228 at 150k in a scratch
@@ -335,17 +335,15 @@ class PisaEngine:
             raise _damaged(directory, f"PISA cannot open it ({e})") from None
         return cls(directory, context, {d: i for i, d in enumerate(ids)}, algorithm)
 
-    @staticmethod
-    def _usable(asked: int, num_queries: int) -> int:
-        """Threads a batch of ``num_queries`` can use when ``asked`` are offered: at most one per query."""
-        return max(1, min(asked, num_queries))
-
-    def _threads(self, asked: int, num_queries: int) -> int:
-        """The threads PISA answers a batch with: one for term-at-a-time, whose query function in the
-        pyterrier-pisa binding holds one accumulator that its threads share (a race: with two threads, 98-99.7%
-        of SciFact queries were answered wrongly; benchmarks/pisa_algorithms.py), else up to one per query."""
-        usable = self._usable(asked, num_queries)
-        return 1 if self.algorithm_for(usable).startswith("ranked_or_taat") else usable
+    def plan(self, threads: int, num_queries: int) -> tuple[str, int]:
+        """The algorithm and the thread count PISA answers a batch of ``num_queries`` with when ``threads`` are
+        offered: at most one thread per query, the algorithm ``auto`` picks for those, and one thread for
+        term-at-a-time, whose query function in the pyterrier-pisa binding holds one accumulator that its threads
+        share (a race: with two threads, 98-99.7% of SciFact queries were answered wrongly;
+        benchmarks/pisa_algorithms.py)."""
+        usable = max(1, min(threads, num_queries))
+        algorithm = self.algorithm_for(usable)
+        return algorithm, 1 if algorithm.startswith("ranked_or_taat") else usable
 
     def _retrieve(self, queries: Sequence[Mapping[Any, float]], k: int, threads: int = 1
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -354,9 +352,10 @@ class PisaEngine:
         n = len(queries) * k
         qidx, docnos = np.empty(n, dtype=np.int32), np.empty(n, dtype=object)
         ranks, scores = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.float32)
-        size = pisathon().retrieve(self._context, self.algorithm_for(self._usable(threads, len(queries))),
+        algorithm, threads = self.plan(threads, len(queries))
+        size = pisathon().retrieve(self._context, algorithm,
                                    [(i, {str(t): float(w) for t, w in q.items()}) for i, q in enumerate(queries)],
-                                   k=k, threads=self._threads(threads, len(queries)), pretokenised=True,
+                                   k=k, threads=threads, pretokenised=True,
                                    query_weighted=1, result_qidxs=qidx,
                                    result_docnos=docnos, result_ranks=ranks, result_scores=scores)
         order = np.argsort(qidx[:size], kind="stable")
